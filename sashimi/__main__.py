@@ -1,0 +1,5 @@
+import sys
+
+from sashimi.cli.main import main
+
+sys.exit(main())
