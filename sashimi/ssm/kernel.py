@@ -1,0 +1,210 @@
+"""S4 convolution kernels: diagonal (S4D) and diagonal-plus-low-rank (S4, Hurwitz-stable form).
+
+Dimension letters: H = channels (d_model), N = d_state, N2 = N/2 modes kept (one per conjugate pair),
+r = rank of the low-rank term, S = output channels of the kernel (2 for bidirectional), L = length.
+
+Parameters (stored as real tensors; complex ones as real views with a trailing dimension of 2):
+  log_dt (H)          dt = exp(log_dt)
+  A_real (H N2)       Re Lambda = -exp(A_real) < 0   (the positive transform that keeps A Hurwitz)
+  A_imag (H N2)       Im Lambda = -A_imag
+  B (H N2 2), C (S H N2 2), and for DPLR P (r H N2 2): A = diag(Lambda) - P P^*
+For DPLR, ``C`` holds C~ = C (I - dA^l) for the kernel length l in the ``l_kernel`` buffer (0: plain C), as
+in the S4 paper; ``discretize`` recovers the plain C for stepping.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+from sashimi.errors import ConfigError
+from sashimi.ssm.init import c_init, diag_init, dplr_init, log_dt_init
+from sashimi.ssm.recurrence import DenseSystem, DiagonalSystem
+from sashimi.ssm.structured import vandermonde
+
+CHUNK_BYTES = 64 * 2**20  # budget for the per-chunk intermediate of the kernel computation
+
+
+def _r2c(x: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_complex(x.contiguous()) if x.dtype != torch.float16 else torch.view_as_complex(x.float())
+
+
+class _SSMKernel(nn.Module):
+    """Parameters shared by both kernels and the per-parameter optimizer hints."""
+
+    ssm_param_names: tuple[str, ...] = ("log_dt", "A_real", "A_imag", "B")
+
+    def __init__(self, H: int, N: int, channels: int, Lambda: torch.Tensor, B: torch.Tensor,
+                 dt_min: float, dt_max: float, lr: float | None):
+        super().__init__()
+        self.H, self.N, self.channels, self.lr = H, N, channels, lr
+        N2 = N // 2
+        self.log_dt = nn.Parameter(log_dt_init(H, dt_min, dt_max).float())
+        self.A_real = nn.Parameter(torch.log(-Lambda.real).expand(H, N2).float().clone())
+        self.A_imag = nn.Parameter((-Lambda.imag).expand(H, N2).float().clone())
+        self.B = nn.Parameter(torch.view_as_real(B.expand(H, N2)).float().clone())
+        self.C = nn.Parameter(torch.view_as_real(c_init(channels, H, N2)).float().clone())
+
+    def optim_hints(self) -> dict[str, dict]:
+        """{param name: {"lr", "weight_decay"}} for the SSM parameters (C is an ordinary weight)."""
+        if self.lr is None:
+            return {}
+        return {name: {"lr": self.lr, "weight_decay": 0.0} for name in self.ssm_param_names}
+
+    def _params(self):
+        dt = torch.exp(self.log_dt)  # (H)
+        Lam = torch.complex(-torch.exp(self.A_real), -self.A_imag)  # (H N2)
+        return dt, Lam, _r2c(self.B), _r2c(self.C)
+
+    def _chunked(self, fn, L: int, per_channel_rows: int, *tensors: torch.Tensor) -> torch.Tensor:
+        """Apply fn(*tensors[h0:h1]) -> (S h L) over channel chunks that fit CHUNK_BYTES; concat on h."""
+        per_h = per_channel_rows * L * 16  # real sequences plus their spectra
+        h = max(1, CHUNK_BYTES // per_h)
+        if h >= self.H:
+            return fn(*tensors)
+        outs = []
+        for h0 in range(0, self.H, h):
+            part = [t[..., h0 : h0 + h, :] if t.dim() > 1 else t[h0 : h0 + h] for t in tensors]
+            if torch.is_grad_enabled() and any(t.requires_grad for t in part):
+                outs.append(checkpoint(fn, *part, use_reentrant=False))
+            else:
+                outs.append(fn(*part))
+        return torch.cat(outs, dim=-2)
+
+
+class DiagKernel(_SSMKernel):
+    """S4D: K[k] = 2 Re sum_n C_n dB_n dA_n^k, with ZOH or bilinear discretization."""
+
+    def __init__(self, H: int, N: int, *, channels: int = 1, init: str = "legs", disc: str = "zoh",
+                 dt_min: float = 0.001, dt_max: float = 0.1, lr: float | None = 0.001):
+        if disc not in ("zoh", "bilinear"):
+            raise ConfigError(f"unknown disc {disc!r} for mode='diag'; expected 'zoh' or 'bilinear'")
+        Lambda, B = diag_init(init, N)
+        super().__init__(H, N, channels, Lambda, B, dt_min, dt_max, lr)
+        self.disc = disc
+
+    def _discrete(self):
+        """dA (H N2), dB (H N2), C (S H N2) and log dA."""
+        dt, Lam, B, C = self._params()
+        dtA = dt[:, None] * Lam
+        if self.disc == "zoh":
+            return torch.exp(dtA), B * torch.expm1(dtA) / Lam, C, dtA
+        dA = (1 + dtA / 2) / (1 - dtA / 2)
+        return dA, B * dt[:, None] / (1 - dtA / 2), C, torch.log(dA)
+
+    def forward(self, L: int) -> torch.Tensor:
+        """Kernel (S H L)."""
+        _, dB, C, log_dA = self._discrete()
+        coef = C * dB  # (S H N2)
+        fn = lambda c, z: vandermonde(c, z, L)
+        return self._chunked(fn, L, self.channels, coef, log_dA)
+
+    @torch.no_grad()
+    def discretize(self, mode: str = "diagonal") -> DiagonalSystem:
+        if self.channels != 1:
+            raise ConfigError("a bidirectional (two-sided) kernel has no recurrent step mode")
+        if mode not in ("diagonal", "dense"):
+            raise ConfigError(f"unknown step mode {mode!r}; expected 'diagonal' or 'dense'")
+        dA, dB, C, _ = self._discrete()
+        return DiagonalSystem(dA, dB, C[0], scale=2.0)
+
+
+class DPLRKernel(_SSMKernel):
+    """S4: A = diag(Lambda) - P P^*, bilinear discretization, kernel through Cauchy + Woodbury.
+
+    The Cauchy products at the roots of unity are computed as the DFT of blocked Vandermonde products
+    (for a pole x, sum over roots w of v/(w - x) equals the DFT of a geometric sequence), so memory stays
+    O(H L + H N sqrt(L)) and the work is one batched matmul plus FFTs.
+    """
+
+    ssm_param_names = _SSMKernel.ssm_param_names + ("P",)
+
+    def __init__(self, H: int, N: int, *, channels: int = 1, init: str = "legs", l_max: int | None = None,
+                 dt_min: float = 0.001, dt_max: float = 0.1, lr: float | None = 0.001):
+        Lambda, P, B = dplr_init(init, N)
+        super().__init__(H, N, channels, Lambda, B, dt_min, dt_max, lr)
+        self.rank = P.shape[0]
+        self.P = nn.Parameter(torch.view_as_real(P[:, None, :].expand(-1, H, -1)).float().clone())
+        self.register_buffer("l_kernel", torch.tensor(0, dtype=torch.long))
+        if l_max:
+            with torch.no_grad():
+                self.C.copy_(torch.view_as_real(self._c_tilde(l_max)))
+            self.l_kernel.fill_(l_max)
+
+    # ----- dense (N x N) form, used for step mode and for changing the kernel length -----
+    def _dense(self):
+        """dA (H N N), dB (H N), C~ (S H N) in the full (conjugate-extended) basis."""
+        dt, Lam, B, Ct = self._params()
+        P = _r2c(self.P)  # (r H N2)
+        full = lambda x: torch.cat([x, x.conj()], dim=-1)
+        A = torch.diag_embed(full(Lam)) - torch.einsum("rhm,rhn->hmn", full(P), full(P).conj())
+        eye = torch.eye(self.N, dtype=A.dtype, device=A.device)
+        half = (dt[:, None, None] / 2) * A
+        dA = torch.linalg.solve(eye - half, eye + half)
+        dB = torch.linalg.solve(eye - half, (dt[:, None] * full(B))[..., None])[..., 0]
+        return dA, dB, full(Ct)
+
+    def _c_tilde(self, L: int) -> torch.Tensor:
+        """C~ for kernel length L (S H N2), from the stored C~ (or plain C when l_kernel is 0)."""
+        dA, _, Ct = self._dense()
+        eye = torch.eye(self.N, dtype=dA.dtype, device=dA.device)
+        C = Ct
+        lk = int(self.l_kernel)
+        if lk:  # C^T = C~^T (I - dA^lk)^-1
+            C = torch.linalg.solve((eye - torch.linalg.matrix_power(dA, lk)).mT, Ct.unsqueeze(-1)).squeeze(-1)
+        out = torch.einsum("hmn,shm->shn", eye - torch.linalg.matrix_power(dA, L), C)
+        return out[..., : self.N // 2]
+
+    @torch.no_grad()
+    def discretize(self, mode: str = "dense"):
+        if self.channels != 1:
+            raise ConfigError("a bidirectional (two-sided) kernel has no recurrent step mode")
+        if mode not in ("dense", "diagonal"):
+            raise ConfigError(f"unknown step mode {mode!r}; expected 'dense' or 'diagonal'")
+        dA, dB, Ct = self._dense()
+        C = Ct[0]
+        lk = int(self.l_kernel)
+        if lk:
+            eye = torch.eye(self.N, dtype=dA.dtype, device=dA.device)
+            C = torch.linalg.solve((eye - torch.linalg.matrix_power(dA, lk)).mT, C.unsqueeze(-1)).squeeze(-1)
+        system = DenseSystem(dA, dB, C)
+        return system.diagonalize() if mode == "diagonal" else system
+
+    # ----- convolution kernel -----
+    def forward(self, L: int) -> torch.Tensor:
+        """Kernel (S H L): computed at length max(L, l_kernel), truncated to L."""
+        lk = int(self.l_kernel)
+        Lk = max(L, lk)
+        dt, Lam, B, C = self._params()
+        if Lk != lk:
+            C = self._c_tilde(Lk)
+        P = _r2c(self.P)
+        dtA = dt[:, None] * Lam  # (H N2)
+        log_z = torch.log((2 + dtA) / (2 - dtA))  # log of the bilinear-discretized diagonal
+        # 1/(w - x) over the L-th roots w becomes a geometric sequence z^k / (1 - z^L) (see class docstring).
+        scale = 2 * dt[:, None] / ((2 - dtA) * -torch.expm1(Lk * log_z))  # (H N2)
+        b_side = torch.cat([B[None], P])  # (1+r H N2)
+        c_side = torch.cat([C, P.conj()])  # (S+r H N2)
+        coef = (b_side[:, None] * c_side[None] * scale).flatten(0, 1)  # ((1+r)(S+r) H N2)
+        fn = lambda c, z: self._woodbury(vandermonde(c, z, Lk), Lk)
+        k = self._chunked(fn, Lk, coef.shape[0], coef, log_z)
+        return k[..., :L]
+
+    def _woodbury(self, q: torch.Tensor, L: int) -> torch.Tensor:
+        """q ((1+r)(S+r) h L) real sequences -> kernel (S h L) via the low-rank correction in frequency."""
+        r, S = self.rank, self.channels
+        Q = torch.fft.rfft(q, n=L).unflatten(0, (1 + r, S + r))  # (1+r S+r h F)
+        omega = torch.exp(-2j * math.pi * torch.arange(L // 2 + 1, device=q.device, dtype=torch.float64) / L)
+        s = ((1 + omega) / 2).to(Q.dtype)  # (F)
+        Q00, Q01, Q10, Q11 = Q[0, :S], Q[0, S:], Q[1:, :S], Q[1:, S:]  # (S h F) (r h F) (r S h F) (r r h F)
+        if r == 1:
+            k_f = Q00 - s * Q01[0] * Q10[0] / (1 + s * Q11[0, 0])
+        else:
+            M = Q11.permute(2, 3, 1, 0)  # (h F i j) = term(P_j, Q_i)
+            eye = torch.eye(r, dtype=M.dtype, device=M.device)
+            rhs = Q01.permute(1, 2, 0)[..., None]  # (h F r 1)
+            solved = torch.linalg.solve(eye + s[:, None, None] * M, rhs)[..., 0]  # (h F r)
+            k_f = Q00 - s * torch.einsum("jshf,hfj->shf", Q10, solved)
+        return torch.fft.irfft(k_f, n=L)
