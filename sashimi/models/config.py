@@ -1,0 +1,127 @@
+"""SaShiMiConfig: the one config of the autoregressive audio model, validated and stored in every checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+
+from sashimi.errors import ConfigError
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class SaShiMiConfig:
+    # backbone
+    d_model: int = 64
+    n_layers: int = 8
+    pool: tuple[int, ...] = (4, 4)
+    expand: int = 2
+    ff: int = 2
+    layer: str = "s4"  # "s4" (DPLR) | "s4d" (diagonal)
+    d_state: int = 64
+    unet: bool = False
+    dropout: float = 0.0
+    init: str | None = None  # None: "legs" (S4 / S4D-LegS)
+    disc: str | None = None  # s4d only: "zoh" (default) | "bilinear"
+    dt_min: float = 0.001
+    dt_max: float = 0.1
+    ssm_lr: float | None = 0.001
+    l_max: int | None = 16000  # training length the S4 kernels are attuned to (longer inputs still work)
+    # audio / tokens
+    bits: int = 8
+    quantization: str = "mu-law"  # "mu-law" | "linear"
+    sample_rate: int = 16000
+
+    def __post_init__(self):
+        self.pool = tuple(self.pool)
+        if self.quantization not in ("mu-law", "linear"):
+            raise ConfigError(f"model.quantization must be 'mu-law' or 'linear', got {self.quantization!r}")
+        if not 2 <= self.bits <= 16:
+            raise ConfigError(f"model.bits must be in 2..16, got {self.bits}")
+        if self.layer not in ("s4", "s4d"):
+            raise ConfigError(f"model.layer must be 's4' or 's4d', got {self.layer!r}")
+        if self.d_model <= 0 or self.n_layers < 0 or self.sample_rate <= 0:
+            raise ConfigError("model.d_model and model.sample_rate must be positive, model.n_layers >= 0")
+
+    @property
+    def n_classes(self) -> int:
+        return 2**self.bits
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["pool"] = list(self.pool)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "model") -> "SaShiMiConfig":
+        """Build from a plain dict; unknown keys and wrong types are errors that name the field."""
+        return cls(**check_fields(cls, d, where))
+
+
+def check_fields(cls, d: dict, where: str) -> dict:
+    """Validate the keys and value types of ``d`` against dataclass ``cls``; return a converted copy."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    return {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in d.items()}
+
+
+def _coerce(value, hint, name: str):
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, name)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if origin is tuple or origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+        return tuple(_coerce(v, args[0], name) for v in value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name}: expected true/false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{name}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{name}: expected a string, got {value!r}")
+    return value
+
+
+PRESETS: dict[str, dict] = {
+    # SC09 (paper Table 3 / 4): 2 tiers of pooling by 4, 8 layers per tier, width 64.
+    "sc09": dict(d_model=64, n_layers=8, pool=(4, 4), expand=2, ff=2, l_max=16000, sample_rate=16000),
+    # Same backbone on long music at 16 kHz, trained on 8 s windows.
+    "youtubemix": dict(d_model=64, n_layers=8, pool=(4, 4), expand=2, ff=2, l_max=131072, sample_rate=16000),
+    "beethoven": dict(d_model=64, n_layers=8, pool=(4, 4), expand=2, ff=2, l_max=128000, sample_rate=16000,
+                      quantization="linear"),
+    # Small enough for tests and CPU demos.
+    "tiny": dict(d_model=16, n_layers=2, pool=(4, 4), expand=2, ff=2, d_state=16, l_max=16000),
+}
+
+
+def preset(name: str, **overrides) -> SaShiMiConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown model preset {name!r}; expected one of {sorted(PRESETS)}")
+    return SaShiMiConfig.from_dict({**PRESETS[name], **overrides}, where=f"preset {name}")
