@@ -37,6 +37,10 @@ class SaShiMi(nn.Module):
                  dropout: float = 0.0, d_state: int = 64, l_max: int | None = None, init: str | None = None,
                  disc: str | None = None, dt_min: float = 0.001, dt_max: float = 0.1, ssm_lr: float | None = 0.001):
         super().__init__()
+        self.init_kwargs = dict(d_model=d_model, n_layers=n_layers, pool=list(pool), expand=expand, ff=ff,
+                                layer=layer, unet=unet, bidirectional=bidirectional, dropout=dropout,
+                                d_state=d_state, l_max=l_max, init=init, disc=disc, dt_min=dt_min,
+                                dt_max=dt_max, ssm_lr=ssm_lr)
         if layer not in LAYERS:
             raise ConfigError(f"unknown layer {layer!r}; expected one of {tuple(LAYERS)}")
         if any(int(p) < 1 for p in pool) or expand < 1 or n_layers < 0 or ff < 0:
