@@ -1,0 +1,184 @@
+"""The file index: every usable audio file of a dataset root, validated once, cached as JSON.
+
+Building the index decodes each file once to catch what a header cannot show (truncated data, NaN samples).
+A file whose rate differs from the target rate, or whose format cannot be seeked cheaply, is resampled once
+into a float WAV under the cache folder; items are then read with `read_frames` (a seek, never a full decode).
+Bad files are skipped and listed in `bad_files.txt` next to the index, or are fatal with `strict`.
+The cache is keyed by a fingerprint of (relative path, size, mtime) of every file plus the target rate, so
+changing the data rebuilds it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tqdm import tqdm
+
+from sashimi.audio.io import AUDIO_EXTENSIONS, AudioInfo, audio_info, load_audio, save_wav
+from sashimi.errors import AudioError, ConfigError
+
+log = logging.getLogger("sashimi.data")
+
+INDEX_VERSION = 1
+CACHE_DIRNAME = ".sashimi_cache"
+SEEKABLE_FORMATS = ("WAV", "WAVEX", "FLAC", "AIFF")
+
+# A per-dataset check on the header: raise AudioError when the file is not what the dataset expects.
+HeaderCheck = Callable[[AudioInfo], None]
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str  # relative to the dataset root, "/"-separated
+    read_path: str  # absolute path the samples are read from (the original, or its resampled copy)
+    frames: int  # samples at the target rate
+    orig_sample_rate: int
+    channels: int
+
+
+@dataclass(frozen=True)
+class FileIndex:
+    root: str
+    sample_rate: int
+    files: list[FileEntry]  # sorted by path
+    bad: list[tuple[str, str]]  # (relative path, reason)
+    cache_dir: str
+
+    @property
+    def total_frames(self) -> int:
+        return sum(f.frames for f in self.files)
+
+    @property
+    def bad_list_path(self) -> str:
+        return os.path.join(self.cache_dir, "bad_files.txt")
+
+
+def scan_audio_files(root: str | os.PathLike, subdirs: list[str] | None = None) -> list[str]:
+    """Relative paths of audio files under root (or under the given sub-folders), sorted; hidden folders skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"dataset root {root} does not exist or is not a folder")
+    found = []
+    for top in [root / s for s in subdirs] if subdirs else [root]:
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in filenames:
+                if name.lower().endswith(AUDIO_EXTENSIONS) and not name.startswith("."):
+                    found.append(Path(dirpath, name).relative_to(root).as_posix())
+    return sorted(found)
+
+
+def _fingerprint(root: Path, rel_paths: list[str], sample_rate: int, check_name: str) -> str:
+    h = hashlib.sha1(f"v{INDEX_VERSION}|{sample_rate}|{check_name}".encode())
+    for rel in rel_paths:
+        st = (root / rel).stat()
+        h.update(f"|{rel}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def _index_one(root: Path, rel: str, sample_rate: int, convert_dir: Path, check: HeaderCheck | None) -> FileEntry:
+    """Validate one file (raises AudioError) and return its entry, converting it if it cannot be read as is."""
+    src = root / rel
+    info = audio_info(src)
+    if check is not None:
+        check(info)
+    wave, _ = load_audio(src, sample_rate=None, mono=True)  # full decode once: catches truncation and NaN
+    if info.sample_rate == sample_rate and info.format in SEEKABLE_FORMATS:
+        return FileEntry(rel, str(src.resolve()), len(wave), info.sample_rate, info.channels)
+    wave, _ = load_audio(src, sample_rate=sample_rate, mono=True)
+    dst = convert_dir / (rel + ".wav")
+    save_wav(dst, wave, sample_rate, subtype="FLOAT")
+    return FileEntry(rel, str(dst.resolve()), len(wave), info.sample_rate, info.channels)
+
+
+def _load_cached(index_path: Path, fingerprint: str) -> dict | None:
+    try:
+        data = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if data.get("fingerprint") != fingerprint or data.get("version") != INDEX_VERSION:
+        return None
+    if not all(os.path.isfile(f["read_path"]) for f in data["files"]):
+        return None
+    return data
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def build_index(
+    root: str | os.PathLike,
+    sample_rate: int,
+    *,
+    rel_paths: list[str],
+    cache_dir: str | os.PathLike | None = None,
+    cache_name: str = "index",
+    check: HeaderCheck | None = None,
+    strict: bool = False,
+    workers: int | None = None,
+) -> FileIndex:
+    """Validate `rel_paths` under `root` and cache the result; reuse the cache when nothing changed.
+
+    `cache_name` separates indexes of different datasets sharing a root (and their header checks).
+    """
+    root = Path(root).resolve()
+    if not rel_paths:
+        raise ConfigError(f"no audio files found under {root} (looked for {', '.join(AUDIO_EXTENSIONS)})")
+    cache = Path(cache_dir) if cache_dir else root / CACHE_DIRNAME
+    cache = cache / f"{cache_name}-{sample_rate}hz"
+    fingerprint = _fingerprint(root, rel_paths, sample_rate, cache_name)
+    cached = _load_cached(cache / "index.json", fingerprint)
+    if cached is None:
+        cached = _build(root, rel_paths, sample_rate, cache, check, strict, workers)
+        cached["fingerprint"] = fingerprint
+        cache.mkdir(parents=True, exist_ok=True)
+        _write_atomic(cache / "index.json", json.dumps(cached))
+        _write_atomic(cache / "bad_files.txt", "".join(f"{p}\t{r}\n" for p, r in cached["bad"]))
+    index = FileIndex(
+        root=str(root),
+        sample_rate=sample_rate,
+        files=[FileEntry(**f) for f in cached["files"]],
+        bad=[tuple(b) for b in cached["bad"]],
+        cache_dir=str(cache),
+    )
+    _report_bad(index, len(rel_paths), strict)
+    return index
+
+
+def _build(root, rel_paths, sample_rate, cache, check, strict, workers) -> dict:
+    def work(rel):
+        try:
+            return _index_one(root, rel, sample_rate, cache / "converted", check)
+        except AudioError as err:
+            if strict:
+                raise
+            return (rel, str(err))
+
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(tqdm(pool.map(work, rel_paths), total=len(rel_paths), desc=f"indexing {root.name}",
+                            unit="file", disable=None, leave=False))
+    files = [r.__dict__ for r in results if isinstance(r, FileEntry)]
+    bad = [list(r) for r in results if not isinstance(r, FileEntry)]
+    return {"version": INDEX_VERSION, "sample_rate": sample_rate, "files": files, "bad": bad}
+
+
+def _report_bad(index: FileIndex, n_scanned: int, strict: bool) -> None:
+    if index.bad and strict:  # a cached index built without strict may hold bad files
+        path, reason = index.bad[0]
+        raise AudioError(f"{len(index.bad)} bad audio file(s) under {index.root} (strict mode); first: {reason}")
+    if index.bad:
+        log.warning("skipped %d bad audio file(s) of %d under %s; list in %s",
+                    len(index.bad), n_scanned, index.root, index.bad_list_path)
+    if not index.files:
+        raise ConfigError(f"no usable audio files under {index.root}: all {n_scanned} are bad "
+                          f"(see {index.bad_list_path})")
