@@ -20,6 +20,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from sashimi.errors import ConfigError
+from sashimi.ssm.fft import rfft
 from sashimi.ssm.init import c_init, diag_init, dplr_init, log_dt_init
 from sashimi.ssm.recurrence import DenseSystem, DiagonalSystem
 from sashimi.ssm.structured import vandermonde
@@ -98,7 +99,7 @@ class DiagKernel(_SSMKernel):
         """Kernel (S H L)."""
         _, dB, C, log_dA = self._discrete()
         coef = C * dB  # (S H N2)
-        fn = lambda c, z: vandermonde(c, z, L)
+        fn = lambda c, z: vandermonde(c, z, L).transpose(0, 1)
         return self._chunked(fn, L, self.channels, coef, log_dA)
 
     @torch.no_grad()
@@ -193,18 +194,20 @@ class DPLRKernel(_SSMKernel):
         return k[..., :L]
 
     def _woodbury(self, q: torch.Tensor, L: int) -> torch.Tensor:
-        """q ((1+r)(S+r) h L) real sequences -> kernel (S h L) via the low-rank correction in frequency."""
+        """q (h (1+r)(S+r) L) real sequences -> kernel (S h L) via the low-rank correction in frequency."""
         r, S = self.rank, self.channels
-        Q = torch.fft.rfft(q, n=L).unflatten(0, (1 + r, S + r))  # (1+r S+r h F)
+        Q = rfft(q, L).unflatten(1, (1 + r, S + r))  # (h 1+r S+r F)
         omega = torch.exp(-2j * math.pi * torch.arange(L // 2 + 1, device=q.device, dtype=torch.float64) / L)
         s = ((1 + omega) / 2).to(Q.dtype)  # (F)
-        Q00, Q01, Q10, Q11 = Q[0, :S], Q[0, S:], Q[1:, :S], Q[1:, S:]  # (S h F) (r h F) (r S h F) (r r h F)
+        rows = Q.unbind(1)  # B row, then one row per P_j; each (h S+r F)
+        Q00, Q01 = rows[0].split([S, r], dim=1)  # (h S F) (h r F)
         if r == 1:
-            k_f = Q00 - s * Q01[0] * Q10[0] / (1 + s * Q11[0, 0])
+            Q10, Q11 = rows[1].split([S, r], dim=1)
+            k_f = Q00 - s * Q10 * (Q01 / (1 + s * Q11))
         else:
-            M = Q11.permute(2, 3, 1, 0)  # (h F i j) = term(P_j, Q_i)
+            Q10, Q11 = torch.stack(rows[1:], dim=1).split([S, r], dim=2)  # (h r S F) (h r r F): [j, i]
+            M = Q11.permute(0, 3, 2, 1)  # (h F i j) = term(P_j, Q_i)
             eye = torch.eye(r, dtype=M.dtype, device=M.device)
-            rhs = Q01.permute(1, 2, 0)[..., None]  # (h F r 1)
-            solved = torch.linalg.solve(eye + s[:, None, None] * M, rhs)[..., 0]  # (h F r)
-            k_f = Q00 - s * torch.einsum("jshf,hfj->shf", Q10, solved)
-        return torch.fft.irfft(k_f, n=L)
+            solved = torch.linalg.solve(eye + s[:, None, None] * M, Q01.transpose(1, 2)[..., None])[..., 0]
+            k_f = Q00 - s * torch.einsum("hjsf,hfj->hsf", Q10, solved)  # solved: (h F r)
+        return torch.fft.irfft(k_f, n=L).transpose(0, 1)  # (S h L)

@@ -39,7 +39,7 @@ def dplr_kernel_naive(kernel: DPLRKernel, L: int) -> torch.Tensor:
 def diag_kernel_naive(kernel: DiagKernel, L: int) -> torch.Tensor:
     """S4D kernel (S H L) from the fully materialized Vandermonde matrix."""
     _, dB, C, log_dA = kernel._discrete()
-    return vandermonde_naive(C * dB, log_dA, L)
+    return vandermonde_naive(C * dB, log_dA, L).transpose(0, 1)
 
 
 def naive_kernel(kernel, L: int) -> torch.Tensor:

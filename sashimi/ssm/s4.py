@@ -15,18 +15,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sashimi.errors import ConfigError
+from sashimi.ssm.fft import fft_conv
 from sashimi.ssm.kernel import DiagKernel, DPLRKernel
 from sashimi.ssm.recurrence import forward_state
 
 MODES = ("dplr", "diag")
-
-
-def fft_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Causal convolution u (B H L) * k (H L'), L' >= L, by FFT zero-padded to L + L'; returns (B H L)."""
-    L = u.shape[-1]
-    n = L + k.shape[-1]
-    y = torch.fft.irfft(torch.fft.rfft(u, n=n) * torch.fft.rfft(k, n=n), n=n)
-    return y[..., :L]
 
 
 class S4(nn.Module):
@@ -65,8 +58,8 @@ class S4(nn.Module):
         L = u.shape[-1]
         k = self.kernel(L)  # (S H L)
         if self.bidirectional:  # forward kernel on the past, backward kernel on the strict future
-            k = F.pad(k[0], (0, L)) + F.pad(k[1].flip(-1), (L, 0))  # (H 2L)
-            return fft_conv(u, k) + u * self.D[:, None]
+            k = F.pad(k[0], (0, L)) + F.pad(k[1].flip(-1), (L, 0))  # (H 2L), circular over 2L
+            return fft_conv(u, k, n=2 * L) + u * self.D[:, None]
         return fft_conv(u, k[0]) + u * self.D[:, None]
 
     def _output(self, y: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Two algorithms live here, each with a plain reference next to it:
 
-* ``vandermonde``: K[s, h, k] = 2 Re sum_n c[s, h, n] z[h, n]^k for k < L. The fast version is *blocked*:
+* ``vandermonde``: K[h, s, k] = 2 Re sum_n c[s, h, n] z[h, n]^k for k < L. The fast version is *blocked*:
   writing k = a*T + b turns the sum into one batched real matrix product
   (c z^(aT)) @ (z^b), so no (H, N, L) tensor is ever built; extra memory is O(H N sqrt(L)) plus the output.
   The reference builds the full (S, H, N, L) Vandermonde matrix.
@@ -24,33 +24,41 @@ def _block_size(L: int) -> int:
 def vandermonde(coef: torch.Tensor, log_z: torch.Tensor, L: int) -> torch.Tensor:
     """Blocked Vandermonde product.
 
-    coef: (S, H, N) complex; log_z: (H, N) complex (log of the nodes z). Returns (S, H, L) real,
-    2 Re sum_n coef z^k. Powers are formed as exp(k log z) in double precision (the phase k*Im(log z) grows
-    with k), and the product runs in the real dtype of ``coef``.
+    coef: (S, H, N) complex; log_z: (H, N) complex (log of the nodes z). Returns (H, S, L) real,
+    2 Re sum_n coef z^k. Powers are formed in real arithmetic as e^{k Re} (cos, sin)(k Im) with k in double
+    precision (the phase k Im(log z) grows with k); the product runs in the real dtype of ``coef``.
     """
     S, H, N = coef.shape
-    real_dtype = coef.real.dtype
+    dtype = coef.real.dtype
     T = _block_size(L)
     n_blocks = math.ceil(L / T)
-    log_z64 = log_z.to(torch.complex128)
     a = torch.arange(n_blocks, device=coef.device, dtype=torch.float64) * T
     b = torch.arange(T, device=coef.device, dtype=torch.float64)
-    z_outer = torch.exp(log_z64[:, :, None] * a).to(coef.dtype)  # (H N A)
-    z_inner = torch.exp(log_z64[:, :, None] * b).to(coef.dtype)  # (H N T)
-    left = coef[..., None] * z_outer  # (S H N A)
-    # Re(x y) = Re x Re y - Im x Im y, as one real matmul over the doubled contraction axis.
-    left = torch.cat([left.real, -left.imag], dim=2).permute(1, 0, 3, 2)  # (H S A 2N)
-    right = torch.cat([z_inner.real, z_inner.imag], dim=1)  # (H 2N T)
-    out = torch.matmul(left.reshape(H, S * n_blocks, 2 * N), right)  # (H S*A T)
-    out = out.reshape(H, S, n_blocks * T)[..., :L]
-    return 2 * out.transpose(0, 1).to(real_dtype)  # (S H L)
+    outer_r, outer_i = _exp_real(log_z, a, dtype)  # (H N A) each
+    inner_r, inner_i = _exp_real(log_z, b, dtype)  # (H N T)
+    cr, ci = coef.real[..., None], coef.imag[..., None]  # (S H N 1)
+    # left = coef z^(aT) and Re(left z^b) = Re(left) Re(z^b) - Im(left) Im(z^b): one real matmul over 2N.
+    left = torch.cat([cr * outer_r - ci * outer_i, -(cr * outer_i + ci * outer_r)], dim=2)  # (S H 2N A)
+    left = left.permute(1, 0, 3, 2).reshape(H, S * n_blocks, 2 * N)
+    right = torch.cat([inner_r, inner_i], dim=1)  # (H 2N T)
+    out = torch.matmul(left, right).view(H, S, n_blocks * T)  # (H S A*T)
+    out = out if n_blocks * T == L else out[..., :L]
+    return 2 * out
+
+
+def _exp_real(log_z: torch.Tensor, k: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real and imaginary parts of z^k = exp(k log z): log_z (H N) complex, k (K) float64 -> (H N K) each."""
+    re = log_z.real.double()[..., None] * k
+    im = log_z.imag.double()[..., None] * k
+    mag = torch.exp(re)
+    return (mag * torch.cos(im)).to(dtype), (mag * torch.sin(im)).to(dtype)
 
 
 def vandermonde_naive(coef: torch.Tensor, log_z: torch.Tensor, L: int) -> torch.Tensor:
     """Reference: materializes the (S, H, N, L) Vandermonde terms. Same contract as ``vandermonde``."""
     k = torch.arange(L, device=coef.device, dtype=torch.float64)
     powers = torch.exp(log_z.to(torch.complex128)[..., None] * k).to(coef.dtype)  # (H N L)
-    return 2 * (coef[..., None] * powers).sum(dim=-2).real
+    return 2 * (coef[..., None] * powers).sum(dim=-2).real.transpose(0, 1)
 
 
 def cauchy_naive(v: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,84 @@
+"""FFT helpers with hand-written backward passes.
+
+PyTorch differentiates ``rfft`` through a full complex FFT (c2c) of the padded gradient; the adjoint of a
+one-sided real FFT is a scaled ``irfft`` with the interior bins halved, which costs half as much. The FFT
+convolution likewise needs only three real FFTs backwards when its spectra are kept from the forward pass.
+Both are checked against autograd through the plain ops in tests/ssm/test_fft.py.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def fast_size(n: int) -> int:
+    """Smallest 2^a * 3^b >= n: FFT lengths the FFT library handles fastest."""
+    best = 1 << (n - 1).bit_length()
+    p3 = 1
+    while p3 < best:
+        p2 = p3
+        while p2 < n:
+            p2 *= 2
+        best = min(best, p2)
+        p3 *= 3
+    return best
+
+
+def _interior_weights(n: int, device, dtype) -> torch.Tensor:
+    """1 for the DC (and Nyquist, n even) bins of a one-sided spectrum, 2 for the bins that stand for a pair."""
+    w = torch.full((n // 2 + 1,), 2.0, device=device, dtype=dtype)
+    w[0] = 1.0
+    if n % 2 == 0:
+        w[-1] = 1.0
+    return w
+
+
+class _RFFT(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, n: int) -> torch.Tensor:
+        ctx.n, ctx.length = n, x.shape[-1]
+        return torch.fft.rfft(x, n=n)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        n = ctx.n
+        w = _interior_weights(n, g.device, g.real.dtype)
+        gx = torch.fft.irfft(g / w, n=n) * n  # adjoint: sum_k g_k e^{+2 pi i k t / n}, real part
+        return gx[..., : ctx.length], None
+
+
+def rfft(x: torch.Tensor, n: int) -> torch.Tensor:
+    """torch.fft.rfft(x, n) along the last axis, with a real-FFT backward."""
+    return _RFFT.apply(x, n)
+
+
+class _FFTConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, k: torch.Tensor, n: int) -> torch.Tensor:
+        L, Lk = u.shape[-1], k.shape[-1]
+        U, K = torch.fft.rfft(u, n=n), torch.fft.rfft(k, n=n)
+        ctx.save_for_backward(U, K)
+        ctx.sizes = (n, L, Lk, u.dim())
+        return torch.fft.irfft(U * K, n=n)[..., :L]
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        U, K = ctx.saved_tensors
+        n, L, Lk, _ = ctx.sizes
+        G = torch.fft.rfft(g, n=n)
+        gu = gk = None
+        if ctx.needs_input_grad[0]:
+            gu = torch.fft.irfft(G * K.conj(), n=n)[..., :L]  # correlation with the kernel
+        if ctx.needs_input_grad[1]:
+            GU = G * U.conj()
+            GU = GU.sum(dim=tuple(range(GU.dim() - K.dim()))) if GU.dim() > K.dim() else GU
+            gk = torch.fft.irfft(GU, n=n)[..., :Lk]
+        return gu, gk, None
+
+
+def fft_conv(u: torch.Tensor, k: torch.Tensor, n: int | None = None) -> torch.Tensor:
+    """Convolution of u (B H L) with k (H L') by FFT of length n, truncated to L.
+
+    With the default n (a fast size >= L + L' - 1) nothing wraps around: y[t] = sum_s k[s] u[t-s].
+    An explicit n gives the circular convolution of the zero-padded signals (used for two-sided kernels).
+    """
+    return _FFTConv.apply(u, k, n or fast_size(u.shape[-1] + k.shape[-1] - 1))
