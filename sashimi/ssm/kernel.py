@@ -22,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 from sashimi.errors import ConfigError
 from sashimi.ssm.fft import rfft
 from sashimi.ssm.init import c_init, diag_init, dplr_init, log_dt_init
-from sashimi.ssm.recurrence import DenseSystem, DiagonalSystem
+from sashimi.ssm.recurrence import DenseSystem, DiagonalSystem, LowRankSystem
 from sashimi.ssm.structured import vandermonde
 
 CHUNK_BYTES = 64 * 2**20  # budget for the per-chunk intermediate of the kernel computation
@@ -159,19 +159,37 @@ class DPLRKernel(_SSMKernel):
         return out[..., : self.N // 2]
 
     @torch.no_grad()
-    def discretize(self, mode: str = "dense"):
+    def discretize(self, mode: str = "linear"):
+        """The recurrence for the current parameters: 'linear' (O(N) Woodbury step), 'dense' or 'diagonal'."""
         if self.channels != 1:
             raise ConfigError("a bidirectional (two-sided) kernel has no recurrent step mode")
-        if mode not in ("dense", "diagonal"):
-            raise ConfigError(f"unknown step mode {mode!r}; expected 'dense' or 'diagonal'")
+        if mode not in ("linear", "dense", "diagonal"):
+            raise ConfigError(f"unknown step mode {mode!r}; expected 'linear', 'dense' or 'diagonal'")
         dA, dB, Ct = self._dense()
         C = Ct[0]
         lk = int(self.l_kernel)
         if lk:
             eye = torch.eye(self.N, dtype=dA.dtype, device=dA.device)
             C = torch.linalg.solve((eye - torch.linalg.matrix_power(dA, lk)).mT, C.unsqueeze(-1)).squeeze(-1)
+        if mode == "linear":
+            return self._lowrank_system(C[..., : self.N // 2])
         system = DenseSystem(dA, dB, C)
-        return system.diagonalize() if mode == "diagonal" else system
+        if mode == "diagonal":
+            try:
+                return system.diagonalize()
+            except ValueError as err:
+                raise ConfigError(f"step mode 'diagonal': {err}") from None
+        return system
+
+    def _lowrank_system(self, c: torch.Tensor) -> LowRankSystem:
+        dt, Lam, B, _ = self._params()
+        P = _r2c(self.P)  # (r H N2)
+        h = dt / 2
+        D = 1 / (1 - h[:, None] * Lam)
+        PDP = 2 * torch.einsum("ihm,hm,jhm->hij", P.conj(), D, P).real  # (H r r)
+        eye = torch.eye(self.rank, dtype=PDP.dtype, device=PDP.device)
+        W = torch.linalg.inv(eye + h[:, None, None] * PDP)
+        return LowRankSystem(1 + h[:, None] * Lam, D, P, h, W, dt[:, None] * B, c)
 
     # ----- convolution kernel -----
     def forward(self, L: int) -> torch.Tensor:

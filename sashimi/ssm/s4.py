@@ -41,7 +41,7 @@ class S4(nn.Module):
         self.D = nn.Parameter(torch.randn(d_model))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.output_linear = nn.Linear(d_model, 2 * d_model)
-        self.step_mode = "dense" if mode == "dplr" else "diagonal"
+        self.step_mode = "linear" if mode == "dplr" else "diagonal"
         self._system_cache: tuple | None = None
 
     # ----- convolution mode -----
@@ -68,11 +68,14 @@ class S4(nn.Module):
 
     # ----- recurrent mode -----
     def setup_step(self, mode: str) -> None:
-        """Choose the recurrence: 'dense' (DPLR only, O(N^2)) or 'diagonal' (O(N))."""
-        if mode not in ("dense", "diagonal") or (self.mode == "diag" and mode == "dense"):
-            raise ConfigError(f"step mode {mode!r} is not available for mode={self.mode!r}")
+        """Choose the recurrence. DPLR: 'linear' (default, O(N), exact), 'dense' (O(N^2) reference) or
+        'diagonal' (O(N), only where the eigenbasis is well conditioned). Diagonal S4D: 'diagonal'."""
+        allowed = ("linear", "dense", "diagonal") if self.mode == "dplr" else ("diagonal",)
+        if mode not in allowed:
+            raise ConfigError(f"step mode {mode!r} is not available for mode={self.mode!r}; expected one of {allowed}")
         self.step_mode = mode
         self._system_cache = None
+        self.system()  # fail now, not at the first step, if the mode cannot be set up
 
     def system(self):
         """The discrete recurrence for the current parameters (cached until any parameter changes)."""
@@ -93,7 +96,13 @@ class S4(nn.Module):
     @torch.no_grad()
     def forward_state(self, x: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
         """State after consuming x (B L H) from ``state`` (zero if None), computed in chunks, not steps."""
-        return forward_state(self.system(), x.transpose(1, 2), state)
+        if self.step_mode != "linear":
+            return forward_state(self.system(), x.transpose(1, 2), state)
+        # the linear step keeps one mode per conjugate pair of the dense (full) state
+        N2 = self.d_state // 2
+        full = None if state is None else torch.cat([state, state.conj()], dim=-1)
+        dense = self.kernel.discretize("dense")
+        return forward_state(dense, x.transpose(1, 2), full)[..., :N2]
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, d_state={self.d_state}, mode={self.mode!r}, bidirectional={self.bidirectional}"

@@ -1,0 +1,31 @@
+import pytest
+import torch
+
+from sashimi.ssm.fft import fast_size, fft_conv, rfft
+
+
+@pytest.mark.parametrize("n", [10, 11, 16, 17])
+def test_rfft_backward_matches_autograd(n):
+    x = torch.randn(3, 10, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: torch.view_as_real(rfft(v, n)), (x,))
+    assert torch.allclose(rfft(x, n), torch.fft.rfft(x, n=n))
+
+
+@pytest.mark.parametrize("Lk", [12, 7, 24])
+def test_fft_conv_is_linear_convolution_with_exact_gradients(Lk):
+    u = torch.randn(2, 3, 12, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(3, Lk, dtype=torch.float64, requires_grad=True)
+    direct = torch.stack([sum(k[:, s, None] * torch.nn.functional.pad(u, (s, 0))[..., :12] for s in range(min(Lk, 12)))])
+    assert torch.allclose(fft_conv(u, k), direct[0], atol=1e-12)
+    assert torch.autograd.gradcheck(fft_conv, (u, k))
+
+
+def test_fast_size():
+    for n in [1, 2, 5, 100, 1999, 31999]:
+        m = fast_size(n)
+        assert m >= n
+        while m % 2 == 0:
+            m //= 2
+        while m % 3 == 0:
+            m //= 3
+        assert m == 1
