@@ -1,0 +1,233 @@
+"""The built-in offline dataset: spoken digits "zero".."nine" synthesized with eSpeak NG.
+
+The output has the Speech Commands layout, so it loads exactly like SC09 (`DataConfig(name="digits")`):
+
+    root/<word>/<voice>-<accent>_nohash_<clip>.wav   1 s, 16 kHz, mono, 16-bit PCM
+    root/validation_list.txt, root/testing_list.txt  split lists ("word/file.wav" per line)
+    root/digits.json                                 generator settings, voices per split, per-clip parameters
+
+The split is by voice variant: every variant (m1, f3, klatt, croak, ...) belongs to exactly one split, in
+every accent, so validation and test measure generalization to unseen voices. Every clip's parameters come
+from `numpy.random.default_rng([seed, clip])`, so the set is the same for any worker count.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import lfilter
+from tqdm import tqdm
+
+from sashimi.audio.io import resample, save_wav
+from sashimi.data.datasets import DIGITS, SPLIT_LISTS
+from sashimi.data.espeak import SynthesisError, open_synthesizer
+from sashimi.data.index import CACHE_DIRNAME
+from sashimi.errors import ConfigError
+
+SAMPLE_RATE = 16000
+CLIP_LEN = 16000
+DEFAULT_N_CLIPS = 10000
+# eSpeak language names of English accents; ones the installed eSpeak lacks are left out
+ACCENTS = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+RATE_WPM = (120, 240)
+PITCH = (20, 80)
+AMPLITUDE = (30, 70)  # eSpeak amplitude (100 is its default); low so the int16 output never saturates
+PEAK = (0.25, 0.85)  # final speech peak level
+SNR_DB = (25.0, 45.0)  # background noise below the speech RMS
+VOICE_FRACTIONS = {"valid": 0.1, "test": 0.1}
+METADATA = "digits.json"
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    clip: int
+    word: str
+    variant: str
+    accent: str
+    rate: int
+    pitch: int
+    amplitude: int
+    peak: float
+    snr_db: float
+    noise_color: float  # one-pole low-pass coefficient of the noise, 0 = white
+    offset: float  # where the word starts, as a fraction of the free space
+    split: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.word}/{voice_slug(self.variant)}-{self.accent}_nohash_{self.clip}.wav"
+
+
+@dataclass(frozen=True)
+class DigitsSummary:
+    root: str
+    n_clips: int
+    clips_per_split: dict[str, int]
+    voices_per_split: dict[str, list[str]]
+    accents: list[str]
+    backend: str
+    seconds: float
+    bytes_on_disk: int
+
+
+def voice_slug(variant: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "", variant.lower())
+
+
+def split_voices(variants: list[str], seed: int) -> dict[str, list[str]]:
+    """Disjoint voice sets per split: ~10% valid, ~10% test, the rest train (at least one each)."""
+    if len(set(map(voice_slug, variants))) != len(variants) or len(variants) < 3:
+        raise SynthesisError(f"need at least 3 distinct eSpeak voice variants, got {variants}")
+    order = [variants[i] for i in np.random.default_rng([seed, 1]).permutation(len(variants))]
+    n_valid = max(1, round(VOICE_FRACTIONS["valid"] * len(order)))
+    n_test = max(1, round(VOICE_FRACTIONS["test"] * len(order)))
+    return {
+        "train": sorted(order[n_valid + n_test:]),
+        "valid": sorted(order[:n_valid]),
+        "test": sorted(order[n_valid:n_valid + n_test]),
+    }
+
+
+def plan_clips(n_clips: int, seed: int, voices: dict[str, list[str]], accents: list[str]) -> list[ClipSpec]:
+    """Parameters of every clip; words cycle so each digit gets n_clips / 10 clips."""
+    variants = sorted(v for vs in voices.values() for v in vs)
+    split_of = {v: s for s, vs in voices.items() for v in vs}
+    specs = []
+    for i in range(n_clips):
+        rng = np.random.default_rng([seed, 2, i])
+        variant = variants[rng.integers(len(variants))]
+        specs.append(ClipSpec(
+            clip=i, word=DIGITS[i % len(DIGITS)], variant=variant, accent=accents[rng.integers(len(accents))],
+            rate=int(rng.integers(RATE_WPM[0], RATE_WPM[1] + 1)), pitch=int(rng.integers(PITCH[0], PITCH[1] + 1)),
+            amplitude=int(rng.integers(AMPLITUDE[0], AMPLITUDE[1] + 1)), peak=float(rng.uniform(*PEAK)),
+            snr_db=float(rng.uniform(*SNR_DB)), noise_color=float(rng.uniform(0.0, 0.95)),
+            offset=float(rng.uniform()), split=split_of[variant],
+        ))
+    return specs
+
+
+def trim_silence(wave: np.ndarray, frame: int = 160, floor_db: float = -40.0) -> np.ndarray:
+    """Cut leading/trailing 10 ms frames whose RMS is `floor_db` below the loudest frame."""
+    n = len(wave) // frame
+    if n == 0:
+        return wave
+    rms = np.sqrt(np.mean(wave[: n * frame].reshape(n, frame) ** 2, axis=1))  # (frames,)
+    loud = np.flatnonzero(rms > rms.max() * 10 ** (floor_db / 20))
+    return wave[loud[0] * frame : (loud[-1] + 1) * frame] if len(loud) else wave[:0]
+
+
+def _speak(synth, spec: ClipSpec) -> np.ndarray:
+    """The trimmed word at 16 kHz, at most ~0.95 s: too-long words are re-spoken faster, clipped ones softer."""
+    rate, amplitude = spec.rate, spec.amplitude
+    for _ in range(6):
+        raw = synth.synth(spec.word, spec.accent, spec.variant, rate, spec.pitch, amplitude, seed=spec.clip)  # int16
+        if len(raw) and np.abs(raw.astype(np.int32)).max() >= 32000:
+            amplitude //= 2  # saturated: say it again, softer
+            continue
+        word = trim_silence(resample(raw.astype(np.float32) / 32768.0, synth.sample_rate, SAMPLE_RATE))
+        if len(word) <= 0.95 * CLIP_LEN:
+            break
+        rate = min(450, rate + 40)
+    if not len(word) or np.abs(word).max() == 0:
+        raise SynthesisError(f"eSpeak produced silence for {spec.word!r} with voice {spec.accent}+{spec.variant}")
+    return word[:CLIP_LEN]
+
+
+def render_clip(synth, spec: ClipSpec) -> np.ndarray:
+    """One 1-second clip `(CLIP_LEN,)`: the word at a random offset and level, plus coloured background noise."""
+    word = _speak(synth, spec)
+    word = word * (spec.peak / np.abs(word).max())
+    clip = np.zeros(CLIP_LEN, dtype=np.float64)
+    start = int(spec.offset * (CLIP_LEN - len(word)))
+    clip[start : start + len(word)] = word
+    rng = np.random.default_rng([spec.clip, 3])
+    noise = lfilter([1.0 - spec.noise_color], [1.0, -spec.noise_color], rng.standard_normal(CLIP_LEN))
+    speech_rms = np.sqrt(np.mean(word**2))
+    clip += noise * (speech_rms * 10 ** (-spec.snr_db / 20) / (np.sqrt(np.mean(noise**2)) + 1e-12))
+    return np.clip(clip, -0.99, 0.99).astype(np.float32)
+
+
+BLOCK = 64  # clips per task; every task runs in a fresh worker process
+
+
+@functools.lru_cache(maxsize=1)
+def _open(backend: str):
+    """(synthesizer, available accents), once per process.
+
+    eSpeak NG keeps internal state from one utterance to the next (even across re-initialisation), so a clip
+    would depend on what was spoken before it. To make the set independent of the worker count, every block
+    of clips is rendered in a fresh process that starts from this same state: forked from the parent right
+    after this call (Linux), or re-created by the same calls (spawn).
+    """
+    synth = open_synthesizer(backend)
+    return synth, [a for a in ACCENTS if synth.has_language(a)]
+
+
+def _write_block(args: tuple[str, str, list[ClipSpec]]) -> int:
+    root, backend, specs = args
+    synth, _ = _open(backend)
+    for spec in specs:
+        save_wav(Path(root) / spec.path, render_clip(synth, spec), SAMPLE_RATE)
+    return len(specs)
+
+
+def _prepare_root(root: Path) -> None:
+    """Refuse to write into a foreign non-empty folder; clear a previous digits set."""
+    if root.exists() and any(root.iterdir()):
+        if not (root / METADATA).is_file():
+            raise ConfigError(f"{root} is not empty and holds no {METADATA}; choose an empty or new folder")
+        for name in [*DIGITS, CACHE_DIRNAME]:
+            shutil.rmtree(root / name, ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
+
+
+def synth_digits(root: str | os.PathLike, n_clips: int = DEFAULT_N_CLIPS, seed: int = 0, *,
+                 workers: int | None = None, backend: str = "auto", progress: bool = True) -> DigitsSummary:
+    """Write the digits dataset to `root` (replacing an earlier one there) and summarize it."""
+    if isinstance(n_clips, bool) or not isinstance(n_clips, int) or n_clips < 10:
+        raise ConfigError(f"n_clips must be an integer >= 10 (one per digit), got {n_clips!r}")
+    started = time.perf_counter()
+    _open.cache_clear()
+    synth, accents = _open(backend)
+    if not accents:
+        raise SynthesisError(f"{synth.name} has none of the English accents {', '.join(ACCENTS)}")
+    voices = split_voices(synth.variants, seed)
+    specs = plan_clips(n_clips, seed, voices, accents)
+    root = Path(root)
+    _prepare_root(root)
+    jobs = [(str(root), backend, specs[i : i + BLOCK]) for i in range(0, n_clips, BLOCK)]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    # fork (Linux) starts workers without re-importing torch and hands them the parent's eSpeak state
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    with context.Pool(workers, maxtasksperchild=1) as pool, \
+            tqdm(total=n_clips, desc="synth-digits", unit="clip", disable=not progress) as bar:
+        for done in pool.imap_unordered(_write_block, jobs):
+            bar.update(done)
+    _write_lists_and_metadata(root, specs, voices, accents, synth.name, seed)
+    return DigitsSummary(
+        root=str(root), n_clips=n_clips,
+        clips_per_split={s: sum(c.split == s for c in specs) for s in voices},
+        voices_per_split=voices, accents=accents, backend=synth.name,
+        seconds=time.perf_counter() - started,
+        bytes_on_disk=sum(f.stat().st_size for f in root.rglob("*") if f.is_file()),
+    )
+
+
+def _write_lists_and_metadata(root, specs, voices, accents, backend, seed) -> None:
+    for split, name in SPLIT_LISTS.items():
+        (root / name).write_text("".join(f"{c.path}\n" for c in specs if c.split == split))
+    meta = {
+        "generator": "sashimi data synth-digits", "backend": backend, "seed": seed, "n_clips": len(specs),
+        "sample_rate": SAMPLE_RATE, "clip_len": CLIP_LEN, "accents": accents, "voices": voices,
+        "clips": [{**asdict(c), "path": c.path} for c in specs],
+    }
+    (root / METADATA).write_text(json.dumps(meta, indent=1))

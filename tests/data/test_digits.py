@@ -1,0 +1,151 @@
+import json
+import stat
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import sashimi.data.espeak as espeak
+from sashimi.data import DIGITS, DataConfig, build_dataset
+from sashimi.data.digits import split_voices, synth_digits, trim_silence
+from sashimi.data.espeak import SynthesisError, open_synthesizer
+from sashimi.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def digits50(tmp_path_factory):
+    root = tmp_path_factory.mktemp("digits")
+    summary = synth_digits(root, n_clips=50, seed=0, workers=2, progress=False)
+    return root, summary
+
+
+def _read_list(root, name):
+    return (root / name).read_text().split()
+
+
+def test_clips_are_one_second_nonsilent_unclipped(digits50):
+    root, summary = digits50
+    files = sorted(root.glob("*/*.wav"))
+    assert len(files) == 50 == summary.n_clips and summary.backend == "espeakng-loader"
+    assert sorted({f.parent.name for f in files}) == sorted(DIGITS)
+    for f in files:
+        wave, sr = sf.read(f, dtype="float32")
+        info = sf.info(f)
+        assert (sr, info.channels, info.subtype, len(wave)) == (16000, 1, "PCM_16", 16000)
+        assert 0.2 < np.abs(wave).max() < 0.99  # speech present, never at full scale
+        rms = np.sqrt((wave.reshape(100, 160) ** 2).mean(axis=1))  # 10 ms frames
+        assert (rms > 0.1 * rms.max()).mean() >= 0.05  # at least 50 ms of speech
+        assert (rms < 0.05 * rms.max()).mean() >= 0.05  # and quiet background around the word
+        assert np.abs(wave[:800]).max() < 0.05 or np.abs(wave[-800:]).max() < 0.05  # random offset leaves room
+
+
+def test_split_by_voice(digits50):
+    root, summary = digits50
+    meta = json.loads((root / "digits.json").read_text())
+    voices = {s: set(v) for s, v in meta["voices"].items()}
+    assert not (voices["train"] & voices["valid"]) and not (voices["train"] & voices["test"])
+    assert not (voices["valid"] & voices["test"]) and all(voices.values())
+    by_path = {c["path"]: c for c in meta["clips"]}
+    valid, test = _read_list(root, "validation_list.txt"), _read_list(root, "testing_list.txt")
+    assert all(by_path[p]["variant"] in voices["valid"] for p in valid)
+    assert all(by_path[p]["variant"] in voices["test"] for p in test)
+    train = set(by_path) - set(valid) - set(test)
+    assert all(by_path[p]["variant"] in voices["train"] for p in train)
+    assert summary.clips_per_split == {"train": len(train), "valid": len(valid), "test": len(test)}
+    for c in meta["clips"]:
+        assert 120 <= c["rate"] <= 240 and 20 <= c["pitch"] <= 80 and c["accent"].startswith("en")
+
+
+def test_loads_as_a_dataset_like_sc09(digits50):
+    root, summary = digits50
+    for split, n in summary.clips_per_split.items():
+        ds = build_dataset(DataConfig(name="digits", root=str(root)), split)
+        assert len(ds) == n and ds.index.bad == []
+        if n:
+            assert ds[0].shape == (16000,) and 0 <= int(ds[0].min()) and int(ds[0].max()) < 256
+
+
+def test_reproducible_for_any_worker_count_and_seeded(digits50, tmp_path):
+    root, _ = digits50
+    again = synth_digits(tmp_path / "again", n_clips=50, seed=0, workers=1, progress=False)
+    for f in sorted(root.glob("*/*.wav")):
+        assert f.read_bytes() == (Path(again.root) / f.relative_to(root)).read_bytes()
+    other = synth_digits(tmp_path / "other", n_clips=20, seed=1, workers=1, progress=False)
+    assert sorted(p.name for p in Path(other.root).glob("*/*.wav")) != sorted(
+        p.name for p in root.glob("*/*.wav"))[:20]
+
+
+def test_regenerating_replaces_and_foreign_folder_is_refused(tmp_path):
+    root = tmp_path / "d"
+    synth_digits(root, n_clips=20, workers=1, progress=False)
+    synth_digits(root, n_clips=10, workers=1, progress=False)
+    assert len(list(root.glob("*/*.wav"))) == 10
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(ConfigError, match="is not empty and holds no digits.json"):
+        synth_digits(tmp_path / "mine", n_clips=10)
+    with pytest.raises(ConfigError, match="n_clips must be an integer >= 10"):
+        synth_digits(tmp_path / "x", n_clips=5)
+
+
+def test_voice_split_and_trim_helpers():
+    voices = split_voices([f"v{i}" for i in range(20)], seed=3)
+    assert [len(voices[s]) for s in ("train", "valid", "test")] == [16, 2, 2]
+    assert split_voices([f"v{i}" for i in range(20)], seed=3) == voices
+    with pytest.raises(SynthesisError, match="at least 3 distinct"):
+        split_voices(["a", "b"], 0)
+    wave = np.concatenate([np.zeros(1600), 0.5 * np.ones(3200), 1e-4 * np.ones(1600)])
+    assert len(trim_silence(wave)) == 3200
+
+
+def test_missing_espeak_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "espeakng_loader", None)  # import fails
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(SynthesisError, match="pip install espeakng-loader.*apt-get install espeak-ng"):
+        open_synthesizer()
+
+
+FAKE_ESPEAK = """\
+#!{python}
+# stands in for the espeak-ng program: a tone whose length follows the speaking rate
+import sys
+import numpy as np
+import soundfile as sf
+args = sys.argv[1:]
+if args == ["--version"]:
+    print("eSpeak NG text-to-speech: 1.51  Data at: {data}")
+    sys.exit(0)
+voice = args[args.index("-v") + 1]
+if voice.split("+")[0] not in ("en", "en-us"):
+    sys.exit(1)
+if "-w" in args:
+    rate = int(args[args.index("-s") + 1]) if "-s" in args else 175
+    n = int(22050 * 60 / rate)
+    t = np.arange(n) / 22050
+    sf.write(args[args.index("-w") + 1], (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), 22050,
+             subtype="PCM_16")
+"""
+
+
+def test_falls_back_to_the_espeak_program(tmp_path, monkeypatch):
+    data = tmp_path / "espeak-ng-data"
+    (data / "voices" / "!v").mkdir(parents=True)
+    for v in ("m1", "m2", "f1", "f2"):
+        (data / "voices" / "!v" / v).write_text("")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "espeak-ng"
+    exe.write_text(textwrap.dedent(FAKE_ESPEAK.format(python=sys.executable, data=data)))
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setattr(espeak, "LibEspeak", lambda: (_ for _ in ()).throw(SynthesisError("no wheel")))
+    synth = open_synthesizer("auto")
+    assert synth.name == "espeak-ng program" and synth.variants == ["f1", "f2", "m1", "m2"]
+    summary = synth_digits(tmp_path / "out", n_clips=10, workers=1, progress=False)
+    assert summary.backend == "espeak-ng program" and summary.accents == ["en-us", "en"]
+    for f in (tmp_path / "out").glob("*/*.wav"):
+        wave, sr = sf.read(f)
+        assert sr == 16000 and len(wave) == 16000 and np.abs(wave).max() > 0.2
