@@ -31,6 +31,7 @@ from sashimi.errors import AudioError, ConfigError
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPLIT_LISTS = {"valid": "validation_list.txt", "test": "testing_list.txt"}
 SPEECH_COMMANDS_RATE = 16000
+CLIP_MAX_FRAMES = 16000  # Speech Commands clips are at most 1 s
 SPLIT_FRACTIONS = (0.88, 0.06, 0.06)
 
 
@@ -107,17 +108,17 @@ class ClipDataset(_TokenDataset):
         return self._tokens(file_idx, 0, self.cfg.sample_len, self.cfg.sample_len)
 
 
-def _build_clip_dataset(cfg: DataConfig, split: str) -> ClipDataset:
-    root = Path(cfg.root)
+def _check_clip_root(root: Path) -> None:
+    if not root.is_dir():
+        raise ConfigError(f"dataset root {root} does not exist")
     missing = [w for w in DIGITS if not (root / w).is_dir()]
-    if not root.is_dir() or missing:
-        raise ConfigError(f"{root} is not a Speech Commands style root: missing folder(s) {', '.join(missing)}"
-                          if root.is_dir() else f"dataset root {root} does not exist")
-    rel_paths = scan_audio_files(root, list(DIGITS))
-    splits = speech_commands_splits(root, rel_paths)
-    index = build_index(root, cfg.sample_rate, rel_paths=rel_paths, cache_dir=cfg.cache_dir,
-                        cache_name=cfg.name, check=_clip_check(SPEECH_COMMANDS_RATE), strict=cfg.strict)
-    return ClipDataset(cfg, index, split, splits[split])
+    if missing:
+        raise ConfigError(f"{root} is not a Speech Commands style root: missing folder(s) {', '.join(missing)}")
+
+
+def _clip_dataset(cfg: DataConfig, index: FileIndex, split: str) -> ClipDataset:
+    rel_paths = scan_audio_files(cfg.root, list(DIGITS))
+    return ClipDataset(cfg, index, split, speech_commands_splits(cfg.root, rel_paths)[split])
 
 
 # ---------------------------------------------------------------- long files (youtubemix, beethoven, folder)
@@ -171,12 +172,9 @@ class WindowDataset(_TokenDataset):
         return self._tokens(file_idx, start, length, out_len)
 
 
-def _build_window_dataset(cfg: DataConfig, split: str) -> WindowDataset:
-    root = Path(cfg.root)
-    rel_paths = scan_audio_files(root)
-    index = build_index(root, cfg.sample_rate, rel_paths=rel_paths, cache_dir=cfg.cache_dir,
-                        cache_name="files", strict=cfg.strict)
+def _window_dataset(cfg: DataConfig, index: FileIndex, split: str) -> WindowDataset:
     # split over all scanned files, so a file's split does not depend on whether others are readable
+    rel_paths = scan_audio_files(cfg.root)
     n_train, n_valid, _ = split_counts(len(rel_paths))
     bounds = {"train": (0, n_train), "valid": (n_train, n_train + n_valid), "test": (n_train + n_valid, None)}
     lo, hi = bounds[split]
@@ -185,9 +183,22 @@ def _build_window_dataset(cfg: DataConfig, split: str) -> WindowDataset:
     return WindowDataset(cfg, index, split, ids)
 
 
-def build_dataset(cfg: DataConfig, split: str) -> ClipDataset | WindowDataset:
-    """The token dataset of one split. Builds (or reuses) the cached file index of `cfg.root`."""
-    _check_split(split)
+def load_index(cfg: DataConfig) -> FileIndex:
+    """The validated file index of `cfg.root` (built once, then served from the cache)."""
+    root = Path(cfg.root)
     if cfg.is_clip_dataset:
-        return _build_clip_dataset(cfg, split)
-    return _build_window_dataset(cfg, split)
+        _check_clip_root(root)
+        for split in SPLIT_LISTS:  # fail early on a missing list
+            read_split_list(root, split)
+        rel_paths, check, cache_name = scan_audio_files(root, list(DIGITS)), _clip_check(CLIP_MAX_FRAMES), cfg.name
+    else:
+        rel_paths, check, cache_name = scan_audio_files(root), None, "files"
+    return build_index(root, cfg.sample_rate, rel_paths=rel_paths, cache_dir=cfg.cache_dir,
+                       cache_name=cache_name, check=check, strict=cfg.strict)
+
+
+def build_dataset(cfg: DataConfig, split: str, index: FileIndex | None = None) -> ClipDataset | WindowDataset:
+    """The token dataset of one split. Pass `index` (from `load_index(cfg)`) to share one across splits."""
+    _check_split(split)
+    index = index if index is not None else load_index(cfg)
+    return _clip_dataset(cfg, index, split) if cfg.is_clip_dataset else _window_dataset(cfg, index, split)

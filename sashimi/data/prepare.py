@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sashimi.audio.io import AUDIO_EXTENSIONS
 from sashimi.data.config import CLIP_DATASETS, SPLITS, DataConfig
-from sashimi.data.datasets import DIGITS, SPLIT_LISTS, build_dataset
+from sashimi.data.datasets import DIGITS, SPLIT_LISTS, build_dataset, load_index
 from sashimi.errors import ConfigError, SashimiError
 
 PREPARABLE = ("sc09", "youtubemix", "beethoven")
@@ -53,8 +53,8 @@ class DatasetSummary:
 
 def summarize(cfg: DataConfig) -> DatasetSummary:
     """Build (or reuse) the index of `cfg.root` and describe it."""
-    datasets = {s: build_dataset(cfg, s) for s in SPLITS}
-    index = datasets["train"].index
+    index = load_index(cfg)
+    datasets = {s: build_dataset(cfg, s, index) for s in SPLITS}
     if cfg.is_clip_dataset:
         split_files = {s: len(d) for s, d in datasets.items()}
     else:

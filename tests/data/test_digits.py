@@ -109,11 +109,9 @@ def test_missing_espeak_says_what_to_install(monkeypatch):
 
 
 FAKE_ESPEAK = """\
-#!{python}
-# stands in for the espeak-ng program: a tone whose length follows the speaking rate
-import sys
-import numpy as np
-import soundfile as sf
+#!{python} -S
+# stands in for the espeak-ng program (stdlib only, starts fast): a tone whose length follows the rate
+import math, struct, sys, wave
 args = sys.argv[1:]
 if args == ["--version"]:
     print("eSpeak NG text-to-speech: 1.51  Data at: {data}")
@@ -124,9 +122,10 @@ if voice.split("+")[0] not in ("en", "en-us"):
 if "-w" in args:
     rate = int(args[args.index("-s") + 1]) if "-s" in args else 175
     n = int(22050 * 60 / rate)
-    t = np.arange(n) / 22050
-    sf.write(args[args.index("-w") + 1], (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), 22050,
-             subtype="PCM_16")
+    samples = [int(9000 * math.sin(2 * math.pi * 300 * i / 22050)) for i in range(n)]
+    with wave.open(args[args.index("-w") + 1], "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(22050)
+        w.writeframes(struct.pack(f"<{{n}}h", *samples))
 """
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import make_long_files, tone
+from sashimi.data.synthetic import make_long_recordings as make_long_files, tone
 from torch.utils.data import DataLoader
 
 from sashimi.audio.quantize import LinearQuantizer

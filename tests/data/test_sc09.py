@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import make_speech_commands, tone
+from sashimi.data.synthetic import make_speech_commands_tree as make_speech_commands, tone
 
 from sashimi.audio.quantize import MuLawQuantizer
 from sashimi.data import DIGITS, DataConfig, build_dataset
