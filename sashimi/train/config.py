@@ -1,0 +1,226 @@
+"""Training configuration: one YAML file (sections model, data, optim, schedule, trainer) plus overrides.
+
+A config file may name a ``base:`` config (a file next to it or a shipped preset) whose values it updates,
+so ``sc09-unet.yaml`` only states how it differs from ``sc09.yaml``. Overrides are ``section.key=value``
+strings whose value is parsed as YAML (``model.pool=[4,4]``, ``trainer.devices=2``, ``data.root=/x``).
+Every section is validated against its dataclass: unknown keys and wrong types are ``ConfigError``s that
+name the field.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from sashimi.errors import ConfigError
+from sashimi.models.config import SaShiMiConfig, check_fields
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"  # shipped presets (package data)
+SECTIONS = ("model", "data", "optim", "schedule", "trainer")
+PRECISIONS = ("32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW. The SSM parameters (A, B/P, dt) keep their own lr (model.ssm_lr) and no weight decay."""
+
+    lr: float = 0.001
+    weight_decay: float = 0.0
+    betas: tuple[float, ...] = (0.9, 0.999)
+    grad_clip: float | None = None  # max global gradient norm; None: no clipping
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        if self.lr <= 0 or self.weight_decay < 0 or len(self.betas) != 2:
+            raise ConfigError("optim: lr must be > 0, weight_decay >= 0, betas two numbers")
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule.
+
+    constant: lr throughout. plateau: multiply every group's lr by ``factor`` when val/loss has not improved
+    for ``patience`` validation rounds. cosine: linear warm-up over ``warmup_steps`` optimizer steps, then a
+    cosine decay to ``min_lr_ratio`` * lr at ``total_steps`` (default: trainer.max_steps).
+    """
+
+    name: str = "constant"
+    factor: float = 0.2
+    patience: int = 20
+    warmup_steps: int = 0
+    total_steps: int | None = None
+    min_lr_ratio: float = 0.0
+
+    def __post_init__(self):
+        if self.name not in ("constant", "plateau", "cosine"):
+            raise ConfigError(f"schedule.name must be 'constant', 'plateau' or 'cosine', got {self.name!r}")
+        if not 0 < self.factor < 1 or self.patience < 0 or self.warmup_steps < 0:
+            raise ConfigError("schedule: factor must be in (0, 1), patience and warmup_steps >= 0")
+
+
+@dataclass
+class TrainerConfig:
+    """How to run: batch sizes, lengths, devices, precision, checkpoints. Steps are optimizer steps.
+
+    batch_size is per device; the global batch is batch_size * accumulate * devices * num_nodes.
+    """
+
+    batch_size: int = 32
+    accumulate: int = 1
+    max_steps: int = 100_000
+    val_every: int = 1000  # validate every this many optimizer steps (and at the end)
+    val_batches: int | None = None  # None: the whole validation split
+    val_batch_size: int | None = None  # None: batch_size
+    checkpoint_every: int = 1000  # write last.ckpt every this many optimizer steps
+    log_every: int = 50
+    precision: str = "32-true"  # 32-true | 64-true | bf16-mixed | 16-mixed (mixed: GPU)
+    accelerator: str = "auto"  # auto | cpu | gpu
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto: DDP when devices * num_nodes > 1 (gloo on CPU, nccl on GPU)
+    num_workers: int = 0
+    seed: int = 0
+    max_nonfinite: int = 20  # stop after this many consecutive non-finite losses
+    progress_bar: bool = True
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"trainer.precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        for name in ("batch_size", "accumulate", "max_steps", "val_every", "checkpoint_every", "log_every",
+                     "devices", "num_nodes", "max_nonfinite"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"trainer.{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass
+class TrainConfig:
+    model: SaShiMiConfig
+    data: "DataConfig"  # noqa: F821  (sashimi.data.DataConfig, imported lazily)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def __post_init__(self):
+        for key in ("bits", "quantization", "sample_rate"):
+            if getattr(self.model, key) != getattr(self.data, key):
+                raise ConfigError(f"model.{key}={getattr(self.model, key)!r} disagrees with "
+                                  f"data.{key}={getattr(self.data, key)!r}; set both to the same value")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        from sashimi.data import DataConfig
+
+        if not isinstance(d, dict):
+            raise ConfigError(f"config: expected a mapping of sections, got {type(d).__name__}")
+        unknown = sorted(set(d) - set(SECTIONS))
+        if unknown:
+            raise ConfigError(f"config: unknown section(s) {unknown}; valid sections are {list(SECTIONS)}")
+        for required in ("model", "data"):
+            if required not in d:
+                raise ConfigError(f"config: missing section {required!r}")
+        return cls(
+            model=SaShiMiConfig.from_dict(d["model"], where="model"),
+            data=DataConfig.from_dict(d["data"]),
+            optim=OptimConfig(**check_fields(OptimConfig, d.get("optim", {}), "optim")),
+            schedule=ScheduleConfig(**check_fields(ScheduleConfig, d.get("schedule", {}), "schedule")),
+            trainer=TrainerConfig(**check_fields(TrainerConfig, d.get("trainer", {}), "trainer")),
+        )
+
+    def to_dict(self) -> dict:
+        """Plain dict of builtins (lists, not tuples): safe in YAML and in weights_only checkpoints."""
+        return {
+            "model": self.model.to_dict(),
+            "data": self.data.to_dict(),
+            "optim": {**dataclasses.asdict(self.optim), "betas": list(self.optim.betas)},
+            "schedule": dataclasses.asdict(self.schedule),
+            "trainer": dataclasses.asdict(self.trainer),
+        }
+
+    @property
+    def world_size(self) -> int:
+        return self.trainer.devices * self.trainer.num_nodes
+
+
+def find_config(name: str | Path) -> Path:
+    """A path, or the name of a shipped preset (``sc09``, ``sc09.yaml``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = CONFIG_DIR / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    presets = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    raise ConfigError(f"config {str(name)!r}: no such file, and not a shipped config (one of {presets})")
+
+
+def read_config_dict(name: str | Path, _seen: tuple = ()) -> dict:
+    """The raw dict of a config file with its ``base:`` chain merged in (later files win)."""
+    path = find_config(name).resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: circular base: chain")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    local = path.parent / base
+    return merge(read_config_dict(local if local.is_file() else base, _seen + (path,)), raw)
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Recursive dict update: sections merge key by key, other values are replaced."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_overrides(d: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` strings; the value is parsed as YAML (so 1e-3, true, [4, 4] work)."""
+    out = copy.deepcopy(d)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise ConfigError(f"override {item!r}: expected section.key=value, e.g. optim.lr=0.001")
+        section, name = parts
+        if section not in SECTIONS:
+            raise ConfigError(f"override {item!r}: unknown section {section!r}; valid sections are {list(SECTIONS)}")
+        out.setdefault(section, {})[name] = parse_value(text, item)
+    return out
+
+
+def parse_value(text: str, item: str):
+    """YAML scalar/list parsing, plus numbers YAML 1.1 leaves as strings (1e-3, 5e4)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from None
+    if isinstance(value, str):
+        try:
+            return float(value) if "." in value or "e" in value.lower() else int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def load_config(name: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    """Read a config file (or shipped preset), apply overrides, validate everything."""
+    return TrainConfig.from_dict(apply_overrides(read_config_dict(name), list(overrides)))
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    from sashimi.models.io import atomic_write
+
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))

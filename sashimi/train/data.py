@@ -1,0 +1,87 @@
+"""Data loaders for training: an endless, seeded, position-addressable stream of training batches.
+
+Training is step-based, so the training data is one endless stream: global batch s holds the examples at
+stream positions [s * G, (s + 1) * G) with G = batch_size * world_size; position p belongs to epoch
+p // E (E = examples per epoch, the dataset truncated to whole global batches) and maps to
+``epoch_permutation(n, seed, epoch)[p % E]``. Rank r takes positions r, r + R, ... of each global batch,
+so R processes with batch b see exactly the examples one process with batch R * b sees. Resuming is
+``start_batch=k``: nothing about the stream needs to be stored but k.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from sashimi.errors import ConfigError
+
+
+class StreamSampler(Sampler[int]):
+    """Endless dataset indices for one rank, starting at global batch ``start_batch``."""
+
+    def __init__(self, n: int, *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 start_batch: int = 0):
+        self.global_batch = batch_size * world_size
+        if n < self.global_batch:
+            raise ConfigError(f"the training split has {n} examples, fewer than one global batch "
+                              f"({batch_size} x {world_size} processes)")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.world_size, self.start_batch = rank, world_size, start_batch
+        self.per_epoch = n - n % self.global_batch
+
+    def __iter__(self) -> Iterator[int]:
+        from sashimi.data import epoch_permutation
+
+        batch, order, order_epoch = self.start_batch, None, -1
+        while True:
+            for j in range(self.batch_size):
+                position = batch * self.global_batch + self.rank + j * self.world_size
+                epoch = position // self.per_epoch
+                if epoch != order_epoch:
+                    order, order_epoch = epoch_permutation(self.n, self.seed, epoch), epoch
+                yield int(order[position % self.per_epoch])
+            batch += 1
+
+
+def stack_tokens(batch: list[torch.Tensor]) -> torch.Tensor:
+    """Equal-length 1-D token tensors -> (B, L)."""
+    return torch.stack(batch)
+
+
+def train_loader(dataset: Dataset, *, batch_size: int, seed: int, rank: int, world_size: int,
+                 start_batch: int, num_workers: int) -> DataLoader:
+    sampler = StreamSampler(len(dataset), batch_size=batch_size, seed=seed, rank=rank, world_size=world_size,
+                            start_batch=start_batch)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=stack_tokens,
+                      num_workers=num_workers, drop_last=True)
+
+
+def eval_loader(dataset: Dataset, *, batch_size: int, rank: int = 0, world_size: int = 1,
+                num_workers: int = 0) -> DataLoader:
+    """Every example exactly once over all ranks (rank r: r, r + R, ...), batches of (tokens, lengths)."""
+    from sashimi.data import collate_tokens
+
+    shard = list(range(rank, len(dataset), world_size))
+    return DataLoader(dataset, batch_size=batch_size, sampler=shard, collate_fn=collate_tokens,
+                      num_workers=num_workers)
+
+
+def check_data_root(data_config) -> Path:
+    root = Path(data_config.root)
+    if not root.is_dir():
+        hint = " (make it with `sashimi data synth-digits --root DIR`)" if data_config.name == "digits" else ""
+        raise ConfigError(f"data.root: {root} is not a directory{hint}")
+    return root
+
+
+def build_split(data_config, split: str) -> Dataset:
+    """The token dataset of ``split``, with a clear error when the data root is missing or empty."""
+    from sashimi.data import build_dataset
+
+    root = check_data_root(data_config)
+    dataset = build_dataset(data_config, split)
+    if len(dataset) == 0:
+        raise ConfigError(f"data.root: {root} has no {split} examples for dataset {data_config.name!r}")
+    return dataset

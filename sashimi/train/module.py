@@ -1,0 +1,141 @@
+"""The LightningModule: next-sample cross-entropy over 2^bits classes, AdamW with the SSM groups, schedules.
+
+Shapes: B = batch, L = length, C = 2^bits classes.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from sashimi.errors import SashimiError
+from sashimi.metrics import LikelihoodTotals, token_nll
+from sashimi.models.lm import SaShiMiLM
+from sashimi.ssm.optim import param_groups
+from sashimi.train.config import TrainConfig
+from sashimi.train.data import build_split, eval_loader, train_loader
+
+
+class TrainingDiverged(SashimiError):
+    """Too many consecutive non-finite losses."""
+
+
+def cosine_with_warmup(warmup_steps: int, total_steps: int, min_ratio: float):
+    """lr multiplier at optimizer step s: linear warm-up to 1, then cosine down to ``min_ratio``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class SaShiMiTask(pl.LightningModule):
+    """Trains a SaShiMiLM. ``config`` is the plain dict of a TrainConfig (stored in every checkpoint).
+
+    ``datasets`` (optional, {"train": ..., "valid": ...}) replaces the datasets the data config names.
+    """
+
+    def __init__(self, config: dict, datasets: dict[str, Dataset] | None = None):
+        super().__init__()
+        self.save_hyperparameters({"config": config})
+        self.config = TrainConfig.from_dict(config)
+        self.model = SaShiMiLM(self.config.model)
+        self.datasets = dict(datasets or {})
+        self.batches_seen = 0  # training batches consumed by this rank: the data stream position
+        self.nonfinite_total = self.nonfinite_run = 0
+        self.val_totals = LikelihoodTotals()
+
+    # ----- data -----
+    def dataset(self, split: str) -> Dataset:
+        if split not in self.datasets:
+            self.datasets[split] = build_split(self.config.data, split)
+        return self.datasets[split]
+
+    def train_dataloader(self) -> DataLoader:
+        t = self.config.trainer
+        return train_loader(self.dataset("train"), batch_size=t.batch_size, seed=t.seed, rank=self.global_rank,
+                            world_size=self.trainer.world_size, start_batch=self.batches_seen,
+                            num_workers=t.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        t = self.config.trainer
+        return eval_loader(self.dataset("valid"), batch_size=t.val_batch_size or t.batch_size,
+                           rank=self.global_rank, world_size=self.trainer.world_size, num_workers=t.num_workers)
+
+    # ----- training -----
+    def training_step(self, tokens: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
+        self.batches_seen += 1
+        logits = self.model(tokens)  # (B L C)
+        loss = token_nll(logits, tokens).mean()
+        if self._any_rank_nonfinite(loss):
+            self._skip_step()
+            return None  # Lightning skips backward and the optimizer step (on every rank)
+        self.nonfinite_run = 0
+        self.log("train/loss", loss, prog_bar=True, sync_dist=self.trainer.world_size > 1)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        return loss
+
+    def _any_rank_nonfinite(self, loss: torch.Tensor) -> bool:
+        bad = (~torch.isfinite(loss.detach())).float()
+        return bool(self.trainer.strategy.reduce(bad, reduce_op="sum") > 0)
+
+    def _skip_step(self) -> None:
+        self.nonfinite_total += 1
+        self.nonfinite_run += 1
+        self.log("train/nonfinite_steps", float(self.nonfinite_total))
+        limit = self.config.trainer.max_nonfinite
+        if self.nonfinite_run >= limit:
+            raise TrainingDiverged(
+                f"stopped at step {self.global_step}: {self.nonfinite_run} consecutive non-finite losses "
+                f"(trainer.max_nonfinite={limit}); lower optim.lr, set optim.grad_clip, or use trainer.precision=32-true")
+        warnings.warn(f"non-finite loss at step {self.global_step}: step skipped "
+                      f"({self.nonfinite_total} so far, {self.nonfinite_run} in a row)", RuntimeWarning)
+
+    # ----- validation: exact sums over the whole split, reduced over ranks -----
+    def on_validation_epoch_start(self) -> None:
+        self.val_totals = LikelihoodTotals()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        tokens, lengths = batch  # (B L), (B,)
+        self.val_totals.add(self.model(tokens), tokens, lengths)
+
+    def on_validation_epoch_end(self) -> None:
+        t = self.val_totals
+        sums = torch.tensor([t.nll, t.samples, t.correct], dtype=torch.float64, device=self.device)
+        nll, samples, correct = self.trainer.strategy.reduce(sums, reduce_op="sum").tolist()
+        total = LikelihoodTotals(nll, int(samples), int(correct))
+        self.log_dict({"val/loss": total.loss, "val/bits_per_sample": total.bits_per_sample,
+                       "val/accuracy": total.accuracy}, prog_bar=False)
+
+    # ----- optimizer and schedule -----
+    def configure_optimizers(self):
+        o, s, t = self.config.optim, self.config.schedule, self.config.trainer
+        optimizer = torch.optim.AdamW(param_groups(self.model, o.lr, o.weight_decay), lr=o.lr, betas=o.betas)
+        if s.name == "constant":
+            return optimizer
+        if s.name == "cosine":
+            factor = cosine_with_warmup(s.warmup_steps, s.total_steps or t.max_steps, s.min_lr_ratio)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=s.factor, patience=s.patience)
+        # stepped right after each validation round (every val_every optimizer steps)
+        every = t.val_every * t.accumulate
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "interval": "step",
+                                                         "frequency": every, "monitor": "val/loss"}}
+
+    # ----- exact resume: data position, RNG, non-finite counters -----
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["sashimi"] = {"batches_seen": self.batches_seen, "nonfinite_total": self.nonfinite_total,
+                                 "nonfinite_run": self.nonfinite_run, "torch_rng": torch.get_rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["sashimi"]
+        self.batches_seen = state["batches_seen"]
+        self.nonfinite_total, self.nonfinite_run = state["nonfinite_total"], state["nonfinite_run"]
+        torch.set_rng_state(state["torch_rng"])
