@@ -140,9 +140,13 @@ def build_index(
     if cached is None:
         cached = _build(root, rel_paths, sample_rate, cache, check, strict, workers)
         cached["fingerprint"] = fingerprint
-        cache.mkdir(parents=True, exist_ok=True)
-        _write_atomic(cache / "index.json", json.dumps(cached))
-        _write_atomic(cache / "bad_files.txt", "".join(f"{p}\t{r}\n" for p, r in cached["bad"]))
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            _write_atomic(cache / "index.json", json.dumps(cached))
+            _write_atomic(cache / "bad_files.txt", "".join(f"{p}\t{r}\n" for p, r in cached["bad"]))
+        except OSError as err:
+            raise ConfigError(f"cannot write the dataset index to {cache} ({err}); "
+                              f"set data.cache_dir to a writable folder") from None
     index = FileIndex(
         root=str(root),
         sample_rate=sample_rate,
@@ -158,6 +162,9 @@ def _build(root, rel_paths, sample_rate, cache, check, strict, workers) -> dict:
     def work(rel):
         try:
             return _index_one(root, rel, sample_rate, cache / "converted", check)
+        except PermissionError as err:
+            raise ConfigError(f"cannot write resampled audio under {cache} ({err}); "
+                              f"set data.cache_dir to a writable folder") from None
         except AudioError as err:
             if strict:
                 raise

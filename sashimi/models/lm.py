@@ -58,7 +58,7 @@ class SaShiMiLM(nn.Module):
         Returns the logits (B C) for sample T and the exact recurrent state, ready for ``step``.
         """
         self._check(tokens)
-        bos = torch.full_like(tokens[:, :1], self.bos, dtype=torch.long)
+        bos = torch.full((tokens.shape[0], 1), self.bos, dtype=torch.long, device=tokens.device)
         x = self.embedding(torch.cat([bos, tokens.long()], dim=1))  # (B T+1 H)
         y, state = self.backbone.prefill(x)
         return self.head(y[:, -1]), state

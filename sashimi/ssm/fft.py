@@ -68,6 +68,10 @@ class _FFTConv(torch.autograd.Function):
         gu = gk = None
         if ctx.needs_input_grad[0]:
             gu = torch.fft.irfft(G * K.conj(), n=n)[..., :L]  # correlation with the kernel
+            if n >= L + Lk - 1:  # causal: inputs after the last nonzero gradient get exactly zero, not roundoff
+                active = (g != 0).flatten(0, -2).any(dim=0).nonzero()
+                last = int(active.max()) if len(active) else -1
+                gu[..., last + 1 :] = 0
         if ctx.needs_input_grad[1]:
             GU = G * U.conj()
             GU = GU.sum(dim=tuple(range(GU.dim() - K.dim()))) if GU.dim() > K.dim() else GU

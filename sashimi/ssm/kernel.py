@@ -127,7 +127,7 @@ class DPLRKernel(_SSMKernel):
         Lambda, P, B = dplr_init(init, N)
         super().__init__(H, N, channels, Lambda, B, dt_min, dt_max, lr)
         self.rank = P.shape[0]
-        self.P = nn.Parameter(torch.view_as_real(P[:, None, :].expand(-1, H, -1)).float().clone())
+        self.P = nn.Parameter(torch.view_as_real(P[:, None, :].expand(-1, H, -1)).float().contiguous())
         self.register_buffer("l_kernel", torch.tensor(0, dtype=torch.long))
         if l_max:
             with torch.no_grad():

@@ -1,0 +1,283 @@
+"""The fast recurrent step: the whole SaShiMi LM as flat real-valued tensors, compiled one pooling period at a time.
+
+Dimension letters: B = batch, H = width of a tier, M = modes of a diagonal recurrence, C = classes,
+P = prod(pool) = one period of the pooling schedule (the outer steps after which every tier has run).
+
+Why it is fast (``SaShiMiLM.step`` stays the reference; tests assert both give the same logits):
+  * every S4 recurrence is converted once to its diagonal form (DPLR: ``DenseSystem.diagonalize``) and kept as
+    real and imaginary parts, so the hot loop has no complex arithmetic and is O(M) per channel;
+  * pooling buffers are shift registers (push at the end, read at the front), so no step index is needed and
+    the only thing that depends on t is *which* tiers run;
+  * P consecutive steps, including sampling, are traced as one graph (tier i runs where its pool is full) and
+    compiled with inductor, so there is one Python call per P samples instead of dozens per sample;
+  * all state is preallocated and updated in place.
+The conversion reads the model's current parameters; build a new ``FastLM`` after changing them.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from sashimi.errors import ConfigError
+from sashimi.generation.sampling import SamplingSettings, sample
+from sashimi.models.backbone import BackboneState
+from sashimi.models.lm import SaShiMiLM
+from sashimi.nn.blocks import FFBlock, ResidualS4Block
+
+
+def _frozen(t: torch.Tensor) -> nn.Parameter:
+    return nn.Parameter(t.detach().clone().contiguous(), requires_grad=False)
+
+
+def _real(z: torch.Tensor) -> tuple[nn.Parameter, nn.Parameter]:
+    """Real and imaginary parts of a complex tensor, as frozen float32 parameters."""
+    return _frozen(z.real.float()), _frozen(z.imag.float())
+
+
+class FastS4Block(nn.Module):
+    """x + GLU(Linear(GELU(SSM(u) + D u))), u = LayerNorm(x), with the SSM stepped in real arithmetic.
+
+    S4D layers step their diagonal recurrence x' = mu x + b u, y = Re(c x) (c includes the conjugate-pair
+    factor 2). DPLR layers step the bilinear DPLR recurrence in its O(N) Woodbury form, on the N/2 modes kept
+    per conjugate pair (the official "linear" step): with A = Lambda - P P^*, D = (2/dt - Lambda)^-1,
+    E = 2/dt + Lambda and <p, y> = 2 Re(sum conj(p) y) the inner product of the conjugate-extended vectors,
+        v = E x - P <P, x> + 2 B u,   x' = D (v - P <R, v>),   R = (I + <P, D P>)^-1 conj(P) D   (Woodbury),
+    which equals the dense step exactly. Diagonalizing the DPLR matrix instead (``DenseSystem.diagonalize``)
+    is exact in float64 but useless in float32: the HiPPO eigenvectors are so ill-conditioned (cond ~ 1e7)
+    that the residues reach 1e6 and cancel, giving output errors of order 1.
+    """
+
+    def __init__(self, block: ResidualS4Block):
+        super().__init__()
+        layer = block.layer
+        self.norm, self.output_linear, self.D = block.norm, layer.output_linear, _frozen(layer.D)
+        self.dplr, self.eager_step_mode = layer.mode == "dplr", layer.step_mode
+        with torch.no_grad():
+            if self.dplr:
+                self._setup_dplr(layer)
+            else:
+                diag = layer.kernel.discretize("diagonal")
+                self.mu_re, self.mu_im = _real(diag.mu)  # (H M)
+                self.b_re, self.b_im = _real(diag.b)
+                self.c_re, self.c_im = _real(diag.c * diag.scale)
+        self.modes = self.c_re.shape[-1]
+
+    def _setup_dplr(self, layer) -> None:
+        k = layer.kernel
+        dt = torch.exp(k.log_dt.double())[:, None]  # (H 1)
+        lam = torch.complex(-torch.exp(k.A_real.double()), -k.A_imag.double())  # (H N2)
+        P = torch.view_as_complex(k.P.double().contiguous())  # (r H N2)
+        B = torch.view_as_complex(k.B.double().contiguous())  # (H N2)
+        c_full = k.discretize("dense").c.to(torch.complex128)  # (H N): plain C in the conjugate-extended basis
+        n2 = lam.shape[-1]
+        c = c_full[:, :n2] + c_full[:, n2:].conj()  # Re(sum_full c x) = Re(sum_half c_eff x_half)
+        D = 1 / (2 / dt - lam)
+        inner = 2 * torch.einsum("jhn,hn,khn->hjk", P.conj(), D, P).real  # (H r r) = <P_j, D P_k>
+        M_inv = torch.linalg.inv(torch.eye(P.shape[0], dtype=inner.dtype) + inner)
+        R = torch.einsum("hjk,khn->jhn", M_inv.to(P.dtype), P.conj() * D)  # <R_j, v> = (M^-1 <P, D v>)_j
+        self.E_re, self.E_im = _real(2 / dt + lam)
+        self.D_re, self.D_im = _real(D)
+        self.P_re, self.P_im = _real(P)
+        self.R_re, self.R_im = _real(2 * R)  # 2 Re(sum R v)
+        self.b_re, self.b_im = _real(2 * B)
+        self.c_re, self.c_im = _real(c)
+
+    def state(self, batch_size: int) -> list[torch.Tensor]:
+        z = self.c_re.new_zeros(batch_size, *self.c_re.shape)  # (B H M)
+        return [z, z.clone()]
+
+    def load_state(self, state: list[torch.Tensor], model_state: torch.Tensor) -> None:
+        """Copy an eager layer state (B H M') complex: S4D as is, DPLR (dense) its first half of modes."""
+        if self.dplr and self.eager_step_mode != "dense":
+            raise ConfigError("fast step: a DPLR layer's state must come from the dense step mode "
+                              f"(got {self.eager_step_mode!r}); call setup_step('dense')")
+        x = model_state[..., : self.modes]
+        state[0].copy_(x.real)
+        state[1].copy_(x.imag)
+
+    def forward(self, x: torch.Tensor, state: list[torch.Tensor]) -> torch.Tensor:
+        """x (B H) -> (B H); state [Re, Im] (B H M) updated in place."""
+        u = self.norm(x)
+        re, im = state
+        new_re, new_im = (self._dplr if self.dplr else self._diag)(u[..., None], re, im)
+        re.copy_(new_re)
+        im.copy_(new_im)
+        z = (self.c_re * new_re - self.c_im * new_im).sum(-1) + self.D * u  # (B H)
+        return x + F.glu(self.output_linear(F.gelu(z)), dim=-1)
+
+    def _diag(self, u, re, im):
+        """x' = mu x + b u. u (B H 1), re/im (B H M)."""
+        return (self.mu_re * re - self.mu_im * im + self.b_re * u,
+                self.mu_re * im + self.mu_im * re + self.b_im * u)
+
+    def _dplr(self, u, re, im):
+        """x' = D (v - P <R, v>), v = E x - P <P, x> + 2 B u. u (B H 1), re/im (B H M)."""
+        px = 2 * (self.P_re * re[:, None] + self.P_im * im[:, None]).sum(-1, keepdim=True)  # (B r H 1)
+        v_re = self.E_re * re - self.E_im * im - (self.P_re * px).sum(1) + self.b_re * u
+        v_im = self.E_re * im + self.E_im * re - (self.P_im * px).sum(1) + self.b_im * u
+        rv = (self.R_re * v_re[:, None] - self.R_im * v_im[:, None]).sum(-1, keepdim=True)  # (B r H 1)
+        w_re = v_re - (self.P_re * rv).sum(1)
+        w_im = v_im - (self.P_im * rv).sum(1)
+        return self.D_re * w_re - self.D_im * w_im, self.D_re * w_im + self.D_im * w_re
+
+
+class FastFFBlock(nn.Module):
+    def __init__(self, block: FFBlock):
+        super().__init__()
+        self.norm, self.linear_in, self.linear_out = block.norm, block.linear_in, block.linear_out
+
+    def state(self, batch_size: int) -> list[torch.Tensor]:
+        return []
+
+    def forward(self, x: torch.Tensor, state: list[torch.Tensor]) -> torch.Tensor:
+        return x + self.linear_out(F.gelu(self.linear_in(self.norm(x))))
+
+
+def _fast_block(block: nn.Module) -> nn.Module:
+    if isinstance(block, ResidualS4Block):
+        return FastS4Block(block)
+    if isinstance(block, FFBlock):
+        return FastFFBlock(block)
+    raise ConfigError(f"fast step: unsupported block {type(block).__name__}")
+
+
+class FastLM(nn.Module):
+    """A SaShiMiLM's recurrent generation for a fixed batch size: ``run_period`` samples P steps per call.
+
+    State: ``self.t`` (outer steps consumed), per-block SSM states, and per-tier pooling shift registers
+    ``down[i]`` (B H_i p_i) holding the last inputs and ``up[i]`` (B H_i p_i) holding the outputs still due.
+    """
+
+    def __init__(self, model: SaShiMiLM, batch_size: int, settings: SamplingSettings = SamplingSettings(),
+                 compile: bool = True):
+        super().__init__()
+        bb = model.backbone
+        if any(getattr(m.layer, "bidirectional", False) for m in bb.modules() if isinstance(m, ResidualS4Block)):
+            raise ConfigError("a bidirectional model cannot generate autoregressively")
+        self.settings, self.batch_size, self.unet, self.pool = settings, batch_size, bb.unet, bb.pool
+        self.period = math.prod(self.pool)
+        with torch.no_grad():
+            self.embedding, self.head, self.norm = model.embedding, model.head, bb.norm
+            self.down_blocks = nn.ModuleList(nn.ModuleList(_fast_block(b) for b in s) for s in bb.down_blocks)
+            self.up_blocks = nn.ModuleList(nn.ModuleList(_fast_block(b) for b in s) for s in bb.up_blocks)
+            self.center = nn.ModuleList(_fast_block(b) for b in bb.center)
+            self.down_linear = nn.ModuleList(d.linear for d in bb.down)
+            self.up_linear = nn.ModuleList(u.linear for u in bb.up)
+        self.requires_grad_(False)
+        self.t = 0
+        self.states = {id(b): b.state(batch_size) for b in self._blocks()}
+        dt = model.head.weight
+        self.down = [dt.new_zeros(batch_size, d.d_input, d.pool) for d in bb.down]  # (B H_i p_i)
+        self.up = [dt.new_zeros(batch_size, u.d_output, u.pool) for u in bb.up]
+        self._period_fn = self._compile() if compile else self._period
+
+    def _blocks(self):
+        for group in list(self.down_blocks) + list(self.up_blocks) + [self.center]:
+            yield from group
+
+    # ----- state exchange with the eager model -----
+    def load_state(self, state: BackboneState) -> None:
+        """Take over an eager ``BackboneState`` (e.g. from ``SaShiMiLM.prefill``)."""
+        bb_layers = iter(state.layers)
+        n = state.t
+        for i, p in enumerate(self.pool):
+            for blk in self.down_blocks[i]:
+                self._load_block(blk, next(bb_layers))
+            down, up = next(bb_layers), next(bb_layers)  # (B H p), indexed by step mod p
+            r = n % p
+            self.down[i].zero_()
+            self.down[i][..., p - r:] = down[..., :r]  # the last r inputs, oldest first
+            self.up[i].zero_()
+            self.up[i][..., : p - r] = up[..., r:]  # outputs due at steps r .. p-1 of this pool window
+            for blk in self.up_blocks[i]:
+                self._load_block(blk, next(bb_layers))
+            n //= p
+        for blk in self.center:
+            self._load_block(blk, next(bb_layers))
+        self.t = state.t
+
+    def _load_block(self, blk: nn.Module, model_state) -> None:
+        if isinstance(blk, FastS4Block):
+            blk.load_state(self.states[id(blk)], model_state)
+
+    # ----- the step -----
+    def step(self, token: torch.Tensor) -> torch.Tensor:
+        """Eager single step: token (B) (``bos`` first) -> logits (B C). Used to reach a period boundary."""
+        y = self._tier(0, self.embedding(token), self.t)
+        self.t += 1
+        return self.head(self.norm(y))
+
+    def _tier(self, i: int, x: torch.Tensor, tau: int) -> torch.Tensor:
+        """Tier i at its own step tau: x (B H_i) -> (B H_i). Runs tier i+1 when tier i's pool fills."""
+        if i == len(self.pool):
+            return self._run(self.center, x) + x
+        skips = [x]
+        for blk in self.down_blocks[i]:
+            x = blk(x, self.states[id(blk)])
+            skips.append(x)
+        p, down, up = self.pool[i], self.down[i], self.up[i]
+        down.copy_(torch.cat([down[..., 1:], x[..., None]], dim=-1))  # push x
+        y = up[..., 0] + skips.pop()
+        if tau % p == p - 1:  # pool full: run the deeper tier, refill the outputs of the next p steps
+            deeper = self._tier(i + 1, self.down_linear[i](down.flatten(1)), tau // p)
+            up.copy_(self.up_linear[i](deeper).view_as(up))
+        else:
+            up.copy_(torch.cat([up[..., 1:], torch.zeros_like(up[..., :1])], dim=-1))
+        if self.unet:
+            for blk in self.up_blocks[i]:
+                y = blk(y, self.states[id(blk)]) + skips.pop()
+            return y
+        return self._run(self.up_blocks[i], y) + y
+
+    def _run(self, blocks, x):
+        for blk in blocks:
+            x = blk(x, self.states[id(blk)])
+        return x
+
+    def _period(self, token: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """P steps from a period boundary: token (B) the previous sample, u (P B) uniforms ->
+        tokens (P B), their log-probabilities (P B), the logits of the last step (B C)."""
+        tokens, logps = [], []
+        for k in range(self.period):
+            logits = self.head(self.norm(self._tier(0, self.embedding(token), k)))
+            token, logp = sample(logits, u[k], self.settings)
+            tokens.append(token)
+            logps.append(logp)
+        return torch.stack(tokens), torch.stack(logps), logits
+
+    def run_period(self, token: torch.Tensor, u: torch.Tensor):
+        if self.t % self.period:
+            raise RuntimeError(f"run_period needs t at a multiple of {self.period}, t={self.t}")
+        with torch.no_grad():
+            out = self._period_fn(token, u)
+        self.t += self.period
+        return out
+
+    def _compile(self):
+        try:
+            fn = torch.compile(self._period, fullgraph=True, dynamic=False)
+            with torch.no_grad():  # compile now, on scratch copies, so a failure falls back cleanly
+                saved = self._snapshot()
+                fn(torch.zeros(self.batch_size, dtype=torch.long, device=self.head.weight.device),
+                   self.head.weight.new_zeros(self.period, self.batch_size))
+                self._restore(saved)
+            return fn
+        except Exception as err:  # noqa: BLE001 - any compiler failure means: run eagerly
+            warnings.warn(f"torch.compile of the fast step failed ({type(err).__name__}: {err}); "
+                          "falling back to the eager fast step", RuntimeWarning, stacklevel=3)
+            self._restore(saved)
+            return self._period
+
+    def _snapshot(self) -> list[torch.Tensor]:
+        return [t.clone() for t in self._state_tensors()]
+
+    def _restore(self, saved: list[torch.Tensor]) -> None:
+        for t, s in zip(self._state_tensors(), saved):
+            t.copy_(s)
+
+    def _state_tensors(self) -> list[torch.Tensor]:
+        return [t for ts in self.states.values() for t in ts] + self.down + self.up
