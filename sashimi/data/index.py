@@ -162,7 +162,7 @@ def _build(root, rel_paths, sample_rate, cache, check, strict, workers) -> dict:
     def work(rel):
         try:
             return _index_one(root, rel, sample_rate, cache / "converted", check)
-        except PermissionError as err:
+        except OSError as err:  # writing the resampled copy failed
             raise ConfigError(f"cannot write resampled audio under {cache} ({err}); "
                               f"set data.cache_dir to a writable folder") from None
         except AudioError as err:

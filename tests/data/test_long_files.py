@@ -128,3 +128,11 @@ def test_empty_and_missing_folders(tmp_path):
     make_long_files(tmp_path / "two", [100, 100])
     with pytest.raises(ConfigError, match="need at least 3 audio files"):
         build_dataset(_cfg(tmp_path / "two"), "train")
+
+
+def test_unwritable_cache_is_a_clear_error(tmp_path):
+    make_long_files(tmp_path / "music", [1000] * 3)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the cache folder should go")
+    with pytest.raises(ConfigError, match="cannot write the dataset index to .*set data.cache_dir"):
+        build_dataset(_cfg(tmp_path / "music", cache_dir=str(blocker)), "train")
