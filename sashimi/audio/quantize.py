@@ -4,13 +4,15 @@ Both quantizers are small stateless objects with the same interface, so the mode
 ever see `encode`, `decode`, `bits` and `n_classes`. Shapes are preserved: `encode` maps a float tensor of any
 shape `(*)` to a LongTensor of the same shape, `decode` the other way.
 
-The arithmetic is done in float64 so that `encode(decode(t)) == t` holds exactly for every token at any
-`bits` in 2..16 (float32 is not precise enough for 16-bit mu-law near full scale).
+The arithmetic is done in float64 numpy so that `encode(decode(t)) == t` holds exactly for every token at
+any `bits` in 2..16 (float32 is not precise enough for 16-bit mu-law near full scale); `encode_array` /
+`decode_array` are the numpy versions the data pipeline uses directly.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from sashimi.errors import AudioError, ConfigError
@@ -25,25 +27,57 @@ def _check_bits(bits: int) -> int:
     return bits
 
 
-def _as_float64(wave: torch.Tensor) -> torch.Tensor:
-    wave = torch.as_tensor(wave)
-    if not wave.is_floating_point():
+def _wave_array(wave: np.ndarray) -> np.ndarray:
+    wave = np.asarray(wave)
+    if not np.issubdtype(wave.dtype, np.floating):
         raise AudioError(f"quantizer expects a float waveform in [-1, 1], got dtype {wave.dtype}")
-    if not bool(torch.isfinite(wave).all()):
+    if not np.isfinite(wave).all():
         raise AudioError("quantizer got a waveform with NaN or infinite samples")
-    return wave.to(torch.float64).clamp(-1.0, 1.0)
+    return np.clip(wave.astype(np.float64), -1.0, 1.0)
 
 
-def _check_tokens(tokens: torch.Tensor, n_classes: int) -> torch.Tensor:
-    tokens = torch.as_tensor(tokens)
-    if tokens.is_floating_point() or tokens.is_complex():
+def _token_array(tokens: np.ndarray, n_classes: int) -> np.ndarray:
+    tokens = np.asarray(tokens)
+    if not np.issubdtype(tokens.dtype, np.integer):
         raise ConfigError(f"decode expects integer tokens, got dtype {tokens.dtype}")
-    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= n_classes):
-        raise ConfigError(f"tokens must lie in [0, {n_classes}), got range [{int(tokens.min())}, {int(tokens.max())}]")
-    return tokens.to(torch.float64)
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= n_classes):
+        raise ConfigError(f"tokens must lie in [0, {n_classes}), got range [{tokens.min()}, {tokens.max()}]")
+    return tokens.astype(np.float64)
 
 
-class MuLawQuantizer:
+class _Quantizer:
+    """Tensor interface over the numpy math of a subclass (`encode_array` / `decode_array`).
+
+    The math runs in numpy (single-threaded, float64) so that DataLoader items are cheap and exact; the
+    tensor methods move data to the CPU and back to the input's device.
+    """
+
+    kind: str
+
+    def __init__(self, bits: int = 8):
+        self.bits = _check_bits(bits)
+        self.n_classes = 2**bits
+
+    def encode(self, wave: torch.Tensor) -> torch.Tensor:
+        """Float waveform `(*)` in [-1, 1] (values outside are clamped) -> LongTensor `(*)` of tokens."""
+        wave = torch.as_tensor(wave)
+        if not wave.is_floating_point():
+            raise AudioError(f"quantizer expects a float waveform in [-1, 1], got dtype {wave.dtype}")
+        tokens = self.encode_array(wave.detach().cpu().numpy())
+        return torch.from_numpy(tokens).to(wave.device)
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """LongTensor `(*)` of tokens -> float32 waveform `(*)`."""
+        tokens = torch.as_tensor(tokens)
+        if tokens.is_floating_point() or tokens.is_complex():
+            raise ConfigError(f"decode expects integer tokens, got dtype {tokens.dtype}")
+        return torch.from_numpy(self.decode_array(tokens.detach().cpu().numpy())).to(tokens.device)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(bits={self.bits})"
+
+
+class MuLawQuantizer(_Quantizer):
     """mu-law companding with mu = 2**bits - 1, then uniform rounding of the companded value.
 
     encode: y = sign(x) * log1p(mu |x|) / log1p(mu) in [-1, 1];  t = round((y + 1) / 2 * mu) in [0, mu].
@@ -54,25 +88,20 @@ class MuLawQuantizer:
     kind = "mu-law"
 
     def __init__(self, bits: int = 8):
-        self.bits = _check_bits(bits)
-        self.n_classes = 2**bits
+        super().__init__(bits)
         self.mu = float(self.n_classes - 1)
 
-    def encode(self, wave: torch.Tensor) -> torch.Tensor:
-        x = _as_float64(wave)
-        y = torch.sign(x) * torch.log1p(self.mu * x.abs()) / math.log1p(self.mu)
-        return torch.round((y + 1.0) / 2.0 * self.mu).long()
+    def encode_array(self, wave: np.ndarray) -> np.ndarray:
+        x = _wave_array(wave)
+        y = np.sign(x) * np.log1p(self.mu * np.abs(x)) / math.log1p(self.mu)
+        return np.rint((y + 1.0) / 2.0 * self.mu).astype(np.int64)
 
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        y = 2.0 * _check_tokens(tokens, self.n_classes) / self.mu - 1.0
-        x = torch.sign(y) * torch.expm1(y.abs() * math.log1p(self.mu)) / self.mu
-        return x.to(torch.float32)
-
-    def __repr__(self) -> str:
-        return f"MuLawQuantizer(bits={self.bits})"
+    def decode_array(self, tokens: np.ndarray) -> np.ndarray:
+        y = 2.0 * _token_array(tokens, self.n_classes) / self.mu - 1.0
+        return (np.sign(y) * np.expm1(np.abs(y) * math.log1p(self.mu)) / self.mu).astype(np.float32)
 
 
-class LinearQuantizer:
+class LinearQuantizer(_Quantizer):
     """Uniform bins over [-1, 1]: t = floor((x + 1) / 2 * n) clamped to [0, n - 1]; decode gives the bin centre.
 
     The reconstruction error is at most half a bin, 1 / n.
@@ -80,20 +109,13 @@ class LinearQuantizer:
 
     kind = "linear"
 
-    def __init__(self, bits: int = 8):
-        self.bits = _check_bits(bits)
-        self.n_classes = 2**bits
+    def encode_array(self, wave: np.ndarray) -> np.ndarray:
+        x = _wave_array(wave)
+        return np.clip(np.floor((x + 1.0) / 2.0 * self.n_classes), 0, self.n_classes - 1).astype(np.int64)
 
-    def encode(self, wave: torch.Tensor) -> torch.Tensor:
-        x = _as_float64(wave)
-        return torch.floor((x + 1.0) / 2.0 * self.n_classes).clamp(0, self.n_classes - 1).long()
-
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        t = _check_tokens(tokens, self.n_classes)
-        return ((t + 0.5) / self.n_classes * 2.0 - 1.0).to(torch.float32)
-
-    def __repr__(self) -> str:
-        return f"LinearQuantizer(bits={self.bits})"
+    def decode_array(self, tokens: np.ndarray) -> np.ndarray:
+        t = _token_array(tokens, self.n_classes)
+        return ((t + 0.5) / self.n_classes * 2.0 - 1.0).astype(np.float32)
 
 
 Quantizer = MuLawQuantizer | LinearQuantizer

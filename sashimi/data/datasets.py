@@ -53,8 +53,7 @@ class _TokenDataset(Dataset):
         n = min(length, entry.frames - start)
         wave = np.zeros(out_len, dtype=np.float32)
         wave[:n] = read_frames(entry.read_path, start, n)
-        np.clip(wave, -1.0, 1.0, out=wave)
-        return self.quantizer.encode(torch.from_numpy(wave))  # (out_len,)
+        return torch.from_numpy(self.quantizer.encode_array(wave))  # (out_len,)
 
 
 # ---------------------------------------------------------------- clips (sc09, digits)

@@ -76,3 +76,13 @@ def test_make_quantizer_and_errors():
         MuLawQuantizer().decode(torch.tensor([256]))
     with pytest.raises(ConfigError, match="integer tokens"):
         LinearQuantizer().decode(torch.tensor([1.0]))
+
+
+@pytest.mark.parametrize("cls", [MuLawQuantizer, LinearQuantizer])
+def test_numpy_and_tensor_paths_agree(cls):
+    q = cls(8)
+    x = torch.linspace(-1.2, 1.2, 1001, dtype=torch.float32)
+    assert torch.equal(q.encode(x), torch.from_numpy(q.encode_array(x.numpy())))
+    t = torch.arange(256)
+    assert torch.equal(q.decode(t), torch.from_numpy(q.decode_array(t.numpy())))
+    assert q.encode(x.double()).dtype == torch.long and repr(q) == f"{cls.__name__}(bits=8)"
