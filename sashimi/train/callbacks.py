@@ -37,16 +37,21 @@ def read_checkpoint(path, map_location=None) -> dict:
 
 
 class Checkpointer(pl.Callback):
-    """Keeps ``last.ckpt`` (every ``every`` optimizer steps and at the end) and ``best.ckpt`` (lowest val/loss)."""
+    """Keeps ``last.ckpt`` (every ``every`` optimizer steps and at the end) and ``best.ckpt`` (lowest val/loss).
+
+    ``last.ckpt`` for step s is written when batch s + 1 starts, not when batch s ends: by then the
+    validation of step s and the scheduler update that follows it have run, so resuming from it replays
+    nothing and skips nothing (Lightning does not rerun a validation that falls on the resumed step).
+    """
 
     def __init__(self, directory: Path, every: int):
         self.directory, self.every = Path(directory), every
         self.best = math.inf
         self._last_saved_step = -1
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         step = trainer.global_step
-        if step % self.every == 0 and step != self._last_saved_step:
+        if step > 0 and step % self.every == 0 and step != self._last_saved_step:
             self._save(trainer, LAST)
 
     def on_validation_end(self, trainer, pl_module) -> None:
@@ -66,10 +71,10 @@ class Checkpointer(pl.Callback):
         trainer.save_checkpoint(self.directory / name, weights_only=False)  # full state
 
     def state_dict(self) -> dict:
-        return {"best": self.best}
+        return {"best": self.best, "last_saved_step": self._last_saved_step}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.best = state_dict["best"]
+        self.best, self._last_saved_step = state_dict["best"], state_dict["last_saved_step"]
 
 
 class Throughput(pl.Callback):

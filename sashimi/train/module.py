@@ -46,6 +46,10 @@ class SaShiMiTask(pl.LightningModule):
         self.save_hyperparameters({"config": config})
         self.config = TrainConfig.from_dict(config)
         self.model = SaShiMiLM(self.config.model)
+        if self.config.trainer.precision == "64-true":
+            # Lightning restores checkpoint weights before it converts the module: build in float64 so a
+            # resumed run loads them exactly instead of through float32.
+            self.model.double()
         self.datasets = dict(datasets or {})
         self.batches_seen = 0  # training batches consumed by this rank: the data stream position
         self.nonfinite_total = self.nonfinite_run = 0

@@ -4,7 +4,8 @@ Run directory:
     config.yaml             fully resolved config (also inside every checkpoint)
     checkpoints/last.ckpt   latest state (weights, optimizer, scheduler, data position, RNG)
     checkpoints/best.ckpt   lowest val/loss so far
-    metrics.csv             every logged metric (train/loss, val/bits_per_sample, ...)
+    csv/version_N/metrics.csv   every logged metric (train/loss, val/bits_per_sample, ...), one file per
+                            attempt (N = 0 for the first, 1 after the first resume, ...): see read_metrics
     tensorboard/            the same for TensorBoard
     model/                  final weights: model.safetensors + config.json (sashimi.load_model)
 """
@@ -28,7 +29,8 @@ def build_trainer(config: TrainConfig, run_dir: Path) -> pl.Trainer:
     strategy = t.strategy
     if strategy == "auto" and config.world_size > 1:
         strategy = "ddp"  # one process per device; gloo on CPU, nccl on GPU
-    loggers = [CSVLogger(run_dir, name="", version=""), TensorBoardLogger(run_dir, name="tensorboard", version="")]
+    # CSV: one version_N/metrics.csv per attempt (Lightning would truncate an existing file on resume)
+    loggers = [CSVLogger(run_dir, name="csv"), TensorBoardLogger(run_dir, name="tensorboard", version="")]
     callbacks = [Checkpointer(run_dir / "checkpoints", t.checkpoint_every), Throughput(), RunFiles(run_dir, config)]
     return pl.Trainer(
         max_steps=t.max_steps, max_epochs=-1,

@@ -1,0 +1,82 @@
+"""Exact test likelihood of a trained model: NLL summed over every sample of full-length examples.
+
+The model runs in convolution mode over whole examples, batched (padded at the end, which a causal model
+cannot see; padding is masked out). The result is the paper's number: bits per sample.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from sashimi.errors import CheckpointError, ConfigError
+from sashimi.metrics import LikelihoodTotals
+from sashimi.models.config import SaShiMiConfig
+from sashimi.models.io import WEIGHTS_NAME
+from sashimi.models.lm import SaShiMiLM
+from sashimi.train.callbacks import BEST, LAST, read_checkpoint
+from sashimi.train.config import TrainConfig, apply_overrides, read_config_dict
+from sashimi.train.data import build_split, eval_loader
+
+
+@torch.no_grad()
+def evaluate(model: SaShiMiLM, dataset, *, batch_size: int = 8, device: str = "cpu",
+             progress: bool = True) -> LikelihoodTotals:
+    """Sum NLL, sample count and correct predictions over every item of ``dataset``."""
+    model = model.to(device).eval()
+    totals = LikelihoodTotals()
+    for tokens, lengths in tqdm(eval_loader(dataset, batch_size=batch_size), desc="evaluate", unit="batch",
+                                disable=not progress):
+        tokens, lengths = tokens.to(device), lengths.to(device)  # (B L), (B,)
+        totals.add(model(tokens), tokens, lengths)
+    return totals
+
+
+def load_for_evaluation(checkpoint: str | Path, config: str | Path | None = None,
+                        overrides: list[str] = ()) -> tuple[SaShiMiLM, TrainConfig]:
+    """The model and training config behind ``checkpoint``.
+
+    ``checkpoint``: a run directory (uses checkpoints/best.ckpt, else last.ckpt), a ``.ckpt`` file (config
+    inside), or an exported model (``model.safetensors`` or its directory; needs ``config`` for the data).
+    ``overrides`` (``data.root=...``) adjust the config, e.g. to point at the data on this machine.
+    """
+    path = Path(checkpoint)
+    if path.is_dir() and (path / "checkpoints").is_dir():
+        best, last = path / "checkpoints" / BEST, path / "checkpoints" / LAST
+        path = best if best.is_file() else last
+    if path.suffix == ".ckpt":
+        ckpt = read_checkpoint(path)
+        raw = ckpt["hyper_parameters"]["config"]
+        if config is not None:
+            raw = read_config_dict(config)
+        train_config = TrainConfig.from_dict(apply_overrides(raw, list(overrides)))
+        model = SaShiMiLM(SaShiMiConfig.from_dict(ckpt["hyper_parameters"]["config"]["model"]))
+        state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
+        model.to(next(iter(state.values())).dtype).load_state_dict(state)
+        return model, train_config
+    return _load_exported(path, config, overrides)
+
+
+def _load_exported(path: Path, config, overrides) -> tuple[SaShiMiLM, TrainConfig]:
+    from sashimi.models.io import load_model
+
+    if not (path / WEIGHTS_NAME).is_file() and path.suffix != ".safetensors":
+        raise CheckpointError(f"{path}: not a run directory, a .ckpt file or an exported model")
+    if config is None:
+        raise ConfigError(f"{path} is an exported model without data settings: pass --config CONFIG "
+                          "(e.g. the run's config.yaml)")
+    model = load_model(path)
+    raw = apply_overrides(read_config_dict(config), list(overrides))
+    raw["model"] = model.config.to_dict()  # the weights decide the model
+    return model, TrainConfig.from_dict(raw)
+
+
+def evaluate_checkpoint(checkpoint, *, split: str = "test", config=None, overrides: list[str] = (),
+                        batch_size: int | None = None, device: str = "cpu", progress: bool = True) -> dict:
+    """Evaluate a checkpoint on a split; returns a plain dict (bits_per_sample, loss, accuracy, samples, ...)."""
+    model, train_config = load_for_evaluation(checkpoint, config, overrides)
+    dataset = build_split(train_config.data, split)
+    batch_size = batch_size or train_config.trainer.val_batch_size or train_config.trainer.batch_size
+    totals = evaluate(model, dataset, batch_size=batch_size, device=device, progress=progress)
+    return {"checkpoint": str(checkpoint), "split": split, "examples": len(dataset), **totals.to_dict()}
