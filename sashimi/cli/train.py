@@ -27,6 +27,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lightning.pytorch.utilities import rank_zero_only
+
     from sashimi.train import load_config, resume, train
 
     if args.resume is not None:
@@ -39,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         name, overrides = args.args[0], _overrides(args.args[1:])
         config = load_config(name, overrides)
         model_dir = train(config, _run_dir(args.run_dir, name))
-    print(f"final model: {model_dir}")
+    if rank_zero_only.rank == 0:  # DDP workers run this handler too
+        print(f"final model: {model_dir}")
     return 0
 
 

@@ -115,7 +115,7 @@ class SaShiMiTask(pl.LightningModule):
         nll, samples, correct = self.trainer.strategy.reduce(sums, reduce_op="sum").tolist()
         total = LikelihoodTotals(nll, int(samples), int(correct))
         self.log_dict({"val/loss": total.loss, "val/bits_per_sample": total.bits_per_sample,
-                       "val/accuracy": total.accuracy}, prog_bar=False)
+                       "val/accuracy": total.accuracy}, sync_dist=True)  # equal on every rank already
 
     # ----- optimizer and schedule -----
     def configure_optimizers(self):

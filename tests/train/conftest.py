@@ -31,6 +31,11 @@ def tone_root(tmp_path_factory) -> Path:
     return make_tone_dataset(tmp_path_factory.mktemp("tones"), n_speakers=6)
 
 
+@pytest.fixture(scope="session")
+def tiny():
+    return tiny_overrides
+
+
 def tiny_overrides(root: Path, **extra) -> list[str]:
     """demo.yaml shortened: tiny model, 512-sample clips, a handful of steps, no progress bar."""
     values = {

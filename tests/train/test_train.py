@@ -1,0 +1,96 @@
+"""Training in-process on a small tone dataset: run files, export, exact resume, SSM groups, non-finite losses."""
+import math
+
+import pytest
+import torch
+import yaml
+
+import sashimi
+from sashimi.train import load_config, resume, train
+from sashimi.train.callbacks import read_checkpoint
+from sashimi.train.data import StreamSampler
+from sashimi.train.module import SaShiMiTask, TrainingDiverged, cosine_with_warmup
+
+
+def weights(path):
+    return sashimi.load_model(path).state_dict()
+
+
+def test_run_directory_export_and_plain_checkpoints(tone_root, tiny, tmp_path):
+    config = load_config("demo", tiny(tone_root, **{"trainer.max_steps": 3}))
+    model_dir = train(config, tmp_path / "run")
+    run = tmp_path / "run"
+    assert yaml.safe_load((run / "config.yaml").read_text()) == config.to_dict()
+    ckpt = read_checkpoint(run / "checkpoints" / "last.ckpt")  # weights_only=True
+    assert ckpt["global_step"] == 3 and ckpt["hyper_parameters"]["config"] == config.to_dict()
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+    exported = weights(model_dir)
+    for k, v in exported.items():
+        assert torch.equal(v, ckpt["state_dict"][f"model.{k}"])
+    rows = (run / "csv" / "version_0" / "metrics.csv").read_text()
+    for key in ("train/loss", "train/lr", "train/samples_per_s", "val/loss", "val/bits_per_sample", "val/accuracy"):
+        assert key in rows
+    with pytest.raises(sashimi.errors.ConfigError, match="already holds a run"):
+        train(config, run)
+
+
+def test_resume_equals_uninterrupted_run_float64(tone_root, tiny, tmp_path):
+    over = tiny(tone_root, **{"trainer.precision": "64-true", "trainer.val_every": 2,
+                                        "schedule.patience": 0})
+    straight = train(load_config("demo", over + ["trainer.max_steps=5"]), tmp_path / "a")
+    train(load_config("demo", over + ["trainer.max_steps=3"]), tmp_path / "b")
+    resumed = resume(tmp_path / "b", ["trainer.max_steps=5"])
+    a, b = weights(straight), weights(resumed)
+    assert a["head.weight"].dtype == torch.float64
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_missing_data_root_is_a_clear_error(tmp_path):
+    config = load_config("demo", [f"data.root={tmp_path / 'nope'}"])
+    with pytest.raises(sashimi.errors.ConfigError, match=r"data.root: .*nope is not a directory.*synth-digits"):
+        train(config, tmp_path / "run")
+
+
+def test_ssm_parameters_keep_their_lr_and_no_weight_decay(tone_root, tiny):
+    config = load_config("demo", tiny(tone_root, **{"optim.lr": 0.004, "optim.weight_decay": 0.1}))
+    optimizer = SaShiMiTask(config.to_dict()).configure_optimizers()["optimizer"]
+    by_name = {n: g for g in optimizer.param_groups for n in g["names"]}
+    ssm = [n for n in by_name if n.split(".")[-1] in ("log_dt", "dt", "A_real", "A_imag", "P", "B", "inv_dt")]
+    assert ssm, sorted(by_name)[:20]
+    for n in ssm:
+        assert (by_name[n]["lr"], by_name[n]["weight_decay"]) == (0.001, 0.0), n
+    assert (by_name["head.weight"]["lr"], by_name["head.weight"]["weight_decay"]) == (0.004, 0.1)
+
+
+def test_nonfinite_losses_are_skipped_then_stop_the_run(tone_root, tiny, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    forward = sashimi.SaShiMiLM.forward
+
+    def sometimes_nan(self, tokens):
+        calls["n"] += 1
+        logits = forward(self, tokens)
+        return logits * math.nan if calls["n"] == 2 or calls["n"] >= 4 else logits
+
+    monkeypatch.setattr(sashimi.SaShiMiLM, "forward", sometimes_nan)
+    config = load_config("demo", tiny(tone_root, **{"trainer.max_steps": 50, "trainer.val_every": 50,
+                                                             "trainer.max_nonfinite": 3}))
+    with pytest.warns(RuntimeWarning, match="non-finite loss"), pytest.raises(TrainingDiverged, match="3 consecutive"):
+        train(config, tmp_path / "run")
+    assert calls["n"] == 6  # batch 2 skipped (warned), 3 trained, 4-6 skipped, stop
+
+
+def test_cosine_warmup_schedule():
+    f = cosine_with_warmup(10, 110, 0.1)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.55) and f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
+
+
+def test_stream_ranks_split_the_single_process_batches():
+    single = iter(StreamSampler(10, batch_size=4, seed=3))
+    ranks = [iter(StreamSampler(10, batch_size=2, seed=3, rank=r, world_size=2)) for r in range(2)]
+    for _ in range(6):  # crosses epochs (8 examples per epoch: 10 truncated to whole global batches)
+        batch = [next(single) for _ in range(4)]
+        shards = [[next(it) for _ in range(2)] for it in ranks]
+        assert sorted(batch) == sorted(shards[0] + shards[1])
+    resumed = iter(StreamSampler(10, batch_size=4, seed=3, start_batch=6))
+    assert [next(resumed) for _ in range(4)] == [next(single) for _ in range(4)]
