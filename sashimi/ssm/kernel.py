@@ -128,11 +128,9 @@ class DPLRKernel(_SSMKernel):
         super().__init__(H, N, channels, Lambda, B, dt_min, dt_max, lr)
         self.rank = P.shape[0]
         self.P = nn.Parameter(torch.view_as_real(P[:, None, :].expand(-1, H, -1)).float().contiguous())
-        self.register_buffer("l_kernel", torch.tensor(0, dtype=torch.long))
-        if l_max:
-            with torch.no_grad():
-                self.C.copy_(torch.view_as_real(self._c_tilde(l_max)))
-            self.l_kernel.fill_(l_max)
+        # With l_max, the random init is taken as C~ for that length directly (C~ is what is learned; for the
+        # decaying modes C~ ~= C anyway), which avoids N x N matrix powers when building big models.
+        self.register_buffer("l_kernel", torch.tensor(l_max or 0, dtype=torch.long))
 
     # ----- dense (N x N) form, used for step mode and for changing the kernel length -----
     def _dense(self):

@@ -1,0 +1,63 @@
+"""Shared benchmark helpers: best-of-N timing, peak memory of a call, machine description."""
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import time
+
+import torch
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    return f"{os.cpu_count()} CPU cores ({cpu}){gpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def timeit(fn, repeat: int = 5, warmup: int = 1, device: str = "cpu") -> tuple[float, float]:
+    """(best, median) wall seconds of fn() over ``repeat`` runs after ``warmup`` runs."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return min(times), statistics.median(times)
+
+
+def peak_extra_bytes(fn, device: str = "cpu") -> int:
+    """Peak memory added by fn() above what was in use before it.
+
+    CPU: the process's peak resident set size (ru_maxrss), so call this first thing in a fresh process
+    (each benchmark case runs in its own subprocess). GPU: torch's peak allocated bytes.
+    """
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    before = _rss_now()
+    fn()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+
+
+def _rss_now() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
