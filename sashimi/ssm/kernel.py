@@ -13,6 +13,7 @@ in the S4 paper; ``discretize`` recovers the plain C for stepping.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -30,6 +31,13 @@ CHUNK_BYTES = 64 * 2**20  # budget for the per-chunk intermediate of the kernel 
 
 def _r2c(x: torch.Tensor) -> torch.Tensor:
     return torch.view_as_complex(x.contiguous()) if x.dtype != torch.float16 else torch.view_as_complex(x.float())
+
+
+@functools.lru_cache(maxsize=32)
+def _half_one_plus_roots(L: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(1 + w) / 2 for the roots of unity w = exp(-2 pi i l / L), l = 0..L/2 (a constant; memoized)."""
+    omega = torch.exp(-2j * math.pi * torch.arange(L // 2 + 1, dtype=torch.float64) / L)
+    return ((1 + omega) / 2).to(device=device, dtype=dtype)
 
 
 class _SSMKernel(nn.Module):
@@ -213,8 +221,7 @@ class DPLRKernel(_SSMKernel):
         """q (h (1+r)(S+r) L) real sequences -> kernel (S h L) via the low-rank correction in frequency."""
         r, S = self.rank, self.channels
         Q = rfft(q, L).unflatten(1, (1 + r, S + r))  # (h 1+r S+r F)
-        omega = torch.exp(-2j * math.pi * torch.arange(L // 2 + 1, device=q.device, dtype=torch.float64) / L)
-        s = ((1 + omega) / 2).to(Q.dtype)  # (F)
+        s = _half_one_plus_roots(L, q.device, Q.dtype)  # (F)
         rows = Q.unbind(1)  # B row, then one row per P_j; each (h S+r F)
         Q00, Q01 = rows[0].split([S, r], dim=1)  # (h S F) (h r F)
         if r == 1:
