@@ -91,10 +91,11 @@ class FastS4Block(nn.Module):
         return [z, z.clone()]
 
     def load_state(self, state: list[torch.Tensor], model_state: torch.Tensor) -> None:
-        """Copy an eager layer state (B H M') complex: S4D as is, DPLR (dense) its first half of modes."""
-        if self.dplr and self.eager_step_mode != "dense":
-            raise ConfigError("fast step: a DPLR layer's state must come from the dense step mode "
-                              f"(got {self.eager_step_mode!r}); call setup_step('dense')")
+        """Copy an eager layer state (B H M') complex: S4D as is; DPLR ('linear' or 'dense' step mode) its
+        first N/2 modes, one per conjugate pair."""
+        if self.dplr and self.eager_step_mode not in ("linear", "dense"):
+            raise ConfigError("fast step: a DPLR layer's state must come from the 'linear' or 'dense' step mode "
+                              f"(got {self.eager_step_mode!r}); call setup_step('linear')")
         x = model_state[..., : self.modes]
         state[0].copy_(x.real)
         state[1].copy_(x.imag)
@@ -146,7 +147,7 @@ def _fast_block(block: nn.Module) -> nn.Module:
 
 
 class FastLM(nn.Module):
-    """A SaShiMiLM's recurrent generation for a fixed batch size: ``run_period`` samples P steps per call.
+    """A SaShiMiLM's recurrent generation for a fixed batch size: ``step`` samples one token per sequence.
 
     State: ``self.t`` (outer steps consumed), per-block SSM states, and per-tier pooling shift registers
     ``down[i]`` (B H_i p_i) holding the last inputs and ``up[i]`` (B H_i p_i) holding the outputs still due.
@@ -173,7 +174,7 @@ class FastLM(nn.Module):
         dt = model.head.weight
         self.down = [dt.new_zeros(batch_size, d.d_input, d.pool) for d in bb.down]  # (B H_i p_i)
         self.up = [dt.new_zeros(batch_size, u.d_output, u.pool) for u in bb.up]
-        self._period_fn = self._compile() if compile else self._period
+        self._steps = self._build_steps(compile)
 
     def _blocks(self):
         for group in list(self.down_blocks) + list(self.up_blocks) + [self.center]:
@@ -205,11 +206,32 @@ class FastLM(nn.Module):
             blk.load_state(self.states[id(blk)], model_state)
 
     # ----- the step -----
-    def step(self, token: torch.Tensor) -> torch.Tensor:
-        """Eager single step: token (B) (``bos`` first) -> logits (B C). Used to reach a period boundary."""
-        y = self._tier(0, self.embedding(token), self.t)
+    def depth(self, t: int) -> int:
+        """How many tiers below the outer one run at outer step t (their pools fill at this step)."""
+        d, span = 0, 1
+        for p in self.pool:
+            span *= p
+            if (t + 1) % span:
+                break
+            d += 1
+        return d
+
+    def step(self, token: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """token (B) the previous sample (``bos`` first), u (B) uniforms -> sampled token (B), its log-prob (B),
+        logits (B C). Runs the compiled graph for this step's depth."""
+        with torch.no_grad():
+            out = self._steps[self.depth(self.t)](token, u)
         self.t += 1
-        return self.head(self.norm(y))
+        return out
+
+    def _step_at_depth(self, depth: int):
+        tau = math.prod(self.pool[:depth]) - 1  # a tier-0 step index at which exactly `depth` pools fill
+
+        def step(token: torch.Tensor, u: torch.Tensor):
+            logits = self.head(self.norm(self._tier(0, self.embedding(token), tau)))
+            return *sample(logits, u, self.settings), logits
+
+        return step
 
     def _tier(self, i: int, x: torch.Tensor, tau: int) -> torch.Tensor:
         """Tier i at its own step tau: x (B H_i) -> (B H_i). Runs tier i+1 when tier i's pool fills."""
@@ -238,39 +260,24 @@ class FastLM(nn.Module):
             x = blk(x, self.states[id(blk)])
         return x
 
-    def _period(self, token: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """P steps from a period boundary: token (B) the previous sample, u (P B) uniforms ->
-        tokens (P B), their log-probabilities (P B), the logits of the last step (B C)."""
-        tokens, logps = [], []
-        for k in range(self.period):
-            logits = self.head(self.norm(self._tier(0, self.embedding(token), k)))
-            token, logp = sample(logits, u[k], self.settings)
-            tokens.append(token)
-            logps.append(logp)
-        return torch.stack(tokens), torch.stack(logps), logits
-
-    def run_period(self, token: torch.Tensor, u: torch.Tensor):
-        if self.t % self.period:
-            raise RuntimeError(f"run_period needs t at a multiple of {self.period}, t={self.t}")
-        with torch.no_grad():
-            out = self._period_fn(token, u)
-        self.t += self.period
-        return out
-
-    def _compile(self):
+    def _build_steps(self, compile: bool) -> list:
+        steps = [self._step_at_depth(d) for d in range(len(self.pool) + 1)]
+        if not compile:
+            return steps
+        saved = self._snapshot()
         try:
-            fn = torch.compile(self._period, fullgraph=True, dynamic=False)
-            with torch.no_grad():  # compile now, on scratch copies, so a failure falls back cleanly
-                saved = self._snapshot()
-                fn(torch.zeros(self.batch_size, dtype=torch.long, device=self.head.weight.device),
-                   self.head.weight.new_zeros(self.period, self.batch_size))
-                self._restore(saved)
-            return fn
+            compiled = [torch.compile(fn, fullgraph=True, dynamic=False) for fn in steps]
+            token = torch.zeros(self.batch_size, dtype=torch.long, device=self.head.weight.device)
+            with torch.no_grad():  # compile now, so that a failure falls back here and not mid-generation
+                for fn in compiled:
+                    fn(token, self.head.weight.new_zeros(self.batch_size))
+            self._restore(saved)
+            return compiled
         except Exception as err:  # noqa: BLE001 - any compiler failure means: run eagerly
             warnings.warn(f"torch.compile of the fast step failed ({type(err).__name__}: {err}); "
                           "falling back to the eager fast step", RuntimeWarning, stacklevel=3)
             self._restore(saved)
-            return self._period
+            return steps
 
     def _snapshot(self) -> list[torch.Tensor]:
         return [t.clone() for t in self._state_tensors()]

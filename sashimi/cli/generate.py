@@ -1,0 +1,165 @@
+"""`sashimi generate`: sample audio from a checkpoint, write WAVs sorted by likelihood, a manifest and a report."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import soundfile as sf
+import torch
+from tqdm import tqdm
+
+from sashimi.audio.quantize import make_quantizer
+from sashimi.errors import CheckpointError, ConfigError
+from sashimi.generation.prime import load_prime
+from sashimi.generation.report import write_report
+from sashimi.generation.sampler import Sampler
+from sashimi.generation.sampling import SamplingSettings
+from sashimi.models.io import atomic_write, load_model
+from sashimi.models.lm import SaShiMiLM
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("generate", help="sample audio from a trained model",
+                              description="Sample audio in recurrent mode; WAVs are sorted by log-likelihood.")
+    p.add_argument("checkpoint", help="model checkpoint (.safetensors file or directory)")
+    p.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
+    p.add_argument("--seconds", type=float, default=4.0, help="seconds to generate per sample (default 4)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1] (1 = off)")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = off)")
+    p.add_argument("--prime", help="mono audio file at the model's sample rate to continue")
+    p.add_argument("--prime-seconds", type=float, help="use only the first seconds of --prime")
+    p.add_argument("--seed", type=int, default=0, help="sample i uses seed SEED+i")
+    p.add_argument("--out", default="generated", help="output folder (default ./generated)")
+    p.add_argument("--stream", help="also write the first sample to this WAV while it is generated")
+    p.add_argument("--report", action="store_true", help="write OUT/index.html with players and plots")
+    p.add_argument("--batch-size", type=int, help="sequences generated together (default: all of --n)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1: best for small "
+                   "steps on a shared CPU)")
+    p.add_argument("--eager", action="store_true", help="use the reference step (SaShiMiLM.step), slow")
+    p.add_argument("--no-compile", action="store_true", help="run the fast step without torch.compile")
+    p.set_defaults(handler=run)
+
+
+def _validate(args) -> None:
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    if not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise ConfigError(f"--seconds must be > 0, got {args.seconds}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    if args.prime_seconds is not None and not args.prime:
+        raise ConfigError("--prime-seconds needs --prime FILE")
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
+
+
+def run(args) -> int:
+    _validate(args)
+    try:
+        settings = SamplingSettings(args.temperature, args.top_p, args.top_k)
+    except ConfigError as err:
+        raise ConfigError(f"--{str(err).replace('_', '-')}") from None
+    model = load_model(args.checkpoint)
+    if not isinstance(model, SaShiMiLM):
+        raise CheckpointError(f"{args.checkpoint}: holds a bare backbone, not a SaShiMiLM; cannot generate")
+    torch.set_num_threads(args.threads)
+    cfg = model.config
+    prime_wave, prime_tokens = load_prime(args.prime, cfg, args.prime_seconds) if args.prime else (None, None)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    n_new = int(round(args.seconds * cfg.sample_rate))
+    seeds = [args.seed + i for i in range(args.n)]
+    batch = args.batch_size or args.n
+    rows, start = [], time.perf_counter()
+    with tqdm(total=args.n * n_new, unit="sample", unit_scale=True, desc="generate") as bar:
+        for b0 in range(0, args.n, batch):
+            rows += _generate_batch(model, seeds[b0 : b0 + batch], settings, prime_tokens, n_new, out, args, bar)
+    elapsed = time.perf_counter() - start
+    rows = _finalize(rows, out)
+    manifest = _manifest(args, cfg, settings, rows, n_new, prime_tokens, elapsed)
+    atomic_write(out / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n"))
+    if args.report:
+        prime = None
+        if prime_tokens is not None:
+            _write_tokens(out / "prime.wav", prime_tokens[None], cfg)
+            prime = {"file": "prime.wav", "source": str(args.prime)}
+        write_report(out, rows, f"sashimi generate: {args.checkpoint}", prime)
+    print(f"wrote {len(rows)} samples to {out} ({manifest['timing']['samples_per_second']:.0f} samples/s, "
+          f"{manifest['timing']['real_time_factor']:.2f}x real time)")
+    return 0
+
+
+def _generate_batch(model, seeds, settings, prime, n_new, out: Path, args, bar) -> list[dict]:
+    """Generate one batch, writing every sequence's WAV as chunks arrive; return its manifest rows."""
+    cfg = model.config
+    quant = make_quantizer(cfg.quantization, cfg.bits)
+    sampler = Sampler(model, seeds, settings, prime=prime, fast=not args.eager, compile=not args.no_compile)
+    paths = [out / f".seed{s}.partial.wav" for s in seeds]
+    wav = lambda path: sf.SoundFile(str(path), "w", cfg.sample_rate, 1, "PCM_16", format="WAV")
+    writers = [(wav(p), i) for i, p in enumerate(paths)]  # (file, sequence it gets)
+    if args.stream and seeds[0] == args.seed:
+        writers.append((wav(args.stream), 0))
+    try:
+        if prime is not None and len(prime):
+            _write_chunk(writers, quant.decode(sampler.prime).numpy())
+        t0 = time.perf_counter()
+        for chunk in sampler.chunks(n_new):
+            _write_chunk(writers, quant.decode(chunk).numpy())
+            bar.update(chunk.numel())
+            rate = bar.n / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix_str(f"{rate / cfg.sample_rate:.2f}x real time")
+    finally:
+        for w, _ in writers:
+            w.close()
+    return [{"file": p.name, "seed": s, "log_likelihood": float(ll), "bits_per_sample": float(bps),
+             "n_generated": n_new} for p, s, ll, bps in zip(paths, seeds, sampler.log_likelihood,
+                                                             sampler.bits_per_sample)]
+
+
+def _write_chunk(writers, audio) -> None:
+    """audio (B c) floats; flushed so that a player following the file sees every chunk."""
+    for w, i in writers:
+        w.write(audio[i])
+        w.flush()
+
+
+def _write_tokens(path: Path, tokens: torch.Tensor, cfg) -> None:
+    wave = make_quantizer(cfg.quantization, cfg.bits).decode(tokens)[0].numpy()
+    sf.write(str(path), wave, cfg.sample_rate, subtype="PCM_16", format="WAV")
+
+
+def _finalize(rows: list[dict], out: Path) -> list[dict]:
+    """Sort by log-likelihood (best first) and rename the partial files to their final names."""
+    rows = sorted(rows, key=lambda r: -r["log_likelihood"])
+    width = len(str(len(rows)))
+    for rank, row in enumerate(rows, 1):
+        name = f"{rank:0{width}d}_seed{row['seed']}.wav"
+        os.replace(out / row["file"], out / name)
+        row["file"] = name
+    return rows
+
+
+def _manifest(args, cfg, settings, rows, n_new, prime_tokens, elapsed) -> dict:
+    total = len(rows) * n_new
+    return {
+        "checkpoint": str(args.checkpoint),
+        "sample_rate": cfg.sample_rate,
+        "quantization": cfg.quantization,
+        "bits": cfg.bits,
+        "settings": {**settings.to_dict(), "n": args.n, "seconds": args.seconds, "seed": args.seed,
+                     "prime": args.prime, "prime_seconds": args.prime_seconds,
+                     "prime_samples": 0 if prime_tokens is None else len(prime_tokens),
+                     "batch_size": args.batch_size or args.n, "step": "eager" if args.eager else "fast",
+                     "compiled": not (args.eager or args.no_compile)},
+        "log_likelihood_note": "nats of the generated samples (after the prime) under the model, temperature 1",
+        "samples": rows,
+        "timing": {"seconds": elapsed, "samples_per_second": total / elapsed,
+                   "real_time_factor": total / elapsed / cfg.sample_rate},
+    }

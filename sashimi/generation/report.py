@@ -1,0 +1,73 @@
+"""The listening report: ``index.html`` with a player, waveform and spectrogram for every generated file.
+
+Everything is local (relative links to the WAVs and PNGs next to it, inline CSS, no scripts), so the folder can
+be copied anywhere and opened offline.
+"""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: render straight to PNG
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+from sashimi.models.io import atomic_write  # noqa: E402
+
+STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1100px} .item{border-top:1px solid #ccc;padding:1em 0}"
+         " .plots img{width:520px;margin-right:8px} h2{font-size:1.05em;margin:.2em 0} .meta{color:#555}")
+
+
+def plot_audio(wave: np.ndarray, sample_rate: int, out_stem: Path) -> tuple[str, str]:
+    """Write ``<stem>_wave.png`` and ``<stem>_spec.png``; return their file names."""
+    names = (f"{out_stem.name}_wave.png", f"{out_stem.name}_spec.png")
+    t = np.arange(len(wave)) / sample_rate
+    fig, ax = plt.subplots(figsize=(6.5, 1.8), dpi=80)
+    ax.plot(t, wave, linewidth=0.4)
+    ax.set(xlim=(0, max(t[-1], 1 / sample_rate)), ylim=(-1.05, 1.05), xlabel="s")
+    fig.tight_layout()
+    fig.savefig(out_stem.parent / names[0])
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6.5, 1.8), dpi=80)
+    nfft = max(16, min(512, 2 ** int(np.log2(max(len(wave) // 4, 16)))))
+    ax.specgram(wave, NFFT=nfft, Fs=sample_rate, noverlap=nfft // 2, cmap="magma")
+    ax.set(xlabel="s", ylabel="Hz")
+    fig.tight_layout()
+    fig.savefig(out_stem.parent / names[1])
+    plt.close(fig)
+    return names
+
+
+def write_report(out_dir: Path, entries: list[dict], title: str, prime: dict | None = None) -> Path:
+    """entries: manifest rows (``file``, ``log_likelihood``, ``bits_per_sample``, ``seed``), best first.
+
+    prime: ``{"file": ..., "source": ...}`` for a prime WAV inside ``out_dir`` (shown first).
+    """
+    out_dir = Path(out_dir)
+    items = []
+    if prime is not None:
+        items.append(_item(out_dir, prime["file"], "prime", f"from {prime['source']}"))
+    for rank, e in enumerate(entries, 1):
+        meta = (f"log-likelihood {e['log_likelihood']:.1f} nats &middot; {e['bits_per_sample']:.3f} bits/sample "
+                f"&middot; seed {e['seed']}")
+        items.append(_item(out_dir, e["file"], f"#{rank}: {e['file']}", meta))
+    page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"
+            f"<p class='meta'>{len(entries)} samples, sorted by log-likelihood (most likely first).</p>\n"
+            + "\n".join(items) + "\n</body></html>\n")
+    path = out_dir / "index.html"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    return path
+
+
+def _item(out_dir: Path, file: str, heading: str, meta: str) -> str:
+    wave, sr = sf.read(str(out_dir / file), dtype="float32", always_2d=True)
+    wave_png, spec_png = plot_audio(wave.mean(axis=1), sr, out_dir / Path(file).stem)
+    f = html.escape(file, quote=True)
+    return (f"<div class='item' data-file='{f}'><h2>{html.escape(heading)}</h2><p class='meta'>{meta}</p>"
+            f"<audio controls preload='auto' src='{f}'></audio><div class='plots'>"
+            f"<img alt='waveform of {f}' src='{html.escape(wave_png, quote=True)}'>"
+            f"<img alt='spectrogram of {f}' src='{html.escape(spec_png, quote=True)}'></div></div>")

@@ -1,0 +1,135 @@
+"""Batched ancestral sampling in recurrent mode, streamed chunk by chunk.
+
+Shapes: B = batch (one sequence per seed), T = prime length, c = chunk length, C = classes.
+
+A ``Sampler`` holds the model state for B sequences and yields their new tokens (B c) one chunk at a time, so
+memory stays O(state) however long the output. Sequence i draws its uniforms from its own generator seeded
+with ``seeds[i]``: its audio depends on its seed only, not on the batch it was generated in. The exact
+log-likelihood of what was sampled, log p(x_T ..), is accumulated in float64 as it goes.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from sashimi.errors import ConfigError, SashimiError
+from sashimi.generation.fast import FastLM
+from sashimi.generation.sampling import SamplingSettings, sample
+from sashimi.models.lm import SaShiMiLM
+
+
+class GenerationError(SashimiError):
+    """Sampling went wrong (e.g. the model produced NaN/inf logits); the message names the step."""
+
+
+class _EagerStep:
+    """The reference backend: ``SaShiMiLM.step`` plus the same ``sample`` as the fast step."""
+
+    def __init__(self, model: SaShiMiLM, batch_size: int, settings: SamplingSettings):
+        self.model, self.settings = model, settings
+        self.state = model.default_state(batch_size)
+
+    def load_state(self, state) -> None:
+        self.state = state
+
+    def step(self, token: torch.Tensor, u: torch.Tensor):
+        logits, self.state = self.model.step(token, self.state)
+        return *sample(logits, u, self.settings), logits
+
+
+class Sampler:
+    """Generate ``len(seeds)`` sequences from ``model``, optionally continuing ``prime`` tokens (B T) or (T,)."""
+
+    def __init__(self, model: SaShiMiLM, seeds: list[int], settings: SamplingSettings = SamplingSettings(),
+                 prime: torch.Tensor | None = None, fast: bool = True, compile: bool = True):
+        if not seeds:
+            raise ConfigError("need at least one seed (one per sequence)")
+        model.eval()  # dropout off: sampling follows the model's distribution
+        self.model, self.settings, self.seeds = model, settings, list(seeds)
+        B = len(self.seeds)
+        device = model.head.weight.device
+        self._rngs = [torch.Generator(device="cpu").manual_seed(int(s)) for s in self.seeds]
+        self.backend = FastLM(model, B, settings, compile=compile) if fast else _EagerStep(model, B, settings)
+        self.log_likelihood = torch.zeros(B, dtype=torch.float64)  # nats, of the generated samples
+        self.n_generated = 0
+        self._token = torch.full((B,), model.bos, dtype=torch.long, device=device)
+        self._pending = None  # logits (B C) of the next sample when a prime was consumed by prefill
+        self.prime = self._prefill(prime, B) if prime is not None else None
+
+    def _prefill(self, prime: torch.Tensor, B: int) -> torch.Tensor:
+        prime = torch.as_tensor(prime, dtype=torch.long, device=self._token.device)
+        prime = prime.expand(B, -1) if prime.dim() == 1 else prime
+        if prime.dim() != 2 or prime.shape[0] != B:
+            raise ConfigError(f"prime must be (T,) or ({B}, T) tokens, got shape {tuple(prime.shape)}")
+        if prime.shape[1] == 0:
+            return prime
+        logits, state = self.model.prefill(prime)
+        self.backend.load_state(state)
+        self._pending = logits
+        return prime
+
+    def _uniforms(self, n: int) -> torch.Tensor:
+        """(n B) uniforms, column i from sequence i's own generator."""
+        return torch.stack([torch.rand(n, generator=g, dtype=torch.float64) for g in self._rngs], dim=1).float()
+
+    def chunks(self, n_samples: int, chunk_size: int = 4000) -> Iterator[torch.Tensor]:
+        """Yield the next ``n_samples`` tokens of every sequence as (B c) chunks of up to ``chunk_size``."""
+        if n_samples < 0 or chunk_size <= 0:
+            raise ConfigError(f"n_samples must be >= 0 and chunk_size > 0, got {n_samples}, {chunk_size}")
+        for start in range(0, n_samples, chunk_size):
+            yield self._chunk(min(chunk_size, n_samples - start))
+
+    @torch.no_grad()
+    def _chunk(self, n: int) -> torch.Tensor:
+        u = self._uniforms(n).to(self._token.device)  # (n B)
+        tokens = torch.empty(n, len(self.seeds), dtype=torch.long, device=u.device)
+        logps = torch.empty(n, len(self.seeds), dtype=torch.float32, device=u.device)
+        token = self._token
+        for k in range(n):
+            if self._pending is not None:  # first sample after a prime: its logits came from prefill
+                token, logp = sample(self._pending, u[k], self.settings)
+                self._pending = None
+            else:
+                token, logp, _ = self.backend.step(token, u[k])
+            tokens[k], logps[k] = token, logp
+        self._check(logps)
+        self._token = token
+        self.log_likelihood += logps.double().sum(0).cpu()
+        self.n_generated += n
+        return tokens.T.contiguous()  # (B n)
+
+    def _check(self, logps: torch.Tensor) -> None:
+        bad = ~torch.isfinite(logps)
+        if bad.any():
+            k, b = (int(i) for i in bad.nonzero()[0])
+            offset = 0 if self.prime is None else self.prime.shape[1]
+            raise GenerationError(f"the model produced NaN/inf logits at generated sample {self.n_generated + k} "
+                                  f"(audio sample {offset + self.n_generated + k}) of sequence {b} "
+                                  f"(seed {self.seeds[b]}); stopping")
+
+    @property
+    def bits_per_sample(self) -> torch.Tensor:
+        """(B) average negative log2-likelihood of the generated samples."""
+        return -self.log_likelihood / max(self.n_generated, 1) / math.log(2)
+
+
+@dataclass
+class Generation:
+    tokens: torch.Tensor  # (B T+n): the prime (if any) followed by the generated samples
+    log_likelihood: torch.Tensor  # (B) float64, nats, of the generated samples only
+    bits_per_sample: torch.Tensor  # (B)
+    seeds: list[int]
+
+
+def generate(model: SaShiMiLM, n_samples: int, seeds: list[int], settings: SamplingSettings = SamplingSettings(),
+             prime: torch.Tensor | None = None, fast: bool = True, compile: bool = True,
+             chunk_size: int = 4000) -> Generation:
+    """Generate everything in memory (convenient for short outputs; use ``Sampler.chunks`` to stream)."""
+    sampler = Sampler(model, seeds, settings, prime=prime, fast=fast, compile=compile)
+    parts = [] if sampler.prime is None else [sampler.prime]
+    parts += list(sampler.chunks(n_samples, chunk_size))
+    tokens = torch.cat(parts, dim=1) if parts else torch.empty(len(seeds), 0, dtype=torch.long)
+    return Generation(tokens, sampler.log_likelihood, sampler.bits_per_sample, sampler.seeds)
