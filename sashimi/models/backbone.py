@@ -21,6 +21,10 @@ from sashimi.ssm.s4 import S4
 LAYERS = {"s4": "dplr", "s4d": "diag"}
 
 
+def _apply(module: nn.Module, x: torch.Tensor, tau: None) -> torch.Tensor:
+    return module(x)
+
+
 @dataclass
 class BackboneState:
     """Recurrent state: step counter t and one entry per stateful module (``SaShiMi.stateful``), in place."""
@@ -73,8 +77,7 @@ class SaShiMi(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B L H) -> (B L H)."""
         L = x.shape[1]
-        x = self._pad(x)
-        return self.norm(self._tier(0, x, None))[:, :L]
+        return self.norm(self._tier(0, self._pad(x), _apply))[:, :L]
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         m = self.total_pool
@@ -88,27 +91,33 @@ class SaShiMi(nn.Module):
             out *= p
         return out
 
-    def _tier(self, i: int, x: torch.Tensor, seen: dict | None) -> torch.Tensor:
-        """Convolution pass of tier i on x (B L_i H_i); ``seen`` records each module's input (for prefill)."""
-        run = lambda m, v: (seen.__setitem__(m, v) if seen is not None else None) or m(v)
+    def _tier(self, i: int, x: torch.Tensor, run, tau: int | None = None) -> torch.Tensor:
+        """Tier i on x: a sequence (B L_i H_i) in convolution mode, or one step (B H_i) at tier step ``tau``.
+
+        ``run(module, input, tau)`` applies a module in the current mode; in step mode a DownPool returns None
+        until its p inputs are complete, and the deeper tiers are then skipped for this step.
+        """
         if i == len(self.pool):
             return self._blocks(self.center, x, run) + x
         skips = [x]
         for blk in self.down_blocks[i]:
-            x = run(blk, x)
+            x = run(blk, x, tau)
             skips.append(x)
-        deeper = self._tier(i + 1, run(self.down[i], x), seen)
-        y = run(self.up[i], deeper) + skips.pop()
+        pooled = run(self.down[i], x, tau)
+        deeper = None
+        if pooled is not None:
+            deeper = self._tier(i + 1, pooled, run, None if tau is None else tau // self.pool[i])
+        y = run(self.up[i], deeper, tau) + skips.pop()
         if self.unet:
             for blk in self.up_blocks[i]:
-                y = run(blk, y) + skips.pop()
+                y = run(blk, y, tau) + skips.pop()
             return y
         return self._blocks(self.up_blocks[i], y, run) + y
 
     @staticmethod
     def _blocks(blocks, x, run):
         for blk in blocks:
-            x = run(blk, x)
+            x = run(blk, x, None)
         return x
 
     # ----- recurrent mode -----
@@ -127,39 +136,28 @@ class SaShiMi(nn.Module):
         """x: (B H) -> (B H). ``state`` is updated in place and returned."""
         index = {id(m): k for k, m in enumerate(self.stateful)}
 
-        def run(m, v, *tau):
+        def run(m, v, tau):
             k = index[id(m)]
             if isinstance(m, (DownPool, UpPool)):
-                return m.step(v, state.layers[k], *tau)
+                return m.step(v, state.layers[k], tau)
             y, state.layers[k] = m.step(v, state.layers[k])
             return y
 
-        y = self._tier_step(0, x, state.t, run)
+        y = self._tier(0, x, run, state.t)
         state.t += 1
         return self.norm(y), state
-
-    def _tier_step(self, i: int, x: torch.Tensor, tau: int, run) -> torch.Tensor:
-        if i == len(self.pool):
-            return self._blocks(self.center, x, run) + x
-        skips = [x]
-        for blk in self.down_blocks[i]:
-            x = run(blk, x)
-            skips.append(x)
-        pooled = run(self.down[i], x, tau)
-        deeper = self._tier_step(i + 1, pooled, tau // self.pool[i], run) if pooled is not None else None
-        y = run(self.up[i], deeper, tau) + skips.pop()
-        if self.unet:
-            for blk in self.up_blocks[i]:
-                y = run(blk, y) + skips.pop()
-            return y
-        return self._blocks(self.up_blocks[i], y, run) + y
 
     @torch.no_grad()
     def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, BackboneState]:
         """Consume x (B T H) in convolution mode; return the outputs (B T H) and the exact state after them."""
         T = x.shape[1]
         seen: dict = {}
-        y = self.norm(self._tier(0, self._pad(x), seen))[:, :T]
+
+        def record(m, v, tau):
+            seen[m] = v
+            return m(v)
+
+        y = self.norm(self._tier(0, self._pad(x), record))[:, :T]
         steps = self._steps_per_module(T)
         layers = [m.state_from(seen[m], steps[id(m)]) if m in seen else m.default_state(x.shape[0])
                   for m in self.stateful]
