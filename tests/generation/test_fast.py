@@ -1,0 +1,74 @@
+import warnings
+
+import pytest
+import torch
+
+import sashimi
+from sashimi.generation.fast import FastLM
+from tests.generation.conftest import small_model
+
+
+def _eager_logits(model, tokens):
+    """Logits (B L C) from SaShiMiLM.step, BOS first."""
+    state = model.default_state(tokens.shape[0])
+    prev, out = torch.full_like(tokens[:, 0], model.bos), []
+    for t in range(tokens.shape[1]):
+        logits, state = model.step(prev, state)
+        out.append(logits)
+        prev = tokens[:, t]
+    return torch.stack(out, 1)
+
+
+def _fast_logits(fast, tokens, first):
+    prev, out = first, []
+    for t in range(tokens.shape[1]):
+        out.append(fast.step(prev, torch.zeros(tokens.shape[0]))[2])
+        prev = tokens[:, t]
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize("layer,unet", [("s4", False), ("s4d", False), ("s4", True)])
+@torch.no_grad()
+def test_fast_step_equals_eager_step_equals_convolution(layer, unet):
+    model = small_model(layer, unet)
+    tokens = torch.randint(0, 256, (3, 70))  # > 4 pooling periods of 16
+    conv = model(tokens)
+    eager = _eager_logits(model, tokens)
+    fast = _fast_logits(FastLM(model, 3, compile=False), tokens, torch.full((3,), model.bos))
+    torch.testing.assert_close(eager, conv, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(fast, eager, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("T", [1, 7, 16, 33])
+@torch.no_grad()
+def test_fast_step_continues_from_prefill_state(T):
+    model = small_model("s4")
+    tokens = torch.randint(0, 256, (2, 50))
+    conv = model(tokens)
+    logits, state = model.prefill(tokens[:, :T])
+    fast = FastLM(model, 2, compile=False)
+    fast.load_state(state)
+    assert fast.t == T + 1  # BOS and the T prime tokens
+    cont = _fast_logits(fast, tokens[:, T + 1 :], tokens[:, T])  # logits for samples T+1 ..
+    torch.testing.assert_close(logits, conv[:, T], atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(cont, conv[:, T + 1 :], atol=2e-5, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_compiled_fast_step_equals_eager_step():
+    model = small_model("s4")
+    tokens = torch.randint(0, 256, (2, 40))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fast = FastLM(model, 2, compile=True)
+    assert fast.compiled, [str(w.message) for w in caught]  # a fallback to eager would not test the graph
+    torch.testing.assert_close(_fast_logits(fast, tokens, torch.full((2,), model.bos)), model(tokens),
+                               atol=2e-5, rtol=1e-4)
+
+
+def test_bidirectional_model_cannot_generate():
+    from sashimi.errors import ConfigError
+    model = small_model("s4")
+    model.backbone.center[0].layer.bidirectional = True
+    with pytest.raises(ConfigError, match="bidirectional"):
+        FastLM(model, 1, compile=False)

@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from sashimi.generation import GenerationError, Sampler, SamplingSettings, generate
+from tests.generation.conftest import small_model
+
+
+def _teacher_forced_ll(model, tokens, start):
+    with torch.no_grad():
+        logp = torch.log_softmax(model(tokens), -1).gather(-1, tokens[..., None])[..., 0]
+    return logp[:, start:].double().sum(1)
+
+
+def test_fixed_seed_gives_identical_audio_and_seeds_are_batch_independent():
+    model = small_model()
+    a = generate(model, 40, [3, 4], compile=False)
+    b = generate(model, 40, [3, 4], compile=False)
+    alone = generate(model, 40, [4], compile=False)
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.log_likelihood, b.log_likelihood)
+    assert torch.equal(a.tokens[1:], alone.tokens)  # seed 4 samples the same audio in any batch
+    assert not torch.equal(a.tokens[0], a.tokens[1])
+
+
+def test_fast_and_eager_sampling_agree():
+    model = small_model("s4d")
+    fast = generate(model, 50, [0, 1], compile=False)
+    eager = generate(model, 50, [0, 1], fast=False)
+    assert torch.equal(fast.tokens, eager.tokens)
+    torch.testing.assert_close(fast.log_likelihood, eager.log_likelihood, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_log_likelihood_equals_teacher_forced_forward_pass(fast):
+    model = small_model()
+    g = generate(model, 45, [0, 1, 2], SamplingSettings(temperature=0.8, top_p=0.9), fast=fast, compile=False)
+    torch.testing.assert_close(g.log_likelihood, _teacher_forced_ll(model, g.tokens, 0), rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("T", [5, 16, 21])
+def test_priming_reproduces_the_prime_and_continues(T):
+    model = small_model()
+    prime = torch.randint(0, 256, (T,))
+    g = generate(model, 30, [7, 8], prime=prime, compile=False)
+    assert g.tokens.shape == (2, T + 30)
+    assert torch.equal(g.tokens[:, :T], prime.expand(2, T))
+    torch.testing.assert_close(g.log_likelihood, _teacher_forced_ll(model, g.tokens, T), rtol=1e-5, atol=1e-3)
+    eager = generate(model, 30, [7, 8], prime=prime, fast=False)
+    assert torch.equal(eager.tokens, g.tokens)
+
+
+def test_tiny_top_p_generates_the_greedy_continuation():
+    model = small_model()
+    g = generate(model, 20, [0, 1], SamplingSettings(top_p=1e-9), compile=False)
+    assert torch.equal(g.tokens[0], g.tokens[1])  # the seed no longer matters
+    with torch.no_grad():
+        greedy = model(g.tokens).argmax(-1)
+    assert torch.equal(greedy, g.tokens)
+
+
+def test_chunks_stream_the_same_tokens_as_one_call():
+    model = small_model()
+    sampler = Sampler(model, [5], compile=False)
+    chunks = list(sampler.chunks(50, chunk_size=16))
+    assert [c.shape[1] for c in chunks] == [16, 16, 16, 2]
+    assert torch.equal(torch.cat(chunks, 1), generate(model, 50, [5], compile=False).tokens)
+
+
+def test_nan_logits_raise_an_error_naming_the_step():
+    model = small_model()
+    sampler = Sampler(model, [0], compile=False)
+    list(sampler.chunks(10))
+    with torch.no_grad():
+        for blk in sampler.backend.center:  # poison the deepest tier: it runs at step 15, its output
+            for s in sampler.backend.states[id(blk)]:  # reaches the outer tier 4 + 1 steps later (causal pools)
+                s.fill_(float("nan"))
+    with pytest.raises(GenerationError, match=r"generated sample 20 .*seed 0"):
+        list(sampler.chunks(20))
