@@ -1,0 +1,121 @@
+"""The listening report: static checks, and a real headless Chromium loading it (skipped without chromium)."""
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+import torch
+
+import sashimi
+from sashimi.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    torch.manual_seed(0)
+    cfg = sashimi.preset("tiny", d_model=8, d_state=8, n_layers=1, l_max=64, sample_rate=8000)
+    sashimi.save_model(sashimi.SaShiMiLM(cfg).eval(), tmp / "m.safetensors")
+    import numpy as np
+    import soundfile as sf
+    sf.write(str(tmp / "p.wav"), 0.3 * np.sin(np.linspace(0, 90, 400)), 8000, subtype="PCM_16")
+    threads = torch.get_num_threads()
+    assert main(["generate", str(tmp / "m.safetensors"), "--n", "3", "--seconds", "0.05", "--no-compile",
+                 "--prime", str(tmp / "p.wav"), "--out", str(tmp / "out"), "--report"]) == 0
+    torch.set_num_threads(threads)
+    return tmp / "out"
+
+
+def test_report_lists_every_sample_with_its_plots(report):
+    page = (report / "index.html").read_text()
+    rows = json.loads((report / "manifest.json").read_text())["samples"]
+    positions = [page.index(f"data-file='{r['file']}'") for r in rows]
+    assert positions == sorted(positions)  # in likelihood order, as in the manifest
+    assert "data-file='prime.wav'" in page
+    for name in [r["file"] for r in rows] + ["prime.wav"]:
+        stem = name[:-4]
+        assert (report / f"{stem}_wave.png").stat().st_size > 1000
+        assert (report / f"{stem}_spec.png").stat().st_size > 1000
+        assert f"src='{name}'" in page
+    assert "http://" not in page and "https://" not in page  # readable offline
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+class _WebDriver:
+    """Just enough W3C WebDriver (over chromedriver's HTTP API, stdlib only) to load a page and run JS."""
+
+    def __init__(self, driver: str, browser: str):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc = subprocess.Popen([driver, f"--port={self.port}"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        self.profile = tempfile.mkdtemp(prefix="chromium-profile-")
+        args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={self.profile}"]
+        for _ in range(100):
+            try:
+                caps = {"browserName": "chrome", "goog:chromeOptions": {"binary": browser, "args": args}}
+                self.session = self._call("POST", "/session", {"capabilities": {"alwaysMatch": caps}})["sessionId"]
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("chromedriver did not start")
+
+    def _call(self, method, path, body=None):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return json.loads(resp.read())["value"]
+
+    def get(self, url):
+        self._call("POST", f"/session/{self.session}/url", {"url": url})
+
+    def js(self, script):
+        return self._call("POST", f"/session/{self.session}/execute/sync", {"script": script, "args": []})
+
+    def close(self):
+        try:
+            self._call("DELETE", f"/session/{self.session}")
+        finally:
+            self.proc.terminate()
+            self.proc.wait(10)
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+
+@pytest.mark.skipif(_chromium() is None or shutil.which("chromedriver") is None,
+                    reason="needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver)")
+def test_report_plays_in_headless_chromium(report):
+    browser = _WebDriver(shutil.which("chromedriver"), _chromium())
+    try:
+        browser.get((report / "index.html").as_uri())
+        rows = json.loads((report / "manifest.json").read_text())["samples"]
+        listed = browser.js("return [...document.querySelectorAll('.item')].map(e => e.dataset.file)")
+        assert listed == ["prime.wav"] + [r["file"] for r in rows]
+        for _ in range(100):  # media elements load asynchronously
+            states = browser.js("return [...document.querySelectorAll('audio')].map(a => a.readyState)")
+            if all(s > 0 for s in states):
+                break
+            time.sleep(0.1)
+        assert len(states) == len(rows) + 1 and all(s > 0 for s in states), states
+        errors = browser.js("return [...document.querySelectorAll('audio')].map(a => a.error && a.error.code)")
+        assert not any(errors), errors
+        durations = browser.js("return [...document.querySelectorAll('audio')].map(a => a.duration)")
+        assert durations[0] == pytest.approx(0.05, abs=0.01) and durations[1] == pytest.approx(0.1, abs=0.01)
+        images = browser.js("return [...document.images].map(i => i.complete && i.naturalWidth > 0)")
+        assert len(images) == 2 * (len(rows) + 1) and all(images)
+    finally:
+        browser.close()
