@@ -15,6 +15,7 @@ The conversion reads the model's current parameters; build a new ``FastLM`` afte
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
@@ -174,7 +175,9 @@ class FastLM(nn.Module):
         dt = model.head.weight
         self.down = [dt.new_zeros(batch_size, d.d_input, d.pool) for d in bb.down]  # (B H_i p_i)
         self.up = [dt.new_zeros(batch_size, u.d_output, u.pool) for u in bb.up]
+        self.compiled = False
         self._steps = self._build_steps(compile)
+        self.compiled = self._steps[0] is not self._eager_steps[0]  # False after a fallback
 
     def _blocks(self):
         for group in list(self.down_blocks) + list(self.up_blocks) + [self.center]:
@@ -219,10 +222,18 @@ class FastLM(nn.Module):
     def step(self, token: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """token (B) the previous sample (``bos`` first), u (B) uniforms -> sampled token (B), its log-prob (B),
         logits (B C). Runs the compiled graph for this step's depth."""
-        with torch.no_grad():
-            out = self._steps[self.depth(self.t)](token, u)
+        with torch.no_grad(), self._stance():
+            out = self._steps[self.depth(self.t)](token.long().contiguous(), u.float().contiguous())
         self.t += 1
         return out
+
+    def _stance(self):
+        """Skip dynamo's guard checks on the compiled steps: each depth has a single graph whose inputs (this
+        module's tensors, fixed shapes) never change, and checking hundreds of guards per step costs more
+        than the step itself."""
+        if not self.compiled:
+            return contextlib.nullcontext()
+        return torch.compiler.set_stance("default", skip_guard_eval_unsafe=True)
 
     def _step_at_depth(self, depth: int):
         tau = math.prod(self.pool[:depth]) - 1  # a tier-0 step index at which exactly `depth` pools fill
@@ -261,7 +272,7 @@ class FastLM(nn.Module):
         return x
 
     def _build_steps(self, compile: bool) -> list:
-        steps = [self._step_at_depth(d) for d in range(len(self.pool) + 1)]
+        steps = self._eager_steps = [self._step_at_depth(d) for d in range(len(self.pool) + 1)]
         if not compile:
             return steps
         saved = self._snapshot()
