@@ -8,6 +8,7 @@ from sashimi.errors import SashimiError
 
 # Each sub-command module exposes `register(subparsers)`; the handler it registers takes the parsed args.
 _COMMAND_MODULES = (
+    "sashimi.cli.presets",
     "sashimi.cli.convert",
     "sashimi.cli.data",
     "sashimi.cli.train",

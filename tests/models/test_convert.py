@@ -107,3 +107,9 @@ def test_bad_sources_are_clear(tmp_path):
     with pytest.raises(CheckpointError, match="could not find an official SaShiMi backbone"):
         load_official_backbone(str(tmp_path / "other.pt"))
     assert main(["convert-official", str(tmp_path / "junk.pt"), str(tmp_path / "out")]) == 2
+
+
+def test_presets_command_prints_sizes(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "sc09" in out and "5,447,744" in out and "4.1M-6.8M" in out and "tiny" in out
