@@ -39,27 +39,32 @@ def read_checkpoint(path, map_location=None) -> dict:
 class Checkpointer(pl.Callback):
     """Keeps ``last.ckpt`` (every ``every`` optimizer steps and at the end) and ``best.ckpt`` (lowest val/loss).
 
-    ``last.ckpt`` for step s is written when batch s + 1 starts, not when batch s ends: by then the
-    validation of step s and the scheduler update that follows it have run, so resuming from it replays
-    nothing and skips nothing (Lightning does not rerun a validation that falls on the resumed step).
+    On a step that is followed by validation, ``last.ckpt`` is written after the validation (whose
+    plateau-scheduler update and best-loss bookkeeping it then contains), not before: Lightning does not
+    rerun a validation that falls on the step a run resumes from, so a checkpoint taken between the two
+    would lose it.
     """
 
-    def __init__(self, directory: Path, every: int):
-        self.directory, self.every = Path(directory), every
+    def __init__(self, directory: Path, every: int, val_every: int):
+        self.directory, self.every, self.val_every = Path(directory), every, val_every
         self.best = math.inf
         self._last_saved_step = -1
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if step > 0 and step % self.every == 0 and step != self._last_saved_step:
+        if step % self.val_every != 0 and step % self.every == 0 and step != self._last_saved_step:
             self._save(trainer, LAST)
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        loss = trainer.callback_metrics.get("val/loss")
-        if trainer.sanity_checking or loss is None or not float(loss) < self.best:
+        if trainer.sanity_checking:
             return
-        self.best = float(loss)
-        self._save(trainer, BEST)
+        loss = trainer.callback_metrics.get("val/loss")
+        if loss is not None and float(loss) < self.best:
+            self.best = float(loss)
+            self._save(trainer, BEST)
+        step = trainer.global_step
+        if step % self.every == 0 and step != self._last_saved_step:
+            self._save(trainer, LAST)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.global_step != self._last_saved_step:

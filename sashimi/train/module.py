@@ -54,6 +54,8 @@ class SaShiMiTask(pl.LightningModule):
         self.batches_seen = 0  # training batches consumed by this rank: the data stream position
         self.nonfinite_total = self.nonfinite_run = 0
         self.val_totals = LikelihoodTotals()
+        self.plateau = None  # ReduceLROnPlateau, stepped by validation (see on_validation_epoch_end)
+        self._plateau_state = None  # restored before configure_optimizers creates the scheduler
 
     # ----- data -----
     def dataset(self, split: str) -> Dataset:
@@ -116,30 +118,37 @@ class SaShiMiTask(pl.LightningModule):
         total = LikelihoodTotals(nll, int(samples), int(correct))
         self.log_dict({"val/loss": total.loss, "val/bits_per_sample": total.bits_per_sample,
                        "val/accuracy": total.accuracy}, sync_dist=True)  # equal on every rank already
+        if self.plateau is not None and not self.trainer.sanity_checking:
+            self.plateau.step(total.loss)  # here, so the checkpoint written after validation includes it
 
     # ----- optimizer and schedule -----
     def configure_optimizers(self):
         o, s, t = self.config.optim, self.config.schedule, self.config.trainer
         optimizer = torch.optim.AdamW(param_groups(self.model, o.lr, o.weight_decay), lr=o.lr, betas=o.betas)
         if s.name == "constant":
-            return optimizer
+            return {"optimizer": optimizer}
         if s.name == "cosine":
             factor = cosine_with_warmup(s.warmup_steps, s.total_steps or t.max_steps, s.min_lr_ratio)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=s.factor, patience=s.patience)
-        # stepped right after each validation round (every val_every optimizer steps)
-        every = t.val_every * t.accumulate
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "interval": "step",
-                                                         "frequency": every, "monitor": "val/loss"}}
+        # plateau: stepped by each validation round itself, not by Lightning, so a checkpoint written
+        # after a validation holds the scheduler state that follows it
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=s.factor, patience=s.patience)
+        if self._plateau_state is not None:
+            self.plateau.load_state_dict(self._plateau_state)
+        return {"optimizer": optimizer}
 
     # ----- exact resume: data position, RNG, non-finite counters -----
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["sashimi"] = {"batches_seen": self.batches_seen, "nonfinite_total": self.nonfinite_total,
-                                 "nonfinite_run": self.nonfinite_run, "torch_rng": torch.get_rng_state()}
+                                 "nonfinite_run": self.nonfinite_run, "torch_rng": torch.get_rng_state(),
+                                 "plateau": self.plateau.state_dict() if self.plateau is not None else None}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["sashimi"]
         self.batches_seen = state["batches_seen"]
         self.nonfinite_total, self.nonfinite_run = state["nonfinite_total"], state["nonfinite_run"]
         torch.set_rng_state(state["torch_rng"])
+        self._plateau_state = state["plateau"]
+        if self.plateau is not None and self._plateau_state is not None:
+            self.plateau.load_state_dict(self._plateau_state)

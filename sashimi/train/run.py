@@ -31,7 +31,7 @@ def build_trainer(config: TrainConfig, run_dir: Path) -> pl.Trainer:
         strategy = "ddp"  # one process per device; gloo on CPU, nccl on GPU
     # CSV: one version_N/metrics.csv per attempt (Lightning would truncate an existing file on resume)
     loggers = [CSVLogger(run_dir, name="csv"), TensorBoardLogger(run_dir, name="tensorboard", version="")]
-    callbacks = [Checkpointer(run_dir / "checkpoints", t.checkpoint_every), Throughput(), RunFiles(run_dir, config)]
+    callbacks = [Checkpointer(run_dir / "checkpoints", t.checkpoint_every, t.val_every), Throughput(), RunFiles(run_dir, config)]
     return pl.Trainer(
         max_steps=t.max_steps, max_epochs=-1,
         val_check_interval=t.val_every * t.accumulate, check_val_every_n_epoch=None,

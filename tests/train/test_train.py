@@ -94,3 +94,16 @@ def test_stream_ranks_split_the_single_process_batches():
         assert sorted(batch) == sorted(shards[0] + shards[1])
     resumed = iter(StreamSampler(10, batch_size=4, seed=3, start_batch=6))
     assert [next(resumed) for _ in range(4)] == [next(single) for _ in range(4)]
+
+
+def test_metrics_merge_attempts_and_plot(tmp_path):
+    from sashimi.train.logs import plot_curves, read_metrics
+
+    for version, rows in enumerate(["0,5.5,\n1,5.0,\n2,4.9,\n2,,4.8\n", "2,4.7,\n3,4.5,\n"]):
+        path = tmp_path / "csv" / f"version_{version}" / "metrics.csv"
+        path.parent.mkdir(parents=True)
+        path.write_text("step,train/loss,val/loss\n" + rows)
+    m = read_metrics(tmp_path)
+    assert m["train/loss"] == [(0, 5.5), (1, 5.0), (2, 4.7), (3, 4.5)] and m["val/loss"] == [(2, 4.8)]
+    png = plot_curves(tmp_path, tmp_path / "curve.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,68 @@
+"""Read a run's CSV logs (all attempts) and plot its learning curve.
+
+    python -m sashimi.train.logs RUN_DIR --png curve.png
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from pathlib import Path
+
+from sashimi.errors import ConfigError
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """{metric: [(step, value), ...]} over every attempt (csv/version_N); a resumed attempt's values
+    replace the earlier attempt's at the same step (the steps replayed after a kill)."""
+    files = sorted(Path(run_dir).glob("csv/version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
+    if not files:
+        raise ConfigError(f"{run_dir}: no csv/version_*/metrics.csv (not a training run directory?)")
+    merged: dict[str, dict[int, float]] = {}
+    for path in files:
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                for key, value in row.items():
+                    if value and key not in ("step", "epoch"):
+                        merged.setdefault(key, {})[int(row["step"])] = float(value)
+    return {key: sorted(values.items()) for key, values in merged.items()}
+
+
+def plot_curves(run_dir: str | Path, png: str | Path, title: str | None = None) -> Path:
+    """train/loss and val/loss in bits per sample against optimizer steps, with the uniform 8-bit line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = read_metrics(run_dir)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    for key, style in (("train/loss", dict(lw=1, alpha=0.7)), ("val/loss", dict(marker="o", lw=2))):
+        if key in m:
+            steps, nats = zip(*m[key])
+            ax.plot([s + 1 for s in steps], [v / math.log(2) for v in nats], label=key, **style)
+    ax.axhline(8.0, color="gray", ls="--", lw=1, label="uniform (8 bits)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("NLL (bits per sample)")
+    ax.set_title(title or Path(run_dir).name)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png)
+    plt.close(fig)
+    return Path(png)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Plot a training run's learning curve from its CSV logs.")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--png", type=Path, required=True)
+    parser.add_argument("--title", default=None)
+    args = parser.parse_args(argv)
+    print(plot_curves(args.run_dir, args.png, args.title))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
