@@ -4,10 +4,10 @@ import torch
 import sashimi
 
 
-def small_model(layer: str = "s4", unet: bool = False, seed: int = 0) -> sashimi.SaShiMiLM:
-    """A very small LM (two tiers of pooling) that builds in well under a second."""
+def small_model(layer: str = "s4", unet: bool = False, seed: int = 0, pool=(4, 4)) -> sashimi.SaShiMiLM:
+    """A very small LM (two tiers of pooling by default) that builds in well under a second."""
     torch.manual_seed(seed)
-    cfg = sashimi.preset("tiny", layer=layer, unet=unet, d_model=8, d_state=8, n_layers=1, l_max=64)
+    cfg = sashimi.preset("tiny", layer=layer, unet=unet, d_model=8, d_state=8, n_layers=1, l_max=64, pool=pool)
     return sashimi.SaShiMiLM(cfg).eval()
 
 

@@ -56,7 +56,7 @@ def test_fast_step_continues_from_prefill_state(T):
 
 @torch.no_grad()
 def test_compiled_fast_step_equals_eager_step():
-    model = small_model("s4")
+    model = small_model("s4", pool=(4,))  # one pooling level: two graphs to compile, keeps the test short
     tokens = torch.randint(0, 256, (2, 40))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -72,3 +72,15 @@ def test_bidirectional_model_cannot_generate():
     model.backbone.center[0].layer.bidirectional = True
     with pytest.raises(ConfigError, match="bidirectional"):
         FastLM(model, 1, compile=False)
+
+
+@pytest.mark.slow
+@torch.no_grad()
+def test_compiled_fast_step_on_the_sc09_preset():
+    torch.manual_seed(0)
+    model = sashimi.SaShiMiLM(sashimi.preset("sc09")).eval()
+    tokens = torch.randint(0, 256, (2, 40))
+    fast = FastLM(model, 2, compile=True)
+    assert fast.compiled
+    torch.testing.assert_close(_fast_logits(fast, tokens, torch.full((2,), model.bos)), model(tokens),
+                               atol=5e-4, rtol=1e-3)
