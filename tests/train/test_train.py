@@ -107,3 +107,11 @@ def test_metrics_merge_attempts_and_plot(tmp_path):
     assert m["train/loss"] == [(0, 5.5), (1, 5.0), (2, 4.7), (3, 4.5)] and m["val/loss"] == [(2, 4.8)]
     png = plot_curves(tmp_path, tmp_path / "curve.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gradient_accumulation_equals_the_larger_batch(tone_root, tiny, tmp_path):
+    over = tiny(tone_root, **{"trainer.precision": "64-true", "trainer.max_steps": 2, "trainer.val_every": 2})
+    big = train(load_config("demo", over + ["trainer.batch_size=4"]), tmp_path / "big")
+    acc = train(load_config("demo", over + ["trainer.batch_size=2", "trainer.accumulate=2"]), tmp_path / "acc")
+    a, b = weights(big), weights(acc)
+    assert all(torch.allclose(a[k], b[k], rtol=1e-9, atol=1e-12) for k in a)
