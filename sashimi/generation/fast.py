@@ -1,15 +1,16 @@
-"""The fast recurrent step: the whole SaShiMi LM as flat real-valued tensors, compiled one pooling period at a time.
+"""The fast recurrent step: the whole SaShiMi LM as real-valued tensors, one compiled graph per step depth.
 
-Dimension letters: B = batch, H = width of a tier, M = modes of a diagonal recurrence, C = classes,
-P = prod(pool) = one period of the pooling schedule (the outer steps after which every tier has run).
+Dimension letters: B = batch, H = width of a tier, M = modes of a recurrence (N/2), C = classes, r = rank.
 
 Why it is fast (``SaShiMiLM.step`` stays the reference; tests assert both give the same logits):
-  * every S4 recurrence is converted once to its diagonal form (DPLR: ``DenseSystem.diagonalize``) and kept as
-    real and imaginary parts, so the hot loop has no complex arithmetic and is O(M) per channel;
+  * every S4 recurrence is set up once as real and imaginary parts, O(M) per channel and no complex ops in
+    the hot loop: S4D layers their diagonal recurrence, DPLR layers the exact Woodbury form of their step
+    (see ``FastS4Block`` for why not ``DenseSystem.diagonalize``);
   * pooling buffers are shift registers (push at the end, read at the front), so no step index is needed and
     the only thing that depends on t is *which* tiers run;
-  * P consecutive steps, including sampling, are traced as one graph (tier i runs where its pool is full) and
-    compiled with inductor, so there is one Python call per P samples instead of dozens per sample;
+  * a step's graph depends only on its depth (how many tiers are due: tier i+1 runs when tier i's pool fills),
+    so one graph per depth, sampling included, is compiled with inductor (3 graphs for two pooling levels),
+    with dynamo's per-call guard checks skipped; a compiler failure falls back to eager with a warning;
   * all state is preallocated and updated in place.
 The conversion reads the model's current parameters; build a new ``FastLM`` after changing them.
 """
