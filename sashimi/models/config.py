@@ -24,7 +24,7 @@ class SaShiMiConfig:
     unet: bool = False
     dropout: float = 0.0
     init: str | None = None  # None: "legs" (S4 / S4D-LegS)
-    disc: str | None = None  # s4d only: "zoh" (default) | "bilinear"
+    disc: str | None = None  # None: "bilinear" for s4 (Cauchy kernel), "zoh" for s4d; both accept either
     dt_min: float = 0.001
     dt_max: float = 0.1
     ssm_lr: float | None = 0.001

@@ -24,7 +24,7 @@ from sashimi.errors import ConfigError
 from sashimi.ssm.fft import rfft
 from sashimi.ssm.init import c_init, diag_init, dplr_init, log_dt_init
 from sashimi.ssm.recurrence import DenseSystem, DiagonalSystem, LowRankSystem
-from sashimi.ssm.structured import vandermonde
+from sashimi.ssm.structured import _block_size, vandermonde
 
 CHUNK_BYTES = 64 * 2**20  # budget for the per-chunk intermediate of the kernel computation
 
@@ -121,19 +121,28 @@ class DiagKernel(_SSMKernel):
 
 
 class DPLRKernel(_SSMKernel):
-    """S4: A = diag(Lambda) - P P^*, bilinear discretization, kernel through Cauchy + Woodbury.
+    """S4: A = diag(Lambda) - P P^*.
 
-    The Cauchy products at the roots of unity are computed as the DFT of blocked Vandermonde products
-    (for a pole x, sum over roots w of v/(w - x) equals the DFT of a geometric sequence), so memory stays
-    O(H L + H N sqrt(L)) and the work is one batched matmul plus FFTs.
+    ``disc="bilinear"`` (default, as in S4): kernel through Cauchy + Woodbury. The Cauchy products at the
+    roots of unity are computed as the DFT of blocked Vandermonde products (for a pole x, sum over roots w of
+    v/(w - x) equals the DFT of a geometric sequence), so memory stays O(H L + H N sqrt(L)) and the work is
+    one batched matmul plus FFTs. ``C`` holds C~ for ``l_kernel``.
+
+    ``disc="zoh"``: dA = exp(dt A) has no Cauchy form, so the kernel C dA^k dB is built as a blocked Krylov
+    product (C dA^(aT)) @ (dA^b dB) from O(log L) N x N products; A is dissipative, so dA is a contraction and
+    its powers stay bounded. ``C`` is the plain C (``l_kernel`` stays 0). Step modes: dense or diagonal.
     """
 
     ssm_param_names = _SSMKernel.ssm_param_names + ("P",)
 
     def __init__(self, H: int, N: int, *, channels: int = 1, init: str = "legs", l_max: int | None = None,
-                 dt_min: float = 0.001, dt_max: float = 0.1, lr: float | None = 0.001):
+                 disc: str = "bilinear", dt_min: float = 0.001, dt_max: float = 0.1, lr: float | None = 0.001):
+        if disc not in ("bilinear", "zoh"):
+            raise ConfigError(f"unknown disc {disc!r} for mode='dplr'; expected 'bilinear' or 'zoh'")
         Lambda, P, B = dplr_init(init, N)
         super().__init__(H, N, channels, Lambda, B, dt_min, dt_max, lr)
+        self.disc = disc
+        l_max = l_max if disc == "bilinear" else None
         self.rank = P.shape[0]
         self.P = nn.Parameter(torch.view_as_real(P[:, None, :].expand(-1, H, -1)).float().contiguous())
         # With l_max, the random init is taken as C~ for that length directly (C~ is what is learned; for the
@@ -148,6 +157,10 @@ class DPLRKernel(_SSMKernel):
         full = lambda x: torch.cat([x, x.conj()], dim=-1)
         A = torch.diag_embed(full(Lam)) - torch.einsum("rhm,rhn->hmn", full(P), full(P).conj())
         eye = torch.eye(self.N, dtype=A.dtype, device=A.device)
+        if self.disc == "zoh":  # dA = exp(dt A), dB = A^-1 (dA - I) B
+            dA = torch.linalg.matrix_exp(dt[:, None, None] * A)
+            dB = torch.linalg.solve(A, ((dA - eye) @ full(B)[..., None]))[..., 0]
+            return dA, dB, full(Ct)
         half = (dt[:, None, None] / 2) * A
         dA = torch.linalg.solve(eye - half, eye + half)
         dB = torch.linalg.solve(eye - half, (dt[:, None] * full(B))[..., None])[..., 0]
@@ -171,6 +184,8 @@ class DPLRKernel(_SSMKernel):
             raise ConfigError("a bidirectional (two-sided) kernel has no recurrent step mode")
         if mode not in ("linear", "dense", "diagonal"):
             raise ConfigError(f"unknown step mode {mode!r}; expected 'linear', 'dense' or 'diagonal'")
+        if mode == "linear" and self.disc == "zoh":
+            raise ConfigError("step mode 'linear' solves the bilinear step; with disc='zoh' use 'dense' or 'diagonal'")
         dA, dB, Ct = self._dense()
         C = Ct[0]
         lk = int(self.l_kernel)
@@ -200,6 +215,8 @@ class DPLRKernel(_SSMKernel):
     # ----- convolution kernel -----
     def forward(self, L: int) -> torch.Tensor:
         """Kernel (S H L): computed at length max(L, l_kernel), truncated to L."""
+        if self.disc == "zoh":
+            return self._krylov_kernel(L)
         lk = int(self.l_kernel)
         Lk = max(L, lk)
         dt, Lam, B, C = self._params()
@@ -216,6 +233,24 @@ class DPLRKernel(_SSMKernel):
         fn = lambda c, z: self._woodbury(vandermonde(c, z, Lk), Lk)
         k = self._chunked(fn, Lk, coef.shape[0], coef, log_z)
         return k[..., :L]
+
+    def _krylov_kernel(self, L: int) -> torch.Tensor:
+        """K[s, h, k] = Re(C_s^T dA^k dB) for k < L, as one blocked product (S H L)."""
+        dA, dB, C = self._dense()  # (H N N) (H N) (S H N)
+        T = _block_size(L)
+        n_blocks = math.ceil(L / T)
+        right, power = dB[..., None], dA  # right: (H N t) = [dB, dA dB, ...]; power = dA^t
+        while right.shape[-1] < T:
+            right, power = torch.cat([right, power @ right], dim=-1), power @ power
+        right = right[..., :T]
+        step = torch.linalg.matrix_power(dA, T)  # dA^T
+        left, power = C.transpose(0, 1), step  # left: (H S*a N) rows C^T dA^(aT)
+        while left.shape[1] < self.channels * n_blocks:
+            left = torch.cat([left, left @ power], dim=1)
+            power = power @ power
+        left = left.unflatten(1, (-1, self.channels))[:, :n_blocks].transpose(1, 2)  # (H S A N)
+        K = (left.flatten(1, 2) @ right).real  # (H S*A T)
+        return K.view(self.H, self.channels, n_blocks * T)[..., :L].transpose(0, 1)
 
     def _woodbury(self, q: torch.Tensor, L: int) -> torch.Tensor:
         """q (h (1+r)(S+r) L) real sequences -> kernel (S h L) via the low-rank correction in frequency."""

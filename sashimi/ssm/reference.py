@@ -14,7 +14,15 @@ from sashimi.ssm.structured import cauchy_naive, vandermonde_naive
 
 
 def dplr_kernel_naive(kernel: DPLRKernel, L: int) -> torch.Tensor:
-    """S4 kernel (S H L) via the Cauchy product at the bilinear nodes and the Woodbury identity."""
+    """S4 kernel (S H L) via the Cauchy product at the bilinear nodes and the Woodbury identity (bilinear), or
+    by stepping the dense recurrence one power of dA at a time (ZOH)."""
+    if kernel.disc == "zoh":
+        dA, dB, C = kernel._dense()
+        x, out = dB, []
+        for _ in range(L):
+            out.append(torch.einsum("shn,hn->sh", C, x).real)
+            x = torch.einsum("hmn,hn->hm", dA, x)
+        return torch.stack(out, dim=-1)
     lk = int(kernel.l_kernel)
     Lk = max(L, lk)
     dt, Lam, B, C = kernel._params()

@@ -35,13 +35,13 @@ class S4(nn.Module):
         channels = 2 if bidirectional else 1
         common = dict(channels=channels, init=init, dt_min=dt_min, dt_max=dt_max, lr=ssm_lr)
         if mode == "dplr":
-            self.kernel = DPLRKernel(d_model, d_state, l_max=l_max, **common)
+            self.kernel = DPLRKernel(d_model, d_state, l_max=l_max, disc=disc or "bilinear", **common)
         else:
             self.kernel = DiagKernel(d_model, d_state, disc=disc or "zoh", **common)
         self.D = nn.Parameter(torch.randn(d_model))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.output_linear = nn.Linear(d_model, 2 * d_model)
-        self.step_mode = "linear" if mode == "dplr" else "diagonal"
+        self.step_mode = "diagonal" if mode == "diag" else ("dense" if disc == "zoh" else "linear")
         self._system_cache: tuple | None = None
 
     # ----- convolution mode -----
@@ -70,7 +70,9 @@ class S4(nn.Module):
     def setup_step(self, mode: str) -> None:
         """Choose the recurrence. DPLR: 'linear' (default, O(N), exact), 'dense' (O(N^2) reference) or
         'diagonal' (O(N), only where the eigenbasis is well conditioned). Diagonal S4D: 'diagonal'."""
-        allowed = ("linear", "dense", "diagonal") if self.mode == "dplr" else ("diagonal",)
+        allowed = ("diagonal",) if self.mode == "diag" else ("linear", "dense", "diagonal")
+        if self.mode == "dplr" and self.kernel.disc == "zoh":
+            allowed = ("dense", "diagonal")
         if mode not in allowed:
             raise ConfigError(f"step mode {mode!r} is not available for mode={self.mode!r}; expected one of {allowed}")
         self.step_mode = mode
@@ -115,9 +117,7 @@ def _validate(d_model, d_state, mode, disc, dropout) -> None:
         raise ConfigError(f"d_state must be a positive even integer (modes come in conjugate pairs), got {d_state!r}")
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; expected one of {MODES}")
-    if mode == "dplr" and disc not in (None, "bilinear"):
-        raise ConfigError(
-            f"mode='dplr' uses the bilinear discretization (its Cauchy/Woodbury kernel is exact for it); "
-            f"got disc={disc!r}. Use mode='diag' for 'zoh'.")
+    if disc not in (None, "zoh", "bilinear"):
+        raise ConfigError(f"unknown disc {disc!r} for mode={mode!r}; expected 'zoh' or 'bilinear'")
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")

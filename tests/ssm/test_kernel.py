@@ -13,6 +13,8 @@ CASES = [  # mode, init, disc, l_max, H, N, L
     ("dplr", "legs", None, 32, 8, 16, 100),  # L > l_kernel: C~ re-derived for the longer length
     ("dplr", "legt", None, None, 3, 16, 77),
     ("dplr", "fout", None, 40, 3, 16, 40),
+    ("dplr", "legs", "zoh", None, 3, 16, 130),  # ZOH: blocked Krylov kernel
+    ("dplr", "legt", "zoh", None, 2, 8, 20),
     ("diag", "legs", "zoh", None, 4, 16, 129),
     ("diag", "inv", "bilinear", None, 4, 16, 63),
     ("diag", "lin", "zoh", None, 2, 64, 1000),

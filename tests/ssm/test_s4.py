@@ -33,6 +33,16 @@ def test_convolution_equals_recurrence(dtype, mode, step_mode, disc, H, N, L, l_
     assert rel_err(y_step, y_conv) < TOL[dtype]
 
 
+def test_dplr_zoh_convolution_equals_dense_recurrence():
+    layer = S4(4, 16, mode="dplr", disc="zoh").double().eval()
+    assert layer.step_mode == "dense"
+    x = torch.randn(2, 70, 4, dtype=torch.float64)
+    with torch.no_grad():
+        assert rel_err(unroll(layer, x)[0], layer(x)) < 1e-8
+    with pytest.raises(ConfigError, match="not available"):
+        layer.setup_step("linear")
+
+
 def test_dplr_diagonal_step_where_well_conditioned_and_refused_where_not():
     layer = S4(4, 16, mode="dplr", l_max=64).double().eval()
     layer.setup_step("diagonal")  # float64, N=16: cond(V) * eps is small enough
@@ -139,7 +149,7 @@ def test_optimizer_hints_become_parameter_groups():
     (dict(mode="s5"), "unknown mode 's5'"),
     (dict(init="bogus"), "unknown init 'bogus'"),
     (dict(mode="diag", disc="euler"), "unknown disc 'euler'"),
-    (dict(mode="dplr", disc="zoh"), "bilinear"),
+    (dict(mode="dplr", disc="euler"), "unknown disc 'euler'"),
     (dict(dropout=1.5), "dropout"),
 ])
 def test_bad_arguments_are_clear(kwargs, match):
