@@ -40,7 +40,12 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("name a config first: sashimi train CONFIG [key=value ...] (e.g. sashimi train demo)")
         name, overrides = args.args[0], _overrides(args.args[1:])
         config = load_config(name, overrides)
-        model_dir = train(config, _run_dir(args.run_dir, name))
+        run_dir = _run_dir(args.run_dir, name)
+        os.environ[RUN_DIR_ENV] = str(run_dir)  # inherited by the DDP workers Lightning starts during fit
+        try:
+            model_dir = train(config, run_dir)
+        finally:
+            del os.environ[RUN_DIR_ENV]
     if rank_zero_only.rank == 0:  # DDP workers run this handler too
         print(f"final model: {model_dir}")
     return 0
@@ -55,6 +60,5 @@ def _overrides(items: list[str]) -> list[str]:
 
 def _run_dir(explicit: Path | None, config_name: str) -> Path:
     """Explicit, else inherited from the launching process (DDP workers), else runs/<config>-<time>."""
-    run_dir = explicit or os.environ.get(RUN_DIR_ENV) or Path("runs") / f"{Path(config_name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    os.environ[RUN_DIR_ENV] = str(run_dir)
-    return Path(run_dir)
+    default = Path("runs") / f"{Path(config_name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path(explicit or os.environ.get(RUN_DIR_ENV) or default)
