@@ -7,6 +7,8 @@ Both are checked against autograd through the plain ops in tests/ssm/test_fft.py
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -23,9 +25,11 @@ def fast_size(n: int) -> int:
     return best
 
 
+@functools.lru_cache(maxsize=32)
 def _interior_weights(n: int, device, dtype) -> torch.Tensor:
-    """1 for the DC (and Nyquist, n even) bins of a one-sided spectrum, 2 for the bins that stand for a pair."""
-    w = torch.full((n // 2 + 1,), 2.0, device=device, dtype=dtype)
+    """1 for the DC (and Nyquist, n even) bins of a one-sided spectrum, 1/2 for the bins that stand for a
+    conjugate pair (a constant; memoized)."""
+    w = torch.full((n // 2 + 1,), 0.5, device=device, dtype=dtype)
     w[0] = 1.0
     if n % 2 == 0:
         w[-1] = 1.0
@@ -41,8 +45,8 @@ class _RFFT(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         n = ctx.n
-        w = _interior_weights(n, g.device, g.real.dtype)
-        gx = torch.fft.irfft(g / w, n=n) * n  # adjoint: sum_k g_k e^{+2 pi i k t / n}, real part
+        w = _interior_weights(n, g.device, g.real.dtype)  # 1 / (1 or 2)
+        gx = torch.fft.irfft(g * w, n=n) * n  # adjoint: sum_k g_k e^{+2 pi i k t / n}, real part
         return gx[..., : ctx.length], None
 
 
