@@ -8,8 +8,8 @@ Parameters (stored as real tensors; complex ones as real views with a trailing d
   A_real (H N2)       Re Lambda = -exp(A_real) < 0   (the positive transform that keeps A Hurwitz)
   A_imag (H N2)       Im Lambda = -A_imag
   B (H N2 2), C (S H N2 2), and for DPLR P (r H N2 2): A = diag(Lambda) - P P^*
-For DPLR, ``C`` holds C~ = C (I - dA^l) for the kernel length l in the ``l_kernel`` buffer (0: plain C), as
-in the S4 paper; ``discretize`` recovers the plain C for stepping.
+For bilinear DPLR, ``C`` holds C~ = C (I - dA^l) for the kernel length l in the ``l_kernel`` buffer (0: plain
+C), as in the S4 paper; ``discretize`` recovers the plain C for stepping. ZOH DPLR and S4D learn plain C.
 """
 from __future__ import annotations
 
@@ -30,7 +30,10 @@ CHUNK_BYTES = 64 * 2**20  # budget for the per-chunk intermediate of the kernel 
 
 
 def _r2c(x: torch.Tensor) -> torch.Tensor:
-    return torch.view_as_complex(x.contiguous()) if x.dtype != torch.float16 else torch.view_as_complex(x.float())
+    """Real view (..., 2) -> complex; half and bfloat16 weights are computed with in float32."""
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.float()
+    return torch.view_as_complex(x.contiguous())
 
 
 @functools.lru_cache(maxsize=32)
