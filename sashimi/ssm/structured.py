@@ -16,9 +16,10 @@ import math
 import torch
 
 
-def _block_size(L: int) -> int:
-    """Power of two near sqrt(L), at least 16: balances the two factors of the blocked product."""
-    return max(16, 1 << math.ceil(math.log2(max(1.0, math.sqrt(L)))))
+def _block_size(L: int, rows: int = 1) -> int:
+    """Power of two near sqrt(rows * L), at least 16: balances the two factors of the blocked product
+    (the outer factor has ``rows`` copies of L / T blocks, the inner one T columns)."""
+    return max(16, 1 << round(math.log2(max(1.0, math.sqrt(rows * L)))))
 
 
 def vandermonde(coef: torch.Tensor, log_z: torch.Tensor, L: int) -> torch.Tensor:
@@ -29,7 +30,7 @@ def vandermonde(coef: torch.Tensor, log_z: torch.Tensor, L: int) -> torch.Tensor
     k Im(log z) grows with k); the product runs in the dtype of ``coef``.
     """
     S, H, N = coef.shape
-    T = _block_size(L)
+    T = _block_size(L, S)
     n_blocks = math.ceil(L / T)
     a = torch.arange(n_blocks, device=coef.device, dtype=torch.float64) * T
     b = torch.arange(T, device=coef.device, dtype=torch.float64)
