@@ -7,16 +7,7 @@ from sashimi.cli.main import main
 from sashimi.errors import CheckpointError
 from sashimi.models import SaShiMi
 from sashimi.models.convert import convert_official_backbone, load_official_backbone
-from tests.conftest import rel_err
-
-
-def run_steps(model, x):
-    state = model.default_state(x.shape[0])
-    ys = []
-    for t in range(x.shape[1]):
-        y, state = model.step(x[:, t], state)
-        ys.append(y)
-    return torch.stack(ys, dim=1)
+from tests.conftest import rel_err, unroll
 
 
 def test_reference_fixture_parity(reference_path):
@@ -25,7 +16,7 @@ def test_reference_fixture_parity(reference_path):
     model.eval()
     with torch.no_grad():
         assert rel_err(model(ref["input"]), ref["output"]) < 1e-8
-        assert rel_err(run_steps(model, ref["input"]), ref["output"]) < 1e-8
+        assert rel_err(unroll(model, ref["input"])[0], ref["output"]) < 1e-8
 
 
 def test_cli_convert_then_load(reference_path, tmp_path, capsys):

@@ -5,18 +5,9 @@ import torch
 from sashimi import param_groups
 from sashimi.errors import ConfigError
 from sashimi.ssm import S4
-from tests.conftest import rel_err
+from tests.conftest import rel_err, unroll
 
 TOL = {torch.float64: 1e-8, torch.float32: 1e-4}
-
-
-def unroll(layer, x):
-    state = layer.default_state(x.shape[0])
-    ys = []
-    for t in range(x.shape[1]):
-        y, state = layer.step(x[:, t], state)
-        ys.append(y)
-    return torch.stack(ys, dim=1), state
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
