@@ -79,12 +79,12 @@ def nplr(measure: str, N: int, B_clip: float | None = 2.0):
     w_re = torch.diagonal(S).mean()
     w_im, V = torch.linalg.eigh(S.to(torch.complex128) * -1j)  # S - cI is skew, so -iS is Hermitian up to c
     order = torch.argsort(w_im)
-    w_im, V = w_im[order], V[:, order]
+    w_im, V_all = w_im[order], V[:, order]
     W = (w_re + 1j * w_im)[: N // 2]
-    V = V[:, : N // 2].clone()
+    V = V_all[:, : N // 2].clone()
     zero = (w_im.abs() < 1e-6).nonzero().flatten()
     if len(zero):
-        _pair_zero_modes(V, V_all=torch.linalg.eigh(S.to(torch.complex128) * -1j)[1][:, order], zero=zero)
+        _pair_zero_modes(V, V_all=V_all, zero=zero)
     V_inv = V.conj().T
     B = V_inv @ B.to(V)
     P = (V_inv @ P.T.to(V)).T

@@ -173,12 +173,16 @@ class DPLRKernel(_SSMKernel):
         """C~ for kernel length L (S H N2), from the stored C~ (or plain C when l_kernel is 0)."""
         dA, _, Ct = self._dense()
         eye = torch.eye(self.N, dtype=dA.dtype, device=dA.device)
-        C = Ct
-        lk = int(self.l_kernel)
-        if lk:  # C^T = C~^T (I - dA^lk)^-1
-            C = torch.linalg.solve((eye - torch.linalg.matrix_power(dA, lk)).mT, Ct.unsqueeze(-1)).squeeze(-1)
-        out = torch.einsum("hmn,shm->shn", eye - torch.linalg.matrix_power(dA, L), C)
+        out = torch.einsum("hmn,shm->shn", eye - torch.linalg.matrix_power(dA, L), self._plain_c(dA, Ct))
         return out[..., : self.N // 2]
+
+    def _plain_c(self, dA: torch.Tensor, Ct: torch.Tensor) -> torch.Tensor:
+        """Plain C (S H N) from the stored C~ (full basis): C^T = C~^T (I - dA^l)^-1; C itself when l is 0."""
+        lk = int(self.l_kernel)
+        if not lk:
+            return Ct
+        eye = torch.eye(self.N, dtype=dA.dtype, device=dA.device)
+        return torch.linalg.solve((eye - torch.linalg.matrix_power(dA, lk)).mT, Ct.unsqueeze(-1)).squeeze(-1)
 
     @torch.no_grad()
     def discretize(self, mode: str = "linear"):
@@ -190,11 +194,7 @@ class DPLRKernel(_SSMKernel):
         if mode == "linear" and self.disc == "zoh":
             raise ConfigError("step mode 'linear' solves the bilinear step; with disc='zoh' use 'dense' or 'diagonal'")
         dA, dB, Ct = self._dense()
-        C = Ct[0]
-        lk = int(self.l_kernel)
-        if lk:
-            eye = torch.eye(self.N, dtype=dA.dtype, device=dA.device)
-            C = torch.linalg.solve((eye - torch.linalg.matrix_power(dA, lk)).mT, C.unsqueeze(-1)).squeeze(-1)
+        C = self._plain_c(dA, Ct)[0]
         if mode == "linear":
             return self._lowrank_system(C[..., : self.N // 2])
         system = DenseSystem(dA, dB, C)
