@@ -13,7 +13,6 @@ C), as in the S4 paper; ``discretize`` recovers the plain C for stepping. ZOH DP
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -21,10 +20,10 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from sashimi.errors import ConfigError
-from sashimi.ssm.fft import rfft
 from sashimi.ssm.init import c_init, diag_init, dplr_init, log_dt_init
 from sashimi.ssm.recurrence import DenseSystem, DiagonalSystem, LowRankSystem
 from sashimi.ssm.structured import _block_size, vandermonde
+from sashimi.ssm.woodbury import woodbury_kernel
 
 CHUNK_BYTES = 64 * 2**20  # budget for the per-chunk intermediate of the kernel computation
 
@@ -34,13 +33,6 @@ def _r2c(x: torch.Tensor) -> torch.Tensor:
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
     return torch.view_as_complex(x.contiguous())
-
-
-@functools.lru_cache(maxsize=32)
-def _half_one_plus_roots(L: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """(1 + w) / 2 for the roots of unity w = exp(-2 pi i l / L), l = 0..L/2 (a constant; memoized)."""
-    omega = torch.exp(-2j * math.pi * torch.arange(L // 2 + 1, dtype=torch.float64) / L)
-    return ((1 + omega) / 2).to(device=device, dtype=dtype)
 
 
 class _SSMKernel(nn.Module):
@@ -233,7 +225,7 @@ class DPLRKernel(_SSMKernel):
         b_side = torch.cat([B[None], P])  # (1+r H N2)
         c_side = torch.cat([C, P.conj()])  # (S+r H N2)
         coef = (b_side[:, None] * c_side[None] * scale).flatten(0, 1)  # ((1+r)(S+r) H N2)
-        fn = lambda c, z: self._woodbury(vandermonde(c, z, Lk), Lk)
+        fn = lambda c, z: woodbury_kernel(vandermonde(c, z, Lk), Lk, self.rank, self.channels)
         k = self._chunked(fn, Lk, coef.shape[0], coef, log_z)
         return k[..., :L]
 
@@ -254,21 +246,3 @@ class DPLRKernel(_SSMKernel):
         left = left.unflatten(1, (-1, self.channels))[:, :n_blocks].transpose(1, 2)  # (H S A N)
         K = (left.flatten(1, 2) @ right).real  # (H S*A T)
         return K.view(self.H, self.channels, n_blocks * T)[..., :L].transpose(0, 1)
-
-    def _woodbury(self, q: torch.Tensor, L: int) -> torch.Tensor:
-        """q (h (1+r)(S+r) L) real sequences -> kernel (S h L) via the low-rank correction in frequency."""
-        r, S = self.rank, self.channels
-        Q = rfft(q, L).unflatten(1, (1 + r, S + r))  # (h 1+r S+r F)
-        s = _half_one_plus_roots(L, q.device, Q.dtype)  # (F)
-        rows = Q.unbind(1)  # B row, then one row per P_j; each (h S+r F)
-        Q00, Q01 = rows[0].split([S, r], dim=1)  # (h S F) (h r F)
-        if r == 1:
-            Q10, Q11 = rows[1].split([S, r], dim=1)
-            k_f = Q00 - s * Q10 * (Q01 / (1 + s * Q11))
-        else:
-            Q10, Q11 = torch.stack(rows[1:], dim=1).split([S, r], dim=2)  # (h r S F) (h r r F): [j, i]
-            M = Q11.permute(0, 3, 2, 1)  # (h F i j) = term(P_j, Q_i)
-            eye = torch.eye(r, dtype=M.dtype, device=M.device)
-            solved = torch.linalg.solve(eye + s[:, None, None] * M, Q01.transpose(1, 2)[..., None])[..., 0]
-            k_f = Q00 - s * torch.einsum("hjsf,hfj->hsf", Q10, solved)  # solved: (h F r)
-        return torch.fft.irfft(k_f, n=L).transpose(0, 1)  # (S h L)

@@ -17,46 +17,101 @@ import torch
 
 
 def _block_size(L: int, rows: int = 1) -> int:
-    """Power of two near sqrt(rows * L), at least 16: balances the two factors of the blocked product
-    (the outer factor has ``rows`` copies of L / T blocks, the inner one T columns)."""
-    return max(16, 1 << round(math.log2(max(1.0, math.sqrt(rows * L)))))
+    """Block length T near sqrt(rows * L), at least 16: balances the two factors of the blocked product
+    (the outer factor has ``rows`` copies of L / T blocks, the inner one T columns). A divisor of L within a
+    factor 2 of that target is preferred (no padded tail); otherwise the nearest power of two."""
+    target = math.sqrt(rows * L)
+    divisors = [t for t in range(max(16, math.ceil(target / 2)), math.floor(2 * target) + 1) if L % t == 0]
+    if divisors:
+        return min(divisors, key=lambda t: abs(math.log(t / target)))
+    return max(16, 1 << round(math.log2(max(1.0, target))))
 
 
 def vandermonde(coef: torch.Tensor, log_z: torch.Tensor, L: int) -> torch.Tensor:
     """Blocked Vandermonde product.
 
     coef: (S, H, N) complex; log_z: (H, N) complex (log of the nodes z). Returns (H, S, L) real,
-    2 Re sum_n coef z^k. Powers are formed as exp(k log z) with k in double precision (the phase
-    k Im(log z) grows with k); the product runs in the dtype of ``coef``.
+    2 Re sum_n coef z^k. The power tables come from exp(k log z) in double precision on small tables (see
+    ``_power_table``); the products run in the dtype of ``coef``. The backward pass is analytic (two blocked
+    products the size of the forward one), so no autograd graph is kept over the power tables.
     """
-    S, H, N = coef.shape
-    T = _block_size(L, S)
-    n_blocks = math.ceil(L / T)
-    a = torch.arange(n_blocks, device=coef.device, dtype=torch.float64) * T
-    b = torch.arange(T, device=coef.device, dtype=torch.float64)
-    outer = _powers(log_z[:, None, :], a[:, None], coef.dtype)  # (H A N)
-    inner = _powers(log_z[:, :, None], b, coef.dtype)  # (H N T)
-    # Re(x y) = Re x Re y + Im x (-Im y): one real matmul over the contraction axis (n, re/im).
-    left = torch.view_as_real(coef.transpose(0, 1).contiguous()[:, :, None, :] * outer[:, None])  # (H S A N 2)
-    right = torch.stack([inner.real, -inner.imag], dim=2)  # (H N 2 T)
-    out = torch.matmul(left.reshape(H, S * n_blocks, 2 * N), right.reshape(H, 2 * N, T))  # (H S*A T)
-    out = out.view(H, S, n_blocks * T)
-    out = out if n_blocks * T == L else out[..., :L]
-    return 2 * out
+    return _Vandermonde.apply(coef, log_z, L)
+
+
+class _Vandermonde(torch.autograd.Function):
+    """out[h, s, aT + b] = 2 Re sum_n coef[s, h, n] z[h, n]^(aT) z[h, n]^b, as (2 c z^(aT)) @ (z^b).
+
+    Backward, with G = dloss/dout (real), X[s, a, n] = sum_b G[s, aT + b] conj(z^b) and
+    Y[s, a, n] = sum_b b G[s, aT + b] conj(z^b) (products of G with the inner table and with b times it):
+      dloss/dcoef  = 2 sum_a conj(z^(aT)) X                              (= 2 sum_k G_k conj(z^k))
+      dloss/dlog_z = 2 sum_s conj(coef_s) sum_a conj(z^(aT)) (aT X + Y)   (= 2 sum_k k G_k conj(coef z^k))
+    """
+
+    @staticmethod
+    def forward(ctx, coef: torch.Tensor, log_z: torch.Tensor, L: int) -> torch.Tensor:
+        S, H, N = coef.shape
+        T = _block_size(L, S)
+        A = math.ceil(L / T)
+        a = torch.arange(A, device=coef.device, dtype=torch.float64) * T
+        outer = _powers(log_z[:, None, :], a[:, None], coef.dtype)  # (H A N)
+        inner = _power_table(log_z, T, coef.dtype)  # (H N T)
+        # Re(x y) = Re x Re y + Im(conj x) Im y: one real matmul over the contraction axis (n, re/im).
+        left = torch.view_as_real((2 * coef.transpose(0, 1)[:, :, None, :] * outer[:, None]).conj_physical())
+        right = torch.view_as_real(inner).transpose(-1, -2).reshape(H, 2 * N, T)  # rows (n, re/im)
+        out = torch.matmul(left.reshape(H, S * A, 2 * N), right).view(H, S, A * T)  # (H S A*T)
+        ctx.save_for_backward(coef, outer, right)
+        ctx.L = L
+        return out if A * T == L else out[..., :L]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        coef, outer, right = ctx.saved_tensors
+        S, H, N = coef.shape
+        A, T = outer.shape[1], right.shape[-1]
+        G = grad.contiguous() if A * T == ctx.L else torch.nn.functional.pad(grad, (0, A * T - ctx.L))
+        G = G.view(H, S * A, T)
+        b = torch.arange(T, device=grad.device, dtype=grad.dtype)
+        as_complex = lambda m: torch.view_as_complex(m.view(H, S, A, N, 2)).conj()  # columns (n, re/im)
+        X = as_complex(torch.matmul(G, right.transpose(1, 2)))  # (H S A N): sum_b G conj(z^b)
+        outer_c = outer.conj()[:, None]  # (H 1 A N)
+        grad_coef = grad_log_z = None
+        if ctx.needs_input_grad[0]:
+            grad_coef = 2 * (outer_c * X).sum(2).transpose(0, 1)  # (S H N)
+        if ctx.needs_input_grad[1]:
+            Y = as_complex(torch.matmul(G, (right * b).transpose(1, 2)))  # sum_b b G conj(z^b)
+            aT = (torch.arange(A, device=grad.device, dtype=grad.dtype) * T)[:, None]  # (A 1)
+            per_s = (outer_c * (aT * X + Y)).sum(2)  # (H S N)
+            grad_log_z = 2 * (coef.conj().transpose(0, 1) * per_s).sum(1)  # (H N)
+        return grad_coef, grad_log_z, None
 
 
 def _powers(log_z: torch.Tensor, k: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """z^k = exp(k log z), broadcasting log_z (complex) against k (float64), as a complex ``dtype`` tensor.
 
-    Built from real exp/cos/sin in double precision (complex exp is several times slower on CPU).
+    Computed from real exp/cos/sin in double precision (the phase k Im(log z) grows with k; complex exp is
+    several times slower on CPU). Powers below sqrt(tiny) of ``dtype`` are set to exactly 0: they are below
+    rounding anyway, subnormal operands make the matmul ~10x slower on x86 CPUs, and the product of two
+    powers that survive the cutoff is never subnormal.
     """
     re = log_z.real.double() * k
     im = log_z.imag.double() * k
-    # Powers that would be subnormal in ``dtype`` are set to exactly 0: they are below rounding anyway, and
-    # subnormal operands make the matmul ~10x slower on x86 CPUs.
-    cutoff = 0.5 * math.log(torch.finfo(dtype).tiny)
+    cutoff = 0.5 * math.log(torch.finfo(dtype.to_real()).tiny)
     mag = torch.where(re > cutoff, torch.exp(re), 0.0)
     return torch.complex(mag * torch.cos(im), mag * torch.sin(im)).to(dtype)
+
+
+def _power_table(log_z: torch.Tensor, T: int, dtype: torch.dtype) -> torch.Tensor:
+    """z^b for b < T (..., N, T): the product of two small double-precision tables z^(i lo) and z^j with
+    b = i lo + j, so only O(sqrt T) powers per node are computed in float64."""
+    lo = max((d for d in range(1, math.isqrt(T) + 1) if T % d == 0))
+    if lo < math.isqrt(T) // 2:  # T has no divisor near sqrt(T): round the table up and cut it
+        lo = math.isqrt(T)
+    hi = math.ceil(T / lo)
+    k = lambda n, step: torch.arange(n, device=log_z.device, dtype=torch.float64) * step
+    high = _powers(log_z[..., None, None], k(hi, lo)[:, None], dtype)  # (... N hi 1)
+    low = _powers(log_z[..., None, None], k(lo, 1), dtype)  # (... N 1 lo)
+    table = (high * low).flatten(-2)  # (... N hi*lo)
+    return table if hi * lo == T else table[..., :T]
 
 
 def vandermonde_naive(coef: torch.Tensor, log_z: torch.Tensor, L: int) -> torch.Tensor:

@@ -1,0 +1,90 @@
+"""The low-rank (Woodbury) correction of the DPLR kernel, applied in frequency.
+
+Input: real sequences q (h, (1+r)(S+r), L) whose DFTs at the L-th roots of unity are the Cauchy sums
+Q[i, j] = sum_n b_i c_j / (w - x_n) for b in (B, P_1..P_r) and c in (C~_1..C~_S, conj P_1..conj P_r).
+Output: the kernel (S, h, L), the inverse DFT of
+
+    k_f = Q00 - s Q10 (I + s Q11)^-1 Q01,   s = (1 + w) / 2,
+
+where Q00 = Q[B, C~], Q01 = Q[B, P], Q10 = Q[P, C~], Q11 = Q[P, P].
+
+``woodbury_kernel`` is the plain autograd version for any rank. For rank 1 (LegS, the default) the whole map
+q -> k is one autograd Function with an analytic backward: the adjoints of rfft and irfft meet around the
+element-wise Jacobian and their one-sided weights cancel, so the backward pass is one rfft, a few
+element-wise products and one irfft, with nothing but Q kept from the forward pass.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from sashimi.ssm.fft import rfft
+
+
+@functools.lru_cache(maxsize=32)
+def _half_one_plus_roots(L: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(1 + w) / 2 for the roots of unity w = exp(-2 pi i l / L), l = 0..L/2 (a constant; memoized)."""
+    omega = torch.exp(-2j * math.pi * torch.arange(L // 2 + 1, dtype=torch.float64) / L)
+    return ((1 + omega) / 2).to(device=device, dtype=dtype)
+
+
+def woodbury_kernel(q: torch.Tensor, L: int, rank: int, channels: int) -> torch.Tensor:
+    """q (h (1+r)(S+r) L) real -> kernel (S h L). Rank 1 takes the fused path; other ranks plain autograd."""
+    if rank == 1:
+        return _Rank1Woodbury.apply(q, L, channels)
+    return woodbury_kernel_autograd(q, L, rank, channels)
+
+
+def woodbury_kernel_autograd(q: torch.Tensor, L: int, rank: int, channels: int) -> torch.Tensor:
+    """Reference for any rank, differentiated by autograd."""
+    r, S = rank, channels
+    Q = rfft(q, L).unflatten(1, (1 + r, S + r))  # (h 1+r S+r F)
+    s = _half_one_plus_roots(L, q.device, Q.dtype)  # (F)
+    rows = Q.unbind(1)  # B row, then one row per P_j; each (h S+r F)
+    Q00, Q01 = rows[0].split([S, r], dim=1)  # (h S F) (h r F)
+    if r == 1:
+        Q10, Q11 = rows[1].split([S, r], dim=1)
+        k_f = Q00 - s * Q10 * (Q01 / (1 + s * Q11))
+    else:
+        Q10, Q11 = torch.stack(rows[1:], dim=1).split([S, r], dim=2)  # (h r S F) (h r r F): [j, i]
+        M = Q11.permute(0, 3, 2, 1)  # (h F i j) = term(P_j, Q_i)
+        eye = torch.eye(r, dtype=M.dtype, device=M.device)
+        solved = torch.linalg.solve(eye + s[:, None, None] * M, Q01.transpose(1, 2)[..., None])[..., 0]
+        k_f = Q00 - s * torch.einsum("hjsf,hfj->hsf", Q10, solved)  # solved: (h F r)
+    return torch.fft.irfft(k_f, n=L).transpose(0, 1)  # (S h L)
+
+
+class _Rank1Woodbury(torch.autograd.Function):
+    """Rank 1: k_f = Q00 - t Q10 Q01 with t = s / (1 + s Q11).
+
+    Adjoints (holomorphic maps: grad_in = conj(d out / d in) grad_out), m = sum_s conj(Q10_s) g_s:
+      gQ00 = g,  gQ10 = -conj(t Q01) g,  gQ01 = -conj(t) m,  gQ11 = -conj(t Q01) gQ01.
+    """
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, L: int, S: int) -> torch.Tensor:
+        Q = torch.fft.rfft(q, n=L).unflatten(1, (2, S + 1))  # (h 2 S+1 F)
+        Q00, Q01 = Q[:, 0].split([S, 1], dim=1)  # (h S F) (h 1 F)
+        Q10, Q11 = Q[:, 1].split([S, 1], dim=1)
+        s = _half_one_plus_roots(L, q.device, Q.dtype)  # (F)
+        t = s / (1 + s * Q11)  # (h 1 F)
+        tQ01 = t * Q01
+        k_f = Q00 - tQ01 * Q10
+        ctx.save_for_backward(t, tQ01, Q10)
+        ctx.L = L
+        return torch.fft.irfft(k_f, n=L).transpose(0, 1)  # (S h L)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        t, tQ01, Q10 = ctx.saved_tensors
+        L = ctx.L
+        # irfft's adjoint is rfft / L with interior bins doubled; rfft's adjoint is irfft * L with interior bins
+        # halved. Between them sits an element-wise map, so the weights cancel: only the plain pair remains.
+        g = torch.fft.rfft(grad.transpose(0, 1), n=L)  # (h S F)
+        gQ10 = -tQ01.conj() * g
+        gQ01 = -t.conj() * (Q10.conj() * g).sum(1, keepdim=True)  # (h 1 F)
+        gQ11 = -tQ01.conj() * gQ01
+        gQ = torch.cat([g, gQ01, gQ10, gQ11], dim=1)  # (h 2(S+1) F), the row order of q
+        return torch.fft.irfft(gQ, n=L), None, None
