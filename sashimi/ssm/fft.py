@@ -56,37 +56,45 @@ def rfft(x: torch.Tensor, n: int) -> torch.Tensor:
 
 
 class _FFTConv(torch.autograd.Function):
+    """y = (k + D delta) * u: the kernel plus a lag-0 tap D (the S4 skip term), added to its spectrum."""
+
     @staticmethod
-    def forward(ctx, u: torch.Tensor, k: torch.Tensor, n: int) -> torch.Tensor:
+    def forward(ctx, u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None, n: int) -> torch.Tensor:
         L, Lk = u.shape[-1], k.shape[-1]
         U, K = torch.fft.rfft(u, n=n), torch.fft.rfft(k, n=n)
+        if D is not None:
+            K += D[:, None]  # a lag-0 tap has a flat spectrum
         ctx.save_for_backward(U, K)
-        ctx.sizes = (n, L, Lk, u.dim())
+        ctx.sizes = (n, L, Lk)
         return torch.fft.irfft(U * K, n=n)[..., :L]
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         U, K = ctx.saved_tensors
-        n, L, Lk, _ = ctx.sizes
+        n, L, Lk = ctx.sizes
         G = torch.fft.rfft(g, n=n)
-        gu = gk = None
+        gu = gk = gD = None
         if ctx.needs_input_grad[0]:
             gu = torch.fft.irfft(G * K.conj(), n=n)[..., :L]  # correlation with the kernel
             if n >= L + Lk - 1:  # causal: inputs after the last nonzero gradient get exactly zero, not roundoff
                 active = (g != 0).flatten(0, -2).any(dim=0).nonzero()
                 last = int(active.max()) if len(active) else -1
                 gu[..., last + 1 :] = 0
-        if ctx.needs_input_grad[1]:
-            GU = G * U.conj()
-            GU = GU.sum(dim=tuple(range(GU.dim() - K.dim()))) if GU.dim() > K.dim() else GU
-            gk = torch.fft.irfft(GU, n=n)[..., :Lk]
-        return gu, gk, None
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            GU = G * U.conj()  # (... H F), summed over the leading (batch) axes
+            if GU.dim() > K.dim():
+                GU = GU.reshape(-1, *K.shape)
+                GU = GU[0] if GU.shape[0] == 1 else GU.sum(0)
+            gk_full = torch.fft.irfft(GU, n=n)
+            gk = gk_full[..., :Lk] if ctx.needs_input_grad[1] else None
+            gD = gk_full[..., 0] if ctx.needs_input_grad[2] else None
+        return gu, gk, gD, None
 
 
-def fft_conv(u: torch.Tensor, k: torch.Tensor, n: int | None = None) -> torch.Tensor:
-    """Convolution of u (B H L) with k (H L') by FFT of length n, truncated to L.
+def fft_conv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = None, n: int | None = None) -> torch.Tensor:
+    """Convolution of u (B H L) with k (H L') by FFT of length n, truncated to L, plus D (H) * u if given.
 
-    With the default n (a fast size >= L + L' - 1) nothing wraps around: y[t] = sum_s k[s] u[t-s].
+    With the default n (a fast size >= L + L' - 1) nothing wraps around: y[t] = sum_s k[s] u[t-s] + D u[t].
     An explicit n gives the circular convolution of the zero-padded signals (used for two-sided kernels).
     """
-    return _FFTConv.apply(u, k, n or fast_size(u.shape[-1] + k.shape[-1] - 1))
+    return _FFTConv.apply(u, k, D, n or fast_size(u.shape[-1] + k.shape[-1] - 1))

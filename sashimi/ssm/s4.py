@@ -59,8 +59,8 @@ class S4(nn.Module):
         k = self.kernel(L)  # (S H L)
         if self.bidirectional:  # forward kernel on the past, backward kernel on the strict future
             k = F.pad(k[0], (0, L)) + F.pad(k[1].flip(-1), (L, 0))  # (H 2L), circular over 2L
-            return fft_conv(u, k, n=2 * L) + u * self.D[:, None]
-        return fft_conv(u, k[0]) + u * self.D[:, None]
+            return fft_conv(u, k, self.D, n=2 * L)
+        return fft_conv(u, k[0], self.D)
 
     def _output(self, y: torch.Tensor) -> torch.Tensor:
         """Pointwise tail shared by both modes: GELU, dropout, Linear(H, 2H) + GLU. y: (..., H)."""

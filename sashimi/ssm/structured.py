@@ -41,10 +41,10 @@ def vandermonde(coef: torch.Tensor, log_z: torch.Tensor, L: int) -> torch.Tensor
 class _Vandermonde(torch.autograd.Function):
     """out[h, s, aT + b] = 2 Re sum_n coef[s, h, n] z[h, n]^(aT) z[h, n]^b, as (2 c z^(aT)) @ (z^b).
 
-    Backward, with G = dloss/dout (real), X[s, a, n] = sum_b G[s, aT + b] conj(z^b) and
-    Y[s, a, n] = sum_b b G[s, aT + b] conj(z^b) (products of G with the inner table and with b times it):
-      dloss/dcoef  = 2 sum_a conj(z^(aT)) X                              (= 2 sum_k G_k conj(z^k))
-      dloss/dlog_z = 2 sum_s conj(coef_s) sum_a conj(z^(aT)) (aT X + Y)   (= 2 sum_k k G_k conj(coef z^k))
+    Backward, with G = dloss/dout (real) and the blocked products P = sum_b G[s, aT + b] z^b and
+    P' = sum_b (aT + b) G[s, aT + b] z^b (G and k G times the inner table), reduced over blocks with z^(aT):
+      dloss/dcoef  = 2 conj(sum_a z^(aT) P)                (= 2 sum_k G_k conj(z^k))
+      dloss/dlog_z = 2 conj(sum_s coef_s sum_a z^(aT) P')  (= 2 sum_k k G_k conj(coef z^k))
     """
 
     @staticmethod
@@ -56,7 +56,8 @@ class _Vandermonde(torch.autograd.Function):
         outer = _powers(log_z[:, None, :], a[:, None], coef.dtype)  # (H A N)
         inner = _power_table(log_z, T, coef.dtype)  # (H N T)
         # Re(x y) = Re x Re y + Im(conj x) Im y: one real matmul over the contraction axis (n, re/im).
-        left = torch.view_as_real((2 * coef.transpose(0, 1)[:, :, None, :] * outer[:, None]).conj_physical())
+        c2 = (2 * coef).conj().transpose(0, 1).contiguous()  # (H S N)
+        left = torch.view_as_real(c2[:, :, None, :] * outer.conj()[:, None])  # (H S A N 2) = conj(2 c z^(aT))
         right = torch.view_as_real(inner).transpose(-1, -2).reshape(H, 2 * N, T)  # rows (n, re/im)
         out = torch.matmul(left.reshape(H, S * A, 2 * N), right).view(H, S, A * T)  # (H S A*T)
         ctx.save_for_backward(coef, outer, right)
@@ -70,18 +71,16 @@ class _Vandermonde(torch.autograd.Function):
         A, T = outer.shape[1], right.shape[-1]
         G = grad.contiguous() if A * T == ctx.L else torch.nn.functional.pad(grad, (0, A * T - ctx.L))
         G = G.view(H, S * A, T)
-        b = torch.arange(T, device=grad.device, dtype=grad.dtype)
-        as_complex = lambda m: torch.view_as_complex(m.view(H, S, A, N, 2)).conj()  # columns (n, re/im)
-        X = as_complex(torch.matmul(G, right.transpose(1, 2)))  # (H S A N): sum_b G conj(z^b)
-        outer_c = outer.conj()[:, None]  # (H 1 A N)
+        # sum over blocks of z^(aT) times a blocked product with the inner table: (H S N)
+        reduce = lambda g: (outer[:, None] * torch.view_as_complex(
+            torch.matmul(g, right.transpose(1, 2)).view(H, S, A, N, 2))).sum(2)
         grad_coef = grad_log_z = None
         if ctx.needs_input_grad[0]:
-            grad_coef = 2 * (outer_c * X).sum(2).transpose(0, 1)  # (S H N)
+            grad_coef = 2 * reduce(G).conj().transpose(0, 1)  # (S H N)
         if ctx.needs_input_grad[1]:
-            Y = as_complex(torch.matmul(G, (right * b).transpose(1, 2)))  # sum_b b G conj(z^b)
-            aT = (torch.arange(A, device=grad.device, dtype=grad.dtype) * T)[:, None]  # (A 1)
-            per_s = (outer_c * (aT * X + Y)).sum(2)  # (H S N)
-            grad_log_z = 2 * (coef.conj().transpose(0, 1) * per_s).sum(1)  # (H N)
+            k = torch.arange(A * T, device=grad.device, dtype=grad.dtype).view(A, T)
+            weighted = reduce((G.view(H, S, A, T) * k).view(H, S * A, T))  # (H S N)
+            grad_log_z = 2 * (coef.transpose(0, 1) * weighted).sum(1).conj()  # (H N)
         return grad_coef, grad_log_z, None
 
 

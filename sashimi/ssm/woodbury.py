@@ -11,7 +11,8 @@ where Q00 = Q[B, C~], Q01 = Q[B, P], Q10 = Q[P, C~], Q11 = Q[P, P].
 ``woodbury_kernel`` is the plain autograd version for any rank. For rank 1 (LegS, the default) the whole map
 q -> k is one autograd Function with an analytic backward: the adjoints of rfft and irfft meet around the
 element-wise Jacobian and their one-sided weights cancel, so the backward pass is one rfft, a few
-element-wise products and one irfft, with nothing but Q kept from the forward pass.
+element-wise products and one irfft. The Q00 term is linear, so it stays in the time domain (k = q00 - ...),
+which saves one of the four transforms each way.
 """
 from __future__ import annotations
 
@@ -57,24 +58,23 @@ def woodbury_kernel_autograd(q: torch.Tensor, L: int, rank: int, channels: int) 
 
 
 class _Rank1Woodbury(torch.autograd.Function):
-    """Rank 1: k_f = Q00 - t Q10 Q01 with t = s / (1 + s Q11).
+    """Rank 1: k = q00 - irfft(t Q10 Q01) with t = s / (1 + s Q11); the B C~ row never leaves the time domain.
 
-    Adjoints (holomorphic maps: grad_in = conj(d out / d in) grad_out), m = sum_s conj(Q10_s) g_s:
-      gQ00 = g,  gQ10 = -conj(t Q01) g,  gQ01 = -conj(t) m,  gQ11 = -conj(t Q01) gQ01.
+    Adjoints (holomorphic maps: grad_in = conj(d out / d in) grad_out), g = rfft(grad), m = sum_s conj(Q10_s) g_s:
+      gq00 = grad,  gQ10 = -conj(t Q01) g,  gQ01 = -conj(t) m,  gQ11 = -conj(t Q01) gQ01.
     """
 
     @staticmethod
     def forward(ctx, q: torch.Tensor, L: int, S: int) -> torch.Tensor:
-        Q = torch.fft.rfft(q, n=L).unflatten(1, (2, S + 1))  # (h 2 S+1 F)
-        Q00, Q01 = Q[:, 0].split([S, 1], dim=1)  # (h S F) (h 1 F)
-        Q10, Q11 = Q[:, 1].split([S, 1], dim=1)
+        q00 = q[:, :S]  # (h S L)
+        Q = torch.fft.rfft(q[:, S:], n=L)  # (h S+2 F): Q01, Q10 (S rows), Q11
+        Q01, Q10, Q11 = Q.split([1, S, 1], dim=1)
         s = _half_one_plus_roots(L, q.device, Q.dtype)  # (F)
         t = s / (1 + s * Q11)  # (h 1 F)
         tQ01 = t * Q01
-        k_f = Q00 - tQ01 * Q10
         ctx.save_for_backward(t, tQ01, Q10)
         ctx.L = L
-        return torch.fft.irfft(k_f, n=L).transpose(0, 1)  # (S h L)
+        return (q00 - torch.fft.irfft(tQ01 * Q10, n=L)).transpose(0, 1)  # (S h L)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -82,9 +82,10 @@ class _Rank1Woodbury(torch.autograd.Function):
         L = ctx.L
         # irfft's adjoint is rfft / L with interior bins doubled; rfft's adjoint is irfft * L with interior bins
         # halved. Between them sits an element-wise map, so the weights cancel: only the plain pair remains.
-        g = torch.fft.rfft(grad.transpose(0, 1), n=L)  # (h S F)
-        gQ10 = -tQ01.conj() * g
-        gQ01 = -t.conj() * (Q10.conj() * g).sum(1, keepdim=True)  # (h 1 F)
+        grad = grad.transpose(0, 1)  # (h S L)
+        g = -torch.fft.rfft(grad, n=L)  # (h S F), the spectrum of the correction's gradient
+        gQ10 = tQ01.conj() * g
+        gQ01 = t.conj() * (Q10.conj() * g).sum(1, keepdim=True)  # (h 1 F)
         gQ11 = -tQ01.conj() * gQ01
-        gQ = torch.cat([g, gQ01, gQ10, gQ11], dim=1)  # (h 2(S+1) F), the row order of q
-        return torch.fft.irfft(gQ, n=L), None, None
+        rest = torch.fft.irfft(torch.cat([gQ01, gQ10, gQ11], dim=1), n=L)  # (h S+2 L)
+        return torch.cat([grad, rest], dim=1), None, None  # the row order of q

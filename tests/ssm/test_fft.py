@@ -18,6 +18,10 @@ def test_fft_conv_is_linear_convolution_with_exact_gradients(Lk):
     direct = torch.stack([sum(k[:, s, None] * torch.nn.functional.pad(u, (s, 0))[..., :12] for s in range(min(Lk, 12)))])
     assert torch.allclose(fft_conv(u, k), direct[0], atol=1e-12)
     assert torch.autograd.gradcheck(fft_conv, (u, k))
+    D = torch.randn(3, dtype=torch.float64, requires_grad=True)  # lag-0 skip tap
+    assert torch.allclose(fft_conv(u, k, D), direct[0] + D[:, None] * u, atol=1e-12)
+    assert torch.autograd.gradcheck(fft_conv, (u, k, D))
+    assert torch.autograd.gradcheck(lambda u, k, D: fft_conv(u, k, D, n=24), (u[:1], k, D))
 
 
 def test_fast_size():
