@@ -23,7 +23,7 @@ from sashimi.errors import ConfigError
 from sashimi.ssm.init import c_init, diag_init, dplr_init, log_dt_init
 from sashimi.ssm.recurrence import DenseSystem, DiagonalSystem, LowRankSystem
 from sashimi.ssm.structured import _block_size, vandermonde
-from sashimi.ssm.woodbury import woodbury_kernel
+from sashimi.ssm.woodbury import dplr_kernel
 
 CHUNK_BYTES = 64 * 2**20  # budget for the per-chunk intermediate of the kernel computation
 
@@ -225,7 +225,7 @@ class DPLRKernel(_SSMKernel):
         b_side = torch.cat([B[None], P])  # (1+r H N2)
         c_side = torch.cat([C, P.conj()])  # (S+r H N2)
         coef = (b_side[:, None] * c_side[None] * scale).flatten(0, 1)  # ((1+r)(S+r) H N2)
-        fn = lambda c, z: woodbury_kernel(vandermonde(c, z, Lk), Lk, self.rank, self.channels)
+        fn = lambda c, z: dplr_kernel(c, z, Lk, self.rank, self.channels)
         k = self._chunked(fn, Lk, coef.shape[0], coef, log_z)
         return k[..., :L]
 

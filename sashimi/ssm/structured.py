@@ -27,28 +27,33 @@ def _block_size(L: int, rows: int = 1) -> int:
     return max(16, 1 << round(math.log2(max(1.0, target))))
 
 
-def vandermonde(coef: torch.Tensor, log_z: torch.Tensor, L: int) -> torch.Tensor:
+def vandermonde(coef: torch.Tensor, log_z: torch.Tensor, L: int, split: int | None = None):
     """Blocked Vandermonde product.
 
     coef: (S, H, N) complex; log_z: (H, N) complex (log of the nodes z). Returns (H, S, L) real,
-    2 Re sum_n coef z^k. The power tables come from exp(k log z) in double precision on small tables (see
-    ``_power_table``); the products run in the dtype of ``coef``. The backward pass is analytic (two blocked
-    products the size of the forward one), so no autograd graph is kept over the power tables.
+    2 Re sum_n coef z^k; with ``split``, the two tensors for coef[:split] and coef[split:] (sharing the power
+    tables, so a caller that treats the rows differently needs no slicing copies). The power tables come from
+    exp(k log z) in double precision on small tables (see ``_power_table``); the products run in the dtype of
+    ``coef``. The backward pass is analytic (two blocked products the size of the forward one), so no autograd
+    graph is kept over the power tables.
     """
-    return _Vandermonde.apply(coef, log_z, L)
+    sizes = (coef.shape[0],) if split is None else (split, coef.shape[0] - split)
+    out = _Vandermonde.apply(coef, log_z, L, sizes)
+    return out[0] if split is None else out
 
 
 class _Vandermonde(torch.autograd.Function):
     """out[h, s, aT + b] = 2 Re sum_n coef[s, h, n] z[h, n]^(aT) z[h, n]^b, as (2 c z^(aT)) @ (z^b).
 
     Backward, with G = dloss/dout (real) and the blocked products P = sum_b G[s, aT + b] z^b and
-    P' = sum_b (aT + b) G[s, aT + b] z^b (G and k G times the inner table), reduced over blocks with z^(aT):
+    P' = sum_b (aT + b) G[s, aT + b] z^b = aT P + (G times b z^b), reduced over blocks with z^(aT):
       dloss/dcoef  = 2 conj(sum_a z^(aT) P)                (= 2 sum_k G_k conj(z^k))
       dloss/dlog_z = 2 conj(sum_s coef_s sum_a z^(aT) P')  (= 2 sum_k k G_k conj(coef z^k))
+    The rows of coef come in groups (``sizes``), one output tensor per group.
     """
 
     @staticmethod
-    def forward(ctx, coef: torch.Tensor, log_z: torch.Tensor, L: int) -> torch.Tensor:
+    def forward(ctx, coef: torch.Tensor, log_z: torch.Tensor, L: int, sizes: tuple[int, ...]):
         S, H, N = coef.shape
         T = _block_size(L, S)
         A = math.ceil(L / T)
@@ -59,29 +64,39 @@ class _Vandermonde(torch.autograd.Function):
         c2 = (2 * coef).conj().transpose(0, 1).contiguous()  # (H S N)
         left = torch.view_as_real(c2[:, :, None, :] * outer.conj()[:, None])  # (H S A N 2) = conj(2 c z^(aT))
         right = torch.view_as_real(inner).transpose(-1, -2).reshape(H, 2 * N, T)  # rows (n, re/im)
-        out = torch.matmul(left.reshape(H, S * A, 2 * N), right).view(H, S, A * T)  # (H S A*T)
+        outs = []
+        for group in left.split(sizes, dim=1):  # (H s A N 2)
+            out = torch.matmul(group.reshape(H, -1, 2 * N), right).view(H, group.shape[1], A * T)  # (H s A*T)
+            outs.append(out if A * T == L else out[..., :L])
         ctx.save_for_backward(coef, outer, right)
         ctx.L = L
-        return out if A * T == L else out[..., :L]
+        return tuple(outs)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx, *grads: torch.Tensor):
         coef, outer, right = ctx.saved_tensors
         S, H, N = coef.shape
         A, T = outer.shape[1], right.shape[-1]
-        G = grad.contiguous() if A * T == ctx.L else torch.nn.functional.pad(grad, (0, A * T - ctx.L))
-        G = G.view(H, S * A, T)
-        # sum over blocks of z^(aT) times a blocked product with the inner table: (H S N)
-        reduce = lambda g: (outer[:, None] * torch.view_as_complex(
-            torch.matmul(g, right.transpose(1, 2)).view(H, S, A, N, 2))).sum(2)
+
+        def blocked(table: torch.Tensor) -> torch.Tensor:
+            """sum_b G[s, aT + b] table[n, b] for every group's gradient G: (H S A N) complex."""
+            parts = []
+            for g in grads:
+                G = g.contiguous() if A * T == ctx.L else torch.nn.functional.pad(g, (0, A * T - ctx.L))
+                prod = torch.matmul(G.view(H, -1, T), table.transpose(1, 2))  # (H s*A N*2)
+                parts.append(torch.view_as_complex(prod.view(H, g.shape[1], A, N, 2)))
+            return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+        P = blocked(right)
         grad_coef = grad_log_z = None
         if ctx.needs_input_grad[0]:
-            grad_coef = 2 * reduce(G).conj().transpose(0, 1)  # (S H N)
+            grad_coef = 2 * (outer[:, None] * P).sum(2).conj().transpose(0, 1)  # (S H N)
         if ctx.needs_input_grad[1]:
-            k = torch.arange(A * T, device=grad.device, dtype=grad.dtype).view(A, T)
-            weighted = reduce((G.view(H, S, A, T) * k).view(H, S * A, T))  # (H S N)
-            grad_log_z = 2 * (coef.transpose(0, 1) * weighted).sum(1).conj()  # (H N)
-        return grad_coef, grad_log_z, None
+            b = torch.arange(T, device=right.device, dtype=right.dtype)
+            aT = (torch.arange(A, device=right.device, dtype=right.dtype) * T)[:, None]  # (A 1)
+            P_k = blocked(right * b) + aT * P  # sum_b (aT + b) G[s, aT + b] z^b
+            grad_log_z = 2 * (coef.transpose(0, 1) * (outer[:, None] * P_k).sum(2)).sum(1).conj()  # (H N)
+        return grad_coef, grad_log_z, None, None
 
 
 def _powers(log_z: torch.Tensor, k: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

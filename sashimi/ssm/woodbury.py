@@ -1,15 +1,15 @@
 """The low-rank (Woodbury) correction of the DPLR kernel, applied in frequency.
 
-Input: real sequences q (h, (1+r)(S+r), L) whose DFTs at the L-th roots of unity are the Cauchy sums
+``dplr_kernel`` builds real sequences q (h, (1+r)(S+r), L) whose DFTs at the L-th roots of unity are the Cauchy sums
 Q[i, j] = sum_n b_i c_j / (w - x_n) for b in (B, P_1..P_r) and c in (C~_1..C~_S, conj P_1..conj P_r).
-Output: the kernel (S, h, L), the inverse DFT of
+and returns the kernel (S, h, L), the inverse DFT of
 
     k_f = Q00 - s Q10 (I + s Q11)^-1 Q01,   s = (1 + w) / 2,
 
 where Q00 = Q[B, C~], Q01 = Q[B, P], Q10 = Q[P, C~], Q11 = Q[P, P].
 
-``woodbury_kernel`` is the plain autograd version for any rank. For rank 1 (LegS, the default) the whole map
-q -> k is one autograd Function with an analytic backward: the adjoints of rfft and irfft meet around the
+``woodbury_kernel_autograd`` is the plain autograd version for any rank (and the reference in the tests). For
+rank 1 (LegS, the default) the whole map q -> k is one autograd Function with an analytic backward: the adjoints of rfft and irfft meet around the
 element-wise Jacobian and their one-sided weights cancel, so the backward pass is one rfft, a few
 element-wise products and one irfft. The Q00 term is linear, so it stays in the time domain (k = q00 - ...),
 which saves one of the four transforms each way.
@@ -22,6 +22,7 @@ import math
 import torch
 
 from sashimi.ssm.fft import rfft
+from sashimi.ssm.structured import vandermonde
 
 
 @functools.lru_cache(maxsize=32)
@@ -31,11 +32,13 @@ def _half_one_plus_roots(L: int, device: torch.device, dtype: torch.dtype) -> to
     return ((1 + omega) / 2).to(device=device, dtype=dtype)
 
 
-def woodbury_kernel(q: torch.Tensor, L: int, rank: int, channels: int) -> torch.Tensor:
-    """q (h (1+r)(S+r) L) real -> kernel (S h L). Rank 1 takes the fused path; other ranks plain autograd."""
-    if rank == 1:
-        return _Rank1Woodbury.apply(q, L, channels)
-    return woodbury_kernel_autograd(q, L, rank, channels)
+def dplr_kernel(coef: torch.Tensor, log_z: torch.Tensor, L: int, rank: int, channels: int) -> torch.Tensor:
+    """coef ((1+r)(S+r) h N2) Cauchy coefficients, log_z (h N2) -> kernel (S h L). The Cauchy sums are DFTs
+    of blocked Vandermonde products (``vandermonde``); rank 1 takes the fused path, other ranks autograd."""
+    if rank == 1:  # B C~ rows separately: they stay in the time domain
+        S = channels
+        return _Rank1Woodbury.apply(*vandermonde(coef, log_z, L, split=S), L)
+    return woodbury_kernel_autograd(vandermonde(coef, log_z, L), L, rank, channels)
 
 
 def woodbury_kernel_autograd(q: torch.Tensor, L: int, rank: int, channels: int) -> torch.Tensor:
@@ -65,11 +68,12 @@ class _Rank1Woodbury(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q: torch.Tensor, L: int, S: int) -> torch.Tensor:
-        q00 = q[:, :S]  # (h S L)
-        Q = torch.fft.rfft(q[:, S:], n=L)  # (h S+2 F): Q01, Q10 (S rows), Q11
+    def forward(ctx, q00: torch.Tensor, q_rest: torch.Tensor, L: int) -> torch.Tensor:
+        """q00 (h S L): the B C~ rows; q_rest (h S+2 L): B conj(P), P C~ (S rows), P conj(P)."""
+        S = q00.shape[1]
+        Q = torch.fft.rfft(q_rest, n=L)  # (h S+2 F)
         Q01, Q10, Q11 = Q.split([1, S, 1], dim=1)
-        s = _half_one_plus_roots(L, q.device, Q.dtype)  # (F)
+        s = _half_one_plus_roots(L, Q.device, Q.dtype)  # (F)
         t = s / (1 + s * Q11)  # (h 1 F)
         tQ01 = t * Q01
         ctx.save_for_backward(t, tQ01, Q10)
@@ -80,12 +84,14 @@ class _Rank1Woodbury(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         t, tQ01, Q10 = ctx.saved_tensors
         L = ctx.L
+        h, S, F = Q10.shape
         # irfft's adjoint is rfft / L with interior bins doubled; rfft's adjoint is irfft * L with interior bins
         # halved. Between them sits an element-wise map, so the weights cancel: only the plain pair remains.
         grad = grad.transpose(0, 1)  # (h S L)
         g = -torch.fft.rfft(grad, n=L)  # (h S F), the spectrum of the correction's gradient
-        gQ10 = tQ01.conj() * g
-        gQ01 = t.conj() * (Q10.conj() * g).sum(1, keepdim=True)  # (h 1 F)
-        gQ11 = -tQ01.conj() * gQ01
-        rest = torch.fft.irfft(torch.cat([gQ01, gQ10, gQ11], dim=1), n=L)  # (h S+2 L)
-        return torch.cat([grad, rest], dim=1), None, None  # the row order of q
+        gQ = torch.empty(h, S + 2, F, dtype=g.dtype, device=g.device)  # rows of q_rest
+        gQ01, gQ10, gQ11 = gQ.split([1, S, 1], dim=1)
+        torch.mul(tQ01.conj(), g, out=gQ10)
+        torch.mul(t.conj(), (Q10.conj() * g).sum(1, keepdim=True), out=gQ01)
+        torch.mul(tQ01.conj(), gQ01, out=gQ11).neg_()
+        return grad, torch.fft.irfft(gQ, n=L), None
