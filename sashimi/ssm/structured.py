@@ -75,27 +75,26 @@ class _Vandermonde(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads: torch.Tensor):
         coef, outer, right = ctx.saved_tensors
-        S, H, N = coef.shape
+        H, N = coef.shape[1:]
         A, T = outer.shape[1], right.shape[-1]
-
-        def blocked(table: torch.Tensor) -> torch.Tensor:
-            """sum_b G[s, aT + b] table[n, b] for every group's gradient G: (H S A N) complex."""
-            parts = []
-            for g in grads:
-                G = g.contiguous() if A * T == ctx.L else torch.nn.functional.pad(g, (0, A * T - ctx.L))
-                prod = torch.matmul(G.view(H, -1, T), table.transpose(1, 2))  # (H s*A N*2)
-                parts.append(torch.view_as_complex(prod.view(H, g.shape[1], A, N, 2)))
-            return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-
-        P = blocked(right)
-        grad_coef = grad_log_z = None
-        if ctx.needs_input_grad[0]:
-            grad_coef = 2 * (outer[:, None] * P).sum(2).conj().transpose(0, 1)  # (S H N)
-        if ctx.needs_input_grad[1]:
-            b = torch.arange(T, device=right.device, dtype=right.dtype)
-            aT = (torch.arange(A, device=right.device, dtype=right.dtype) * T)[:, None]  # (A 1)
-            P_k = blocked(right * b) + aT * P  # sum_b (aT + b) G[s, aT + b] z^b
-            grad_log_z = 2 * (coef.transpose(0, 1) * (outer[:, None] * P_k).sum(2)).sum(1).conj()  # (H N)
+        need_coef, need_z = ctx.needs_input_grad[:2]
+        b = torch.arange(T, device=right.device, dtype=right.dtype)
+        right_b = right * b if need_z else None
+        aT = (torch.arange(A, device=right.device, dtype=right.dtype) * T)[:, None]  # (A 1)
+        grad_coef, grad_log_z, row = [], 0, 0
+        for g, c in zip(grads, coef.split([g.shape[1] for g in grads])):  # one row group at a time
+            G = g.contiguous() if A * T == ctx.L else torch.nn.functional.pad(g, (0, A * T - ctx.L))
+            G = G.view(H, -1, T)  # (H s*A T)
+            blocked = lambda table: torch.view_as_complex(  # sum_b G[s, aT + b] table[n, b]: (H s A N)
+                torch.matmul(G, table.transpose(1, 2)).view(H, c.shape[0], A, N, 2))
+            P = blocked(right)
+            if need_coef:
+                grad_coef.append((outer[:, None] * P).sum(2))  # (H s N)
+            if need_z:
+                P_k = blocked(right_b) + aT * P  # sum_b (aT + b) G[s, aT + b] z^b
+                grad_log_z = grad_log_z + (c.transpose(0, 1) * (outer[:, None] * P_k).sum(2)).sum(1)  # (H N)
+        grad_coef = 2 * torch.cat(grad_coef, dim=1).conj().transpose(0, 1) if need_coef else None  # (S H N)
+        grad_log_z = 2 * grad_log_z.conj() if need_z else None
         return grad_coef, grad_log_z, None, None
 
 

@@ -91,7 +91,9 @@ class _Rank1Woodbury(torch.autograd.Function):
         g = -torch.fft.rfft(grad, n=L)  # (h S F), the spectrum of the correction's gradient
         gQ = torch.empty(h, S + 2, F, dtype=g.dtype, device=g.device)  # rows of q_rest
         gQ01, gQ10, gQ11 = gQ.split([1, S, 1], dim=1)
-        torch.mul(tQ01.conj(), g, out=gQ10)
-        torch.mul(t.conj(), (Q10.conj() * g).sum(1, keepdim=True), out=gQ01)
-        torch.mul(tQ01.conj(), gQ01, out=gQ11).neg_()
+        tQ01_c = tQ01.conj_physical()
+        torch.mul(tQ01_c, g, out=gQ10)
+        m = (Q10.conj_physical() * g).sum(1, keepdim=True) if S > 1 else Q10.conj_physical().mul_(g)  # (h 1 F)
+        torch.mul(m, t.conj(), out=gQ01)
+        torch.mul(tQ01_c, gQ01, out=gQ11).neg_()
         return grad, torch.fft.irfft(gQ, n=L), None
