@@ -30,6 +30,8 @@ from sashimi.models.backbone import BackboneState
 from sashimi.models.lm import SaShiMiLM
 from sashimi.nn.blocks import FFBlock, ResidualS4Block
 
+BACKENDS = ("native", "inductor", "eager")
+
 
 def _frozen(t: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(t.detach().clone().contiguous(), requires_grad=False)
@@ -156,11 +158,14 @@ class FastLM(nn.Module):
     """
 
     def __init__(self, model: SaShiMiLM, batch_size: int, settings: SamplingSettings = SamplingSettings(),
-                 compile: bool = True):
+                 compile: bool = True, backend: str | None = None):
         super().__init__()
         bb = model.backbone
         if any(getattr(m.layer, "bidirectional", False) for m in bb.modules() if isinstance(m, ResidualS4Block)):
             raise ConfigError("a bidirectional model cannot generate autoregressively")
+        backend = backend or ("native" if compile else "eager")
+        if backend not in BACKENDS:
+            raise ConfigError(f"unknown fast-step backend {backend!r}; expected one of {BACKENDS}")
         self.settings, self.batch_size, self.unet, self.pool = settings, batch_size, bb.unet, bb.pool
         self.period = math.prod(self.pool)
         with torch.no_grad():
@@ -171,14 +176,45 @@ class FastLM(nn.Module):
             self.down_linear = nn.ModuleList(d.linear for d in bb.down)
             self.up_linear = nn.ModuleList(u.linear for u in bb.up)
         self.requires_grad_(False)
+        self._native = None
         self.t = 0
         self.states = {id(b): b.state(batch_size) for b in self._blocks()}
         dt = model.head.weight
         self.down = [dt.new_zeros(batch_size, d.d_input, d.pool) for d in bb.down]  # (B H_i p_i)
         self.up = [dt.new_zeros(batch_size, u.d_output, u.pool) for u in bb.up]
         self.compiled = False
-        self._steps = self._build_steps(compile)
+        self._eager_steps = [self._step_at_depth(d) for d in range(len(self.pool) + 1)]
+        if backend == "native":
+            self._native = self._build_native()
+            if self._native is None:
+                backend = "inductor" if compile else "eager"
+        self._steps = self._build_steps(backend == "inductor")
         self.compiled = self._steps[0] is not self._eager_steps[0]  # False after a fallback
+        #: the backend in use: "native", "inductor" or "eager" (after any fallback)
+        self.backend = "native" if self._native is not None else ("inductor" if self.compiled else "eager")
+
+    def _build_native(self):
+        """The native step, or None after a RuntimeWarning if it cannot be built or does not fit this model."""
+        from sashimi.generation import native
+
+        try:
+            return native.NativeStep(self)
+        except Exception as err:  # noqa: BLE001 - any failure means: use the torch step
+            warnings.warn(f"native fast step unavailable ({type(err).__name__}: {err}); falling back to the "
+                          "torch fast step", RuntimeWarning, stacklevel=3)
+            return None
+
+    @property
+    def t(self) -> int:
+        """Outer steps consumed."""
+        return self._native.t if self._native is not None else self._t
+
+    @t.setter
+    def t(self, value: int) -> None:
+        if self._native is not None:
+            self._native.t = value
+        else:
+            self._t = value
 
     def _blocks(self):
         for group in list(self.down_blocks) + list(self.up_blocks) + [self.center]:
@@ -222,11 +258,28 @@ class FastLM(nn.Module):
 
     def step(self, token: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """token (B) the previous sample (``bos`` first), u (B) uniforms -> sampled token (B), its log-prob (B),
-        logits (B C). Runs the compiled graph for this step's depth."""
+        logits (B C). Native: one C++ call; else the compiled (or eager) graph for this step's depth."""
+        if self._native is not None:
+            return self._native.step(token, u)
         with torch.no_grad(), self._stance():
             out = self._steps[self.depth(self.t)](token.long().contiguous(), u.float().contiguous())
         self.t += 1
         return out
+
+    def steps(self, token: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``len(u)`` steps, each sample fed back as the next token: token (B), u (n B) -> tokens (n B),
+        log-probs (n B), logits (B C) of the last step. Native: the loop runs in C++."""
+        if self._native is not None:
+            return self._native.steps(token, u)
+        tokens, logps, logits = [], [], None
+        for k in range(u.shape[0]):
+            token, logp, logits = self.step(token, u[k])
+            tokens.append(token)
+            logps.append(logp)
+        if logits is None:
+            return (torch.empty(0, self.batch_size, dtype=torch.long), torch.empty(0, self.batch_size),
+                    torch.full((self.batch_size, self.head.out_features), float("nan")))
+        return torch.stack(tokens), torch.stack(logps), logits
 
     def _stance(self):
         """Skip dynamo's guard checks on the compiled steps: each depth has a single graph whose inputs (this
@@ -273,7 +326,7 @@ class FastLM(nn.Module):
         return x
 
     def _build_steps(self, compile: bool) -> list:
-        steps = self._eager_steps = [self._step_at_depth(d) for d in range(len(self.pool) + 1)]
+        steps = self._eager_steps
         if not compile:
             return steps
         saved = self._snapshot()

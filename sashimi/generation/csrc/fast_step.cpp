@@ -1,0 +1,768 @@
+// The fused native generation step of sashimi.generation.fast.FastLM: one call runs a whole model step for the
+// batch (embedding, every due tier, head, sampling) on raw float32 pointers, with no allocation besides the
+// three output tensors. Built and loaded by sashimi/generation/native.py (torch.utils.cpp_extension, JIT).
+//
+// Dimension letters as in fast.py: B = batch, H = width of a tier, M = modes of a recurrence, C = classes,
+// R = DPLR rank, p = pool. Every buffer is row-major with the batch first, so a range of rows [b0, b1) is an
+// independent slice of every buffer and of the state: rows are split across threads without synchronisation.
+//
+// The S4 recurrences (real and imaginary parts kept apart, as in FastS4Block) use one form for both layers:
+//     k_j = Re(sum_m G_j x) + beta_j u             (j < R; R = 0 for S4D)
+//     x'  = DE x - sum_j Q_j k_j + Db u,   y = Re(sum_m c x') + D u
+// which for DPLR is the Woodbury step of FastS4Block._dplr with its products folded once at setup (in float64,
+// see native.py): DE = D E, Q_j = D P_j, Db = D 2B, G_j = sum_k (I - S)_jk 2 conj(P_k) + R_j E,
+// S_jk = Re(sum R_j P_k), beta_j = Re(sum R_j 2B); for S4D it is x' = mu x + b u.
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace {
+
+constexpr int NB = 64;  // GEMM panel width: output columns per packed weight panel (4 AVX-512 vectors)
+
+// ----------------------------------------------------------------------------------------------------------
+// Elementwise math: branch-free so that loops over it vectorize; NaN in gives NaN out (the sampler's check
+// for non-finite log-probs relies on it).
+
+// exp(x), about 1 ulp: x = n ln2 + r, |r| <= ln2/2, degree-7 Taylor polynomial, times 2^n built from bits.
+static inline float exp_f(float x) {
+  x = x < -86.0f ? -86.0f : x;  // comparisons are false for NaN: it passes through
+  x = x > 88.0f ? 88.0f : x;
+  const float shifter = 12582912.0f;  // 1.5 * 2^23: (v + shifter) - shifter rounds v to an integer
+  float n = (x * 1.44269504088896341f + shifter) - shifter;
+  const float r0 = x - n * 0.693145751953125f;  // ln 2 split in two: n * hi is exact
+  const float r = r0 - n * 1.42860682030941723e-6f;
+  float p = 1.98412698412698413e-4f;  // 1/7!
+  p = p * r + 1.38888888888888889e-3f;
+  p = p * r + 8.33333333333333333e-3f;
+  p = p * r + 4.16666666666666667e-2f;
+  p = p * r + 1.66666666666666667e-1f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  n = n == n ? n : 0.0f;  // NaN: any exponent will do, p is NaN
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+// GELU, exact (erf) form: x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2. erf on |z| < 1 as z P(z^2); beyond,
+// erfc(a) = exp(-a^2) Q(1 / (1 + a/2)) on [1, 6] (Phi of a negative x straight from erfc, no cancellation).
+// Polynomials fitted for this file (least squares on relative error); about 2e-7 relative error.
+static inline float gelu_f(float x) {
+  const float z = x * 0.70710678118654752f;
+  const float a = z < 0.0f ? -z : z;
+  const float s = a * a;
+  float ps = 7.898209878476337e-05f;
+  ps = ps * s + -0.0008024353883229196f;
+  ps = ps * s + 0.00519005348905921f;
+  ps = ps * s + -0.026854809373617172f;
+  ps = ps * s + 0.11283612251281738f;
+  ps = ps * s + -0.3761262893676758f;
+  ps = ps * s + 1.128379225730896f;
+  const float erf_small = a * ps;
+  float al = a < 1.0f ? 1.0f : a;
+  al = al > 6.0f ? 6.0f : al;
+  const float t = 1.0f / (1.0f + 0.5f * al);
+  float q = 0.054169777780771255f;
+  q = q * t + -0.09077243506908417f;
+  q = q * t + -0.11789847165346146f;
+  q = q * t + 0.22697670757770538f;
+  q = q * t + 0.09457536041736603f;
+  q = q * t + 0.27375298738479614f;
+  q = q * t + 0.2768191397190094f;
+  q = q * t + 0.28266847133636475f;
+  q = q * t + -2.6734569473774172e-05f;
+  const float erfc_large = exp_f(-(al * al)) * q;
+  const bool pos = z >= 0.0f;
+  const float small = pos ? 1.0f + erf_small : 1.0f - erf_small;
+  const float large = pos ? 2.0f - erfc_large : erfc_large;
+  return 0.5f * x * (a < 1.0f ? small : large);
+}
+
+static inline float sigmoid_f(float x) { return 1.0f / (1.0f + exp_f(-x)); }
+
+static void gelu_inplace(float* __restrict x, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) x[i] = gelu_f(x[i]);
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// Linear layers: y (rows N) = x (rows K) W^T + bias. W is packed once into panels of NB output columns,
+// panel-major, each (K NB) row-major, zero-padded: a panel is one sequential stream, and the kernel keeps an
+// (RB rows x NB columns) block of accumulators in registers while it walks down the panel.
+
+struct Linear {
+  int K = 0, N = 0, panels = 0;
+  at::Tensor w_, b_;
+  const float* w = nullptr;
+  const float* b = nullptr;
+};
+
+static Linear make_linear(const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
+  TORCH_CHECK(weight.dim() == 2, "linear weight must be 2-d");
+  at::Tensor W = weight.detach().to(at::kFloat).contiguous();
+  Linear L;
+  L.N = static_cast<int>(W.size(0));
+  L.K = static_cast<int>(W.size(1));
+  L.panels = (L.N + NB - 1) / NB;
+  L.w_ = at::zeros({static_cast<int64_t>(L.panels) * L.K * NB}, at::kFloat);
+  L.b_ = at::zeros({static_cast<int64_t>(L.panels) * NB}, at::kFloat);
+  const float* src = W.data_ptr<float>();
+  float* dst = L.w_.data_ptr<float>();
+  for (int n = 0; n < L.N; ++n) {
+    const int p = n / NB, c = n % NB;
+    for (int k = 0; k < L.K; ++k) dst[(static_cast<int64_t>(p) * L.K + k) * NB + c] = src[static_cast<int64_t>(n) * L.K + k];
+  }
+  if (bias.has_value() && bias->defined()) {
+    at::Tensor bb = bias->detach().to(at::kFloat).contiguous();
+    TORCH_CHECK(bb.numel() == L.N, "linear bias size mismatch");
+    std::memcpy(L.b_.data_ptr<float>(), bb.data_ptr<float>(), sizeof(float) * L.N);
+  }
+  L.w = L.w_.data_ptr<float>();
+  L.b = L.b_.data_ptr<float>();
+  return L;
+}
+
+// RB rows of x (stride ldx) times one panel -> RB rows of y (stride ldy), ncols <= NB valid columns.
+// ACC: y += x W^T + b (a residual branch added in place), else y = x W^T + b.
+template <int RB, bool ACC>
+static inline void gemm_panel(const float* __restrict w, const float* __restrict bias, const float* __restrict x,
+                              int64_t ldx, int K, float* __restrict y, int64_t ldy, int ncols) {
+  float acc[RB][NB];
+  for (int r = 0; r < RB; ++r)
+    for (int c = 0; c < NB; ++c) acc[r][c] = bias[c];
+  for (int k = 0; k < K; ++k) {
+    const float* __restrict wk = w + static_cast<int64_t>(k) * NB;
+    for (int r = 0; r < RB; ++r) {
+      const float xv = x[r * ldx + k];
+      for (int c = 0; c < NB; ++c) acc[r][c] += xv * wk[c];
+    }
+  }
+  for (int r = 0; r < RB; ++r) {
+    float* __restrict yr = y + r * ldy;
+    if (ncols == NB) {
+      for (int c = 0; c < NB; ++c) yr[c] = ACC ? yr[c] + acc[r][c] : acc[r][c];
+    } else {
+      for (int c = 0; c < ncols; ++c) yr[c] = ACC ? yr[c] + acc[r][c] : acc[r][c];
+    }
+  }
+}
+
+template <bool ACC>
+static void gemm_rows(const Linear& L, const float* x, int64_t ldx, float* y, int64_t ldy, int rows) {
+  for (int p = 0; p < L.panels; ++p) {
+    const float* w = L.w + static_cast<int64_t>(p) * L.K * NB;
+    const float* bias = L.b + p * NB;
+    const int ncols = std::min(NB, L.N - p * NB);
+    float* yp = y + p * NB;
+    int r = 0;
+    for (; r + 4 <= rows; r += 4) gemm_panel<4, ACC>(w, bias, x + r * ldx, ldx, L.K, yp + r * ldy, ldy, ncols);
+    switch (rows - r) {
+      case 3: gemm_panel<3, ACC>(w, bias, x + r * ldx, ldx, L.K, yp + r * ldy, ldy, ncols); break;
+      case 2: gemm_panel<2, ACC>(w, bias, x + r * ldx, ldx, L.K, yp + r * ldy, ldy, ncols); break;
+      case 1: gemm_panel<1, ACC>(w, bias, x + r * ldx, ldx, L.K, yp + r * ldy, ldy, ncols); break;
+      default: break;
+    }
+  }
+}
+
+static void gemm(const Linear& L, const float* x, int64_t ldx, float* y, int64_t ldy, int rows, bool accumulate) {
+  if (accumulate)
+    gemm_rows<true>(L, x, ldx, y, ldy, rows);
+  else
+    gemm_rows<false>(L, x, ldx, y, ldy, rows);
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// LayerNorm over the last dim (biased variance, eps inside the square root), rows of width H.
+
+static void layer_norm(const float* __restrict x, int64_t ldx, float* __restrict y, int64_t ldy, int rows, int H,
+                       const float* __restrict w, const float* __restrict b, float eps) {
+  for (int r = 0; r < rows; ++r) {
+    const float* __restrict xr = x + r * ldx;
+    float* __restrict yr = y + r * ldy;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int h = 0; h < H; ++h) sum += xr[h];
+    const float mean = sum / static_cast<float>(H);
+    float sq = 0.0f;
+#pragma omp simd reduction(+ : sq)
+    for (int h = 0; h < H; ++h) sq += (xr[h] - mean) * (xr[h] - mean);
+    const float rstd = 1.0f / std::sqrt(sq / static_cast<float>(H) + eps);
+#pragma omp simd
+    for (int h = 0; h < H; ++h) yr[h] = (xr[h] - mean) * rstd * w[h] + b[h];
+  }
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// Blocks and tiers.
+
+struct Block {
+  bool s4 = false;
+  int H = 0;
+  at::Tensor ln_w_, ln_b_;
+  const float* ln_w = nullptr;
+  const float* ln_b = nullptr;
+  float eps = 1e-5f;
+  // S4: the recurrence (per channel h one run of (4R + 6) M floats: G_0..G_{R-1}, DE, Q_0..Q_{R-1}, Db, c, each
+  // as M real then M imaginary parts), beta (H R), skip D (H), the state (B H M) re / im, output Linear(H, 2H)
+  int M = 0, R = 0;
+  int64_t stride = 0;
+  at::Tensor ssm_, beta_, dskip_, re_, im_;
+  const float* ssm = nullptr;
+  const float* beta = nullptr;
+  const float* dskip = nullptr;
+  float* re = nullptr;
+  float* im = nullptr;
+  Linear out;
+  // FF: Linear(H, F), GELU, Linear(F, H)
+  Linear ff_in, ff_out;
+};
+
+struct Tier {
+  int H = 0, p = 0;
+  std::vector<Block> down, up;
+  Linear down_linear, up_linear;  // (H p -> H') and (H' -> H p)
+  at::Tensor dreg_, ureg_;        // shift registers (B H p), FastLM.down[i] / up[i], updated in place
+  float* dreg = nullptr;
+  float* ureg = nullptr;
+  at::Tensor skips_, res_, pooled_, deeper_;  // scratch: (n_down + 1) x (B H), (B H), (B H'), (B H')
+};
+
+// k_j = Re(sum G_j x) + beta_j u; x' = DE x - sum_j Q_j k_j + Db u; z = Re(sum c x') + D u. Rows [b0, b1) of
+// u and z at row stride ld; R < 0: the rank is r_dyn (at most 8).
+template <int R>
+static void ssm_rows(const Block& k, const float* __restrict u, float* __restrict z, int64_t ld, int b0, int b1,
+                     int r_dyn) {
+  const int H = k.H, M = k.M;
+  const int rank = R >= 0 ? R : r_dyn;
+  for (int h = 0; h < H; ++h) {
+    const float* __restrict w = k.ssm + h * k.stride;
+    const float* __restrict G = w;
+    const float* __restrict DEr = w + 2 * rank * M;
+    const float* __restrict DEi = DEr + M;
+    const float* __restrict Q = DEi + M;
+    const float* __restrict Dbr = Q + 2 * rank * M;
+    const float* __restrict Dbi = Dbr + M;
+    const float* __restrict cr = Dbi + M;
+    const float* __restrict ci = cr + M;
+    const float dskip = k.dskip[h];
+    for (int b = b0; b < b1; ++b) {
+      const float uu = u[b * ld + h];
+      float* __restrict xr = k.re + (static_cast<int64_t>(b) * H + h) * M;
+      float* __restrict xi = k.im + (static_cast<int64_t>(b) * H + h) * M;
+      float kk[R > 0 ? R : 8];
+      for (int j = 0; j < rank; ++j) {
+        const float* __restrict gr = G + 2 * j * M;
+        const float* __restrict gi = gr + M;
+        float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+        for (int m = 0; m < M; ++m) acc += gr[m] * xr[m] - gi[m] * xi[m];
+        kk[j] = acc + k.beta[h * rank + j] * uu;
+      }
+      float y = 0.0f;
+      if (R == 1) {
+        const float k0 = kk[0];
+        const float* __restrict qr = Q;
+        const float* __restrict qi = Q + M;
+#pragma omp simd reduction(+ : y)
+        for (int m = 0; m < M; ++m) {
+          const float nr = DEr[m] * xr[m] - DEi[m] * xi[m] + Dbr[m] * uu - qr[m] * k0;
+          const float ni = DEr[m] * xi[m] + DEi[m] * xr[m] + Dbi[m] * uu - qi[m] * k0;
+          xr[m] = nr;
+          xi[m] = ni;
+          y += cr[m] * nr - ci[m] * ni;
+        }
+      } else {
+#pragma omp simd reduction(+ : y)
+        for (int m = 0; m < M; ++m) {
+          float nr = DEr[m] * xr[m] - DEi[m] * xi[m] + Dbr[m] * uu;
+          float ni = DEr[m] * xi[m] + DEi[m] * xr[m] + Dbi[m] * uu;
+          for (int j = 0; j < rank; ++j) {
+            nr -= Q[2 * j * M + m] * kk[j];
+            ni -= Q[(2 * j + 1) * M + m] * kk[j];
+          }
+          xr[m] = nr;
+          xi[m] = ni;
+          y += cr[m] * nr - ci[m] * ni;
+        }
+      }
+      z[b * ld + h] = y + dskip * uu;
+    }
+  }
+}
+
+struct Settings {
+  float temperature = 1.0f;
+  float top_p = 1.0f;
+  int top_k = 0;
+  bool filtered() const { return top_p < 1.0f || top_k > 0; }
+};
+
+class Net {
+ public:
+  Net(int64_t batch, int64_t n_classes, std::vector<int64_t> pool, bool unet, double temperature, double top_p,
+      int64_t top_k)
+      : B_(static_cast<int>(batch)), C_(static_cast<int>(n_classes)), unet_(unet) {
+    TORCH_CHECK(batch >= 1 && n_classes >= 1, "batch and classes must be positive");
+    settings_.temperature = static_cast<float>(temperature);
+    settings_.top_p = static_cast<float>(top_p);
+    settings_.top_k = static_cast<int>(top_k);
+    tiers_.resize(pool.size());
+    for (size_t i = 0; i < pool.size(); ++i) tiers_[i].p = static_cast<int>(pool[i]);
+  }
+
+  void set_io(const at::Tensor& embedding, const at::Tensor& norm_w, const at::Tensor& norm_b, double eps,
+              const at::Tensor& head_w, const c10::optional<at::Tensor>& head_b) {
+    emb_ = f32(embedding);
+    TORCH_CHECK(emb_.dim() == 2 && emb_.size(0) == C_ + 1, "embedding must be (classes + 1, H)");
+    H0_ = static_cast<int>(emb_.size(1));
+    norm_w_ = f32(norm_w);
+    norm_b_ = f32(norm_b);
+    norm_eps_ = static_cast<float>(eps);
+    head_ = make_linear(head_w, head_b);
+    TORCH_CHECK(head_.N == C_ && head_.K == H0_, "head must be Linear(H, classes)");
+  }
+
+  void set_tier(int64_t i, int64_t H, const at::Tensor& down_w, const c10::optional<at::Tensor>& down_b,
+                const at::Tensor& up_w, const c10::optional<at::Tensor>& up_b, at::Tensor dreg, at::Tensor ureg) {
+    Tier& T = tier(i);
+    T.H = static_cast<int>(H);
+    T.down_linear = make_linear(down_w, down_b);
+    T.up_linear = make_linear(up_w, up_b);
+    TORCH_CHECK(T.down_linear.K == T.H * T.p && T.up_linear.N == T.H * T.p, "pooling linear sizes mismatch");
+    T.dreg_ = state_tensor(dreg, {B_, T.H, T.p});
+    T.ureg_ = state_tensor(ureg, {B_, T.H, T.p});
+    T.dreg = T.dreg_.data_ptr<float>();
+    T.ureg = T.ureg_.data_ptr<float>();
+  }
+
+  // group: 2 i = tier i's down blocks, 2 i + 1 its up blocks, 2 n = the centre.
+  void add_s4(int64_t group, const at::Tensor& ln_w, const at::Tensor& ln_b, double eps, const at::Tensor& ssm,
+              const at::Tensor& beta, const at::Tensor& dskip, int64_t rank, at::Tensor re, at::Tensor im,
+              const at::Tensor& out_w, const c10::optional<at::Tensor>& out_b) {
+    Block k;
+    k.s4 = true;
+    set_norm(k, ln_w, ln_b, eps);
+    k.R = static_cast<int>(rank);
+    TORCH_CHECK(k.R >= 0 && k.R <= 8, "DPLR rank must be at most 8");
+    TORCH_CHECK(re.dim() == 3 && re.size(0) == B_ && re.size(1) == k.H, "SSM state must be (B, H, M)");
+    k.M = static_cast<int>(re.size(2));
+    k.stride = static_cast<int64_t>(4 * k.R + 6) * k.M;
+    k.ssm_ = f32(ssm);
+    TORCH_CHECK(k.ssm_.numel() == k.H * k.stride, "SSM parameter block has the wrong size");
+    k.beta_ = f32(beta);
+    TORCH_CHECK(k.beta_.numel() == static_cast<int64_t>(k.H) * k.R, "beta has the wrong size");
+    k.dskip_ = f32(dskip);
+    TORCH_CHECK(k.dskip_.numel() == k.H, "D has the wrong size");
+    k.re_ = state_tensor(re, {B_, k.H, k.M});
+    k.im_ = state_tensor(im, {B_, k.H, k.M});
+    k.ssm = k.ssm_.data_ptr<float>();
+    k.beta = k.beta_.data_ptr<float>();
+    k.dskip = k.dskip_.data_ptr<float>();
+    k.re = k.re_.data_ptr<float>();
+    k.im = k.im_.data_ptr<float>();
+    k.out = make_linear(out_w, out_b);
+    TORCH_CHECK(k.out.K == k.H && k.out.N == 2 * k.H, "S4 output linear must be Linear(H, 2H)");
+    groups(group).push_back(std::move(k));
+  }
+
+  void add_ff(int64_t group, const at::Tensor& ln_w, const at::Tensor& ln_b, double eps, const at::Tensor& w1,
+              const c10::optional<at::Tensor>& b1, const at::Tensor& w2, const c10::optional<at::Tensor>& b2) {
+    Block k;
+    set_norm(k, ln_w, ln_b, eps);
+    k.ff_in = make_linear(w1, b1);
+    k.ff_out = make_linear(w2, b2);
+    TORCH_CHECK(k.ff_in.K == k.H && k.ff_out.N == k.H && k.ff_out.K == k.ff_in.N, "FF linear sizes mismatch");
+    groups(group).push_back(std::move(k));
+  }
+
+  // Check the widths chain and allocate the scratch buffers; call once, after everything was added.
+  void finalize() {
+    TORCH_CHECK(emb_.defined(), "set_io was not called");
+    int H = H0_;
+    int64_t wide = 0, width = H;
+    auto check_group = [&](const std::vector<Block>& g, int Hg) {
+      for (const Block& k : g) {
+        TORCH_CHECK(k.H == Hg, "block width does not match its tier");
+        wide = std::max<int64_t>(wide, k.s4 ? 2 * k.H : k.ff_in.N);
+      }
+    };
+    for (size_t i = 0; i < tiers_.size(); ++i) {
+      Tier& T = tiers_[i];
+      TORCH_CHECK(T.H == H, "tier ", i, " was not set or has the wrong width");
+      check_group(T.down, H);
+      check_group(T.up, H);
+      TORCH_CHECK(!unet_ || T.down.size() == T.up.size(), "U-Net tiers need as many up as down blocks");
+      const int H2 = T.down_linear.N;
+      TORCH_CHECK(T.up_linear.K == H2, "pooling linear sizes mismatch");
+      T.skips_ = at::zeros({static_cast<int64_t>(T.down.size() + 1) * B_ * H}, at::kFloat);
+      T.res_ = at::zeros({static_cast<int64_t>(B_) * H}, at::kFloat);
+      T.pooled_ = at::zeros({static_cast<int64_t>(B_) * H2}, at::kFloat);
+      T.deeper_ = at::zeros({static_cast<int64_t>(B_) * H2}, at::kFloat);
+      H = H2;
+      width = std::max<int64_t>(width, H);
+    }
+    check_group(center_, H);
+    Hc_ = H;
+    SW_ = (std::max({wide, width, 2 * static_cast<int64_t>(C_)}) + 15) / 16 * 16;  // 64-byte rows
+    u_ = at::zeros({B_ * SW_}, at::kFloat);
+    t1_ = at::zeros({B_ * SW_}, at::kFloat);
+    t2_ = at::zeros({B_ * SW_}, at::kFloat);
+    x0_ = at::zeros({static_cast<int64_t>(B_) * H0_}, at::kFloat);
+    y0_ = at::zeros({static_cast<int64_t>(B_) * H0_}, at::kFloat);
+    order_.assign(static_cast<size_t>(B_) * C_, {0.0f, 0});
+    ready_ = true;
+  }
+
+  int64_t get_t() const { return t_; }
+  void set_t(int64_t t) {
+    TORCH_CHECK(t >= 0, "t must be >= 0");
+    t_ = t;
+  }
+
+  // token (B) the previous sample, u (B) uniforms -> (token (B) long, log p(token) (B), logits (B C)).
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> step(const at::Tensor& token, const at::Tensor& u) {
+    at::Tensor tok = as_tokens(token), uu = as_uniforms(u, 1);
+    at::Tensor out_tok = at::empty({B_}, at::kLong), out_lp = at::empty({B_}, at::kFloat);
+    at::Tensor logits = at::empty({B_, C_}, at::kFloat);
+    std::lock_guard<std::mutex> guard(mutex_);
+    check_ready();
+    run(tok.data_ptr<int64_t>(), uu.data_ptr<float>(), out_tok.data_ptr<int64_t>(), out_lp.data_ptr<float>(),
+        logits.data_ptr<float>());
+    ++t_;
+    return {out_tok, out_lp, logits};
+  }
+
+  // n steps at once, each sample fed back: u (n B) -> (tokens (n B), log-probs (n B), logits of the last step).
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> steps(const at::Tensor& token, const at::Tensor& u) {
+    at::Tensor tok = as_tokens(token), uu = as_uniforms(u, 2);
+    const int64_t n = uu.size(0);
+    at::Tensor out_tok = at::empty({n, B_}, at::kLong), out_lp = at::empty({n, B_}, at::kFloat);
+    at::Tensor logits = at::empty({B_, C_}, at::kFloat);
+    std::lock_guard<std::mutex> guard(mutex_);
+    check_ready();
+    const int64_t* prev = tok.data_ptr<int64_t>();
+    for (int64_t s = 0; s < n; ++s) {
+      int64_t* cur = out_tok.data_ptr<int64_t>() + s * B_;
+      run(prev, uu.data_ptr<float>() + s * B_, cur, out_lp.data_ptr<float>() + s * B_, logits.data_ptr<float>());
+      ++t_;
+      prev = cur;
+    }
+    if (n == 0) logits.fill_(std::nanf(""));
+    return {out_tok, out_lp, logits};
+  }
+
+ private:
+  int B_, C_, H0_ = 0;
+  bool unet_, ready_ = false;
+  int64_t t_ = 0;
+  Settings settings_;
+  at::Tensor emb_, norm_w_, norm_b_;
+  float norm_eps_ = 1e-5f;
+  Linear head_;
+  std::vector<Tier> tiers_;
+  std::vector<Block> center_;
+  int Hc_ = 0;       // width of the centre tier
+  int64_t SW_ = 0;  // row stride of the scratch buffers u_, t1_, t2_ (the widest row any block or sampling needs)
+  at::Tensor u_, t1_, t2_, x0_, y0_;  // scratch: LayerNorm out, block temporaries, tier-0 in / out
+  std::vector<std::pair<float, int>> order_;  // (B C) sort buffer of filtered sampling
+  std::mutex mutex_;
+
+  static at::Tensor f32(const at::Tensor& t) { return t.detach().to(at::kFloat).contiguous(); }
+
+  at::Tensor state_tensor(const at::Tensor& t, std::vector<int64_t> shape) const {
+    TORCH_CHECK(t.scalar_type() == at::kFloat && t.device().is_cpu() && t.is_contiguous(),
+                "state tensors must be contiguous float32 CPU tensors");
+    TORCH_CHECK(t.sizes().vec() == shape, "state tensor has shape ", t.sizes(), ", expected ", at::IntArrayRef(shape));
+    return t;  // shares storage: updated in place
+  }
+
+  Tier& tier(int64_t i) {
+    TORCH_CHECK(i >= 0 && i < static_cast<int64_t>(tiers_.size()), "tier index out of range");
+    return tiers_[i];
+  }
+
+  std::vector<Block>& groups(int64_t g) {
+    const int64_t n = static_cast<int64_t>(tiers_.size());
+    TORCH_CHECK(g >= 0 && g <= 2 * n, "block group out of range");
+    if (g == 2 * n) return center_;
+    return g % 2 ? tiers_[g / 2].up : tiers_[g / 2].down;
+  }
+
+  void set_norm(Block& k, const at::Tensor& w, const at::Tensor& b, double eps) {
+    k.ln_w_ = f32(w);
+    k.ln_b_ = f32(b);
+    k.H = static_cast<int>(k.ln_w_.numel());
+    TORCH_CHECK(k.ln_b_.numel() == k.H, "LayerNorm weight and bias sizes differ");
+    k.ln_w = k.ln_w_.data_ptr<float>();
+    k.ln_b = k.ln_b_.data_ptr<float>();
+    k.eps = static_cast<float>(eps);
+  }
+
+  void check_ready() const { TORCH_CHECK(ready_, "finalize() was not called"); }
+
+  at::Tensor as_tokens(const at::Tensor& token) const {
+    TORCH_CHECK(token.dim() == 1 && token.size(0) == B_, "token must have shape (", B_, ",)");
+    TORCH_CHECK(token.device().is_cpu(), "token must be a CPU tensor");
+    at::Tensor t = token.scalar_type() == at::kLong ? token : token.to(at::kLong);
+    t = t.contiguous();
+    const int64_t* p = t.data_ptr<int64_t>();
+    for (int b = 0; b < B_; ++b)
+      if (p[b] < 0 || p[b] > C_) throw std::out_of_range("token " + std::to_string(p[b]) + " out of range [0, " + std::to_string(C_) + "]");
+    return t;
+  }
+
+  at::Tensor as_uniforms(const at::Tensor& u, int dims) const {
+    TORCH_CHECK(u.dim() == dims && u.size(dims - 1) == B_, "u must have shape ", dims == 1 ? "(B,)" : "(n, B)");
+    TORCH_CHECK(u.device().is_cpu(), "u must be a CPU tensor");
+    return (u.scalar_type() == at::kFloat ? u : u.to(at::kFloat)).contiguous();
+  }
+
+  // ----- the step -----
+  void run(const int64_t* token, const float* u, int64_t* out_tok, float* out_lp, float* logits) {
+    const int parts = std::min(at::get_num_threads(), B_);
+    if (parts <= 1) {
+      run_rows(token, u, out_tok, out_lp, logits, 0, B_);
+      return;
+    }
+    at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t part = begin; part < end; ++part) {
+        const int b0 = static_cast<int>(part * B_ / parts), b1 = static_cast<int>((part + 1) * B_ / parts);
+        run_rows(token, u, out_tok, out_lp, logits, b0, b1);
+      }
+    });
+  }
+
+  // The whole step for rows [b0, b1): embedding, tiers, final norm, head, sampling.
+  void run_rows(const int64_t* token, const float* u, int64_t* out_tok, float* out_lp, float* logits, int b0,
+                int b1) {
+    const int H = H0_, rows = b1 - b0;
+    float* x0 = x0_.data_ptr<float>();
+    float* y0 = y0_.data_ptr<float>();
+    const float* emb = emb_.data_ptr<float>();
+    for (int b = b0; b < b1; ++b)
+      std::memcpy(x0 + static_cast<int64_t>(b) * H, emb + token[b] * H, sizeof(float) * H);
+    tier_rows(0, x0, y0, t_, b0, b1);
+    float* un = u_.data_ptr<float>() + b0 * SW_;
+    layer_norm(y0 + static_cast<int64_t>(b0) * H, H, un, SW_, rows, H, norm_w_.data_ptr<float>(),
+               norm_b_.data_ptr<float>(), norm_eps_);
+    gemm(head_, un, SW_, logits + static_cast<int64_t>(b0) * C_, C_, rows, false);
+    for (int b = b0; b < b1; ++b)
+      sample_row(logits + static_cast<int64_t>(b) * C_, u[b], out_tok + b, out_lp + b,
+                 t1_.data_ptr<float>() + b * SW_, order_.data() + static_cast<int64_t>(b) * C_);
+  }
+
+  // Tier i at its own step tau: x (B H_i) -> out (B H_i), rows [b0, b1). As FastLM._tier.
+  void tier_rows(size_t i, const float* x, float* out, int64_t tau, int b0, int b1) {
+    const int rows = b1 - b0;
+    if (i == tiers_.size()) {
+      const int64_t off = static_cast<int64_t>(b0) * Hc_, n = static_cast<int64_t>(rows) * Hc_;
+      std::memcpy(out + off, x + off, sizeof(float) * n);
+      for (Block& k : center_) run_block(k, out, b0, b1);
+      for (int64_t e = off; e < off + n; ++e) out[e] += x[e];
+      return;
+    }
+    Tier& T = tiers_[i];
+    const int H = T.H, p = T.p;
+    const int64_t BH = static_cast<int64_t>(B_) * H, off = static_cast<int64_t>(b0) * H;
+    const int64_t n = static_cast<int64_t>(rows) * H;
+    float* skips = T.skips_.data_ptr<float>();  // skips[j]: the tier input after j down blocks
+    std::memcpy(skips + off, x + off, sizeof(float) * n);
+    float* cur = skips;
+    for (size_t j = 0; j < T.down.size(); ++j) {
+      float* next = skips + static_cast<int64_t>(j + 1) * BH;
+      std::memcpy(next + off, cur + off, sizeof(float) * n);
+      run_block(T.down[j], next, b0, b1);
+      cur = next;
+    }
+    // push cur into the down register; y = the oldest output still due + skip
+    float* y = out;
+    for (int64_t e = off; e < off + n; ++e) {
+      float* d = T.dreg + e * p;
+      for (int s = 0; s + 1 < p; ++s) d[s] = d[s + 1];
+      d[p - 1] = cur[e];
+      y[e] = T.ureg[e * p] + cur[e];
+    }
+    if (tau % p == p - 1) {  // pool full: run the deeper tier, refill the outputs of the next p steps
+      const int H2 = T.down_linear.N;
+      float* pooled = T.pooled_.data_ptr<float>();
+      float* deeper = T.deeper_.data_ptr<float>();
+      gemm(T.down_linear, T.dreg + off * p, H * p, pooled + static_cast<int64_t>(b0) * H2, H2, rows, false);
+      tier_rows(i + 1, pooled, deeper, tau / p, b0, b1);
+      gemm(T.up_linear, deeper + static_cast<int64_t>(b0) * H2, H2, T.ureg + off * p, H * p, rows, false);
+    } else {
+      for (int64_t e = off; e < off + n; ++e) {
+        float* r = T.ureg + e * p;
+        for (int s = 0; s + 1 < p; ++s) r[s] = r[s + 1];
+        r[p - 1] = 0.0f;
+      }
+    }
+    if (unet_) {
+      for (size_t j = 0; j < T.up.size(); ++j) {
+        run_block(T.up[j], y, b0, b1);
+        const float* skip = skips + static_cast<int64_t>(T.down.size() - 1 - j) * BH;
+        for (int64_t e = off; e < off + n; ++e) y[e] += skip[e];
+      }
+      return;
+    }
+    float* res = T.res_.data_ptr<float>();
+    std::memcpy(res + off, y + off, sizeof(float) * n);
+    for (Block& k : T.up) run_block(k, y, b0, b1);
+    for (int64_t e = off; e < off + n; ++e) y[e] += res[e];
+  }
+
+  // x (B H) <- block(x), rows [b0, b1): x + GLU(Linear(GELU(SSM(LN x) + D LN x))) for S4,
+  // x + Linear(GELU(Linear(LN x))) for FF. Scratch rows have the fixed stride SW_ (threads own their rows).
+  void run_block(Block& k, float* x, int b0, int b1) {
+    const int H = k.H, rows = b1 - b0;
+    const int64_t off = static_cast<int64_t>(b0) * H;
+    float* u = u_.data_ptr<float>() + b0 * SW_;
+    float* t1 = t1_.data_ptr<float>() + b0 * SW_;
+    float* t2 = t2_.data_ptr<float>() + b0 * SW_;
+    layer_norm(x + off, H, u, SW_, rows, H, k.ln_w, k.ln_b, k.eps);
+    if (k.s4) {
+      float* ub = u_.data_ptr<float>();
+      float* zb = t1_.data_ptr<float>();
+      switch (k.R) {
+        case 0: ssm_rows<0>(k, ub, zb, SW_, b0, b1, 0); break;
+        case 1: ssm_rows<1>(k, ub, zb, SW_, b0, b1, 1); break;
+        default: ssm_rows<-1>(k, ub, zb, SW_, b0, b1, k.R); break;
+      }
+      for (int r = 0; r < rows; ++r) gelu_inplace(t1 + r * SW_, H);
+      gemm(k.out, t1, SW_, t2, SW_, rows, false);
+      for (int r = 0; r < rows; ++r) {
+        float* __restrict xr = x + off + static_cast<int64_t>(r) * H;
+        const float* __restrict gr = t2 + r * SW_;
+#pragma omp simd
+        for (int h = 0; h < H; ++h) xr[h] += gr[h] * sigmoid_f(gr[H + h]);
+      }
+    } else {
+      const int F = k.ff_in.N;
+      gemm(k.ff_in, u, SW_, t1, SW_, rows, false);
+      for (int r = 0; r < rows; ++r) gelu_inplace(t1 + r * SW_, F);
+      gemm(k.ff_out, t1, SW_, x + off, H, rows, true);
+    }
+  }
+
+  // ----- sampling, as sashimi.generation.sampling.sample -----
+  // scratch: 2 C floats; order: C pairs. Writes the token and log p(token) under the unfiltered, temperature-1
+  // model.
+  void sample_row(const float* logits, float u, int64_t* token, float* logp, float* scratch,
+                  std::pair<float, int>* order) const {
+    const int C = C_;
+    bool has_nan = false;
+    float mx = -INFINITY;
+    for (int c = 0; c < C; ++c) {
+      const float v = logits[c];
+      has_nan |= v != v;
+      mx = v > mx ? v : mx;
+    }
+    if (has_nan) {  // the sampler stops on the non-finite log-prob; the token does not matter
+      *token = 0;
+      *logp = std::nanf("");
+      return;
+    }
+    float* e = scratch;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int c = 0; c < C; ++c) {
+      e[c] = exp_f(logits[c] - mx);
+      sum += e[c];
+    }
+    const float lse = std::log(sum);
+    const float temp = settings_.temperature;
+    if (!settings_.filtered()) {  // probs = softmax(logits / T); token = #{c : cdf_c <= u cdf_C}
+      if (temp != 1.0f) {
+        float smx = -INFINITY;
+        for (int c = 0; c < C; ++c) {
+          const float v = logits[c] / temp;
+          smx = v > smx ? v : smx;
+        }
+        sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int c = 0; c < C; ++c) {
+          e[c] = exp_f(logits[c] / temp - smx);
+          sum += e[c];
+        }
+      }
+      *token = inverse_cdf(e, 1.0f / sum, nullptr, C, u, C);
+    } else {
+      // sort the scaled logits (most likely first), softmax, keep the nucleus / top k, inverse CDF
+      for (int c = 0; c < C; ++c) order[c] = {logits[c] / temp, c};
+      const int kcap = settings_.top_k > 0 ? std::min(settings_.top_k, C) : C;
+      auto desc = [](const std::pair<float, int>& a, const std::pair<float, int>& b) {
+        return a.first > b.first || (a.first == b.first && a.second < b.second);
+      };
+      if (kcap < C)  // only the first k can be kept: the rest need no order
+        std::partial_sort(order, order + kcap, order + C, desc);
+      else
+        std::sort(order, order + C, desc);
+      const float smx = order[0].first;
+      float* probs = scratch;
+      float* keep = scratch + C;
+      float s2 = 0.0f;
+      for (int c = 0; c < C; ++c) {
+        probs[c] = exp_f(order[c].first - smx);
+        s2 += probs[c];
+      }
+      const float scale = 1.0f / s2;
+      // keep_c = (cumsum_c - p_c < top_p) and c < top_k
+      double acc = 0.0;
+      for (int c = 0; c < kcap; ++c) {
+        const float pc = probs[c] * scale;
+        acc += pc;
+        keep[c] = static_cast<float>(acc) - pc < settings_.top_p ? 1.0f : 0.0f;
+      }
+      *token = order[inverse_cdf(probs, scale, keep, kcap, u, C)].second;
+    }
+    *logp = (logits[*token] - mx) - lse;
+  }
+
+  // Index of the first class whose cumulative probability exceeds u * total: probabilities unnorm_c * scale
+  // (times keep_c if given) for c < n and 0 for the C - n others; the cumulative sum accumulated in double and
+  // rounded to float (as torch.cumsum on CPU); clamped to C - 1.
+  static int64_t inverse_cdf(const float* unnorm, float scale, const float* keep, int n, float u, int C) {
+    double acc = 0.0;
+    for (int c = 0; c < n; ++c) acc += static_cast<double>(keep ? unnorm[c] * scale * keep[c] : unnorm[c] * scale);
+    const float total = static_cast<float>(acc);
+    const float target = u * total;
+    acc = 0.0;
+    int64_t count = 0;
+    for (int c = 0; c < n; ++c) {
+      acc += static_cast<double>(keep ? unnorm[c] * scale * keep[c] : unnorm[c] * scale);
+      count += static_cast<float>(acc) <= target;
+    }
+    if (total <= target) count += C - n;
+    return std::min<int64_t>(count, C - 1);
+  }
+
+};
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "sashimi: fused native generation step (see sashimi/generation/native.py)";
+  py::class_<Net>(m, "Net")
+      .def(py::init<int64_t, int64_t, std::vector<int64_t>, bool, double, double, int64_t>(), py::arg("batch"),
+           py::arg("n_classes"), py::arg("pool"), py::arg("unet"), py::arg("temperature"), py::arg("top_p"),
+           py::arg("top_k"))
+      .def("set_io", &Net::set_io)
+      .def("set_tier", &Net::set_tier)
+      .def("add_s4", &Net::add_s4)
+      .def("add_ff", &Net::add_ff)
+      .def("finalize", &Net::finalize)
+      .def_property("t", &Net::get_t, &Net::set_t)
+      .def("step", &Net::step, py::call_guard<py::gil_scoped_release>())
+      .def("steps", &Net::steps, py::call_guard<py::gil_scoped_release>());
+}

@@ -1,0 +1,190 @@
+"""The native generation step: ``csrc/fast_step.cpp`` JIT-built once with the system C++ compiler, and its setup
+from a ``FastLM``.
+
+``load()`` builds the extension on first use (``torch.utils.cpp_extension.load``, ninja, ``-O3 -march=native``)
+into ``$SASHIMI_CACHE/torch_extensions`` or ``~/.cache/sashimi/torch_extensions``, in a folder named after the
+Python and torch versions and the CPU, so a build made for one machine is never loaded on another. Later
+processes load the cached build in well under a second. Loading is lazy (nothing is built unless the native
+backend is asked for) and serialised by a lock; a failure is remembered, so a process tries to build only once.
+``FastLM`` catches ``NativeUnavailable`` and falls back to the inductor or eager step with a warning.
+
+``NativeStep(fast)`` copies the fast model's weights into the extension (linear weights packed in panels, the
+S4 recurrences folded as described in ``fast_step.cpp``) and shares its state tensors, which the native step
+updates in place: ``FastLM.load_state`` and the eager fast step see the same state.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).resolve().parent / "csrc" / "fast_step.cpp"
+NAME = "sashimi_fast_step"
+CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-ffp-contract=fast"]
+STALE_LOCK_S = 600  # a build lock older than this was left by a killed build
+
+_lock = threading.Lock()
+_module = None
+_error: BaseException | None = None
+
+
+class NativeUnavailable(RuntimeError):
+    """The native step could not be built or loaded (no compiler, no ninja, a compile error, ...)."""
+
+
+def _cpu_tag() -> str:
+    """A short hash of what -march=native compiles for: the CPU model and its feature flags."""
+    text = platform.machine() + platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("model name", "flags", "Features", "CPU part")):
+                    text += line
+                if line.strip() == "":
+                    break  # the first CPU is enough
+    except OSError:
+        pass
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def build_directory() -> Path:
+    root = os.environ.get("SASHIMI_CACHE")
+    base = Path(root) if root else Path.home() / ".cache" / "sashimi"
+    tag = f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__.split('+')[0]}_{_cpu_tag()}"
+    return base / "torch_extensions" / tag
+
+
+def _compile():
+    from torch.utils import cpp_extension
+
+    build = build_directory()
+    build.mkdir(parents=True, exist_ok=True)
+    lock = build / "lock"
+    if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+        lock.unlink(missing_ok=True)  # else cpp_extension waits forever for a build that died
+    return cpp_extension.load(name=NAME, sources=[str(SOURCE)], extra_cflags=CFLAGS, build_directory=str(build),
+                              verbose=False)
+
+
+def load():
+    """The extension module, built on first call; raises ``NativeUnavailable`` if it cannot be had."""
+    global _module, _error
+    with _lock:
+        if _module is None and _error is None:
+            try:
+                _module = _compile()
+            except BaseException as err:  # noqa: BLE001 - compiler crashes come in many types
+                if isinstance(err, KeyboardInterrupt):
+                    raise
+                _error = err
+        if _module is None:
+            raise NativeUnavailable(f"the native generation step could not be built ({type(_error).__name__}: "
+                                    f"{str(_error).strip().splitlines()[-1] if str(_error).strip() else ''})") \
+                from _error
+        return _module
+
+
+def available() -> bool:
+    """Whether the native step can be used (builds it if needed)."""
+    try:
+        load()
+        return True
+    except NativeUnavailable:
+        return False
+
+
+def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.detach().float().contiguous()
+
+
+def _ssm_arrays(blk) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """A FastS4Block's recurrence in the folded form of fast_step.cpp: per channel h the run
+    [G_0 .. G_{R-1}, DE, Q_0 .. Q_{R-1}, Db, c], each as M real then M imaginary parts -> (H, (4R+6) M), beta
+    (H, R), R. Products are formed in float64 from the block's float32 parameters."""
+    cplx = lambda re, im: torch.complex(re.detach().double(), im.detach().double())  # noqa: E731
+    c = cplx(blk.c_re, blk.c_im)  # (H M)
+    H = c.shape[0]
+    if blk.dplr:
+        E, D = cplx(blk.E_re, blk.E_im), cplx(blk.D_re, blk.D_im)  # (H M)
+        P, R2 = cplx(blk.P_re, blk.P_im), cplx(blk.R_re, blk.R_im)  # (r H M); R2 includes the factor 2
+        b = cplx(blk.b_re, blk.b_im)  # 2B
+        r = P.shape[0]
+        S = torch.einsum("jhm,khm->hjk", R2, P).real  # (H r r): Re(sum R_j P_k)
+        beta = torch.einsum("jhm,hm->hj", R2, b).real  # (H r)
+        eye = torch.eye(r, dtype=S.dtype)
+        G = torch.einsum("hjk,khm->jhm", (eye - S).to(P.dtype), 2 * P.conj()) + R2 * E  # (r H M)
+        DE, Q, Db = D * E, D * P, D * b
+    else:
+        DE, Db = cplx(blk.mu_re, blk.mu_im), cplx(blk.b_re, blk.b_im)
+        r = 0
+        G = Q = DE.new_zeros(0, *DE.shape)
+        beta = torch.zeros(H, 0, dtype=torch.float64)
+    parts = [*G, DE, *Q, Db, c]
+    w = torch.cat([torch.cat([z.real, z.imag], dim=-1) for z in parts], dim=-1)  # (H (4r+6) M)
+    return w.float().contiguous(), beta.float().contiguous(), r
+
+
+class NativeStep:
+    """The native step of one ``FastLM`` (its batch size and sampling settings); shares the FastLM's state."""
+
+    def __init__(self, fast):
+        from sashimi.generation.fast import FastFFBlock, FastS4Block
+
+        mod = load()
+        head = fast.head
+        if head.weight.dtype != torch.float32 or head.weight.device.type != "cpu":
+            raise NativeUnavailable(f"the native step runs float32 on CPU only (model is {head.weight.dtype} on "
+                                    f"{head.weight.device})")
+        s = fast.settings
+        net = mod.Net(fast.batch_size, head.out_features, list(fast.pool), bool(fast.unet), float(s.temperature),
+                      float(s.top_p), int(s.top_k))
+        net.set_io(_f32(fast.embedding.weight), *_norm(fast.norm), _f32(head.weight), _f32(head.bias))
+        n = len(fast.pool)
+
+        def add(group: int, blk) -> None:
+            if isinstance(blk, FastS4Block):
+                w, beta, r = _ssm_arrays(blk)
+                re, im = fast.states[id(blk)]
+                lin = blk.output_linear
+                net.add_s4(group, *_norm(blk.norm), w, beta, _f32(blk.D), r, re, im, _f32(lin.weight), _f32(lin.bias))
+            elif isinstance(blk, FastFFBlock):
+                net.add_ff(group, *_norm(blk.norm), _f32(blk.linear_in.weight), _f32(blk.linear_in.bias),
+                           _f32(blk.linear_out.weight), _f32(blk.linear_out.bias))
+            else:
+                raise NativeUnavailable(f"the native step has no {type(blk).__name__}")
+
+        for i in range(n):
+            dl, ul = fast.down_linear[i], fast.up_linear[i]
+            net.set_tier(i, fast.down[i].shape[1], _f32(dl.weight), _f32(dl.bias), _f32(ul.weight), _f32(ul.bias),
+                         fast.down[i], fast.up[i])
+            for blk in fast.down_blocks[i]:
+                add(2 * i, blk)
+            for blk in fast.up_blocks[i]:
+                add(2 * i + 1, blk)
+        for blk in fast.center:
+            add(2 * n, blk)
+        net.finalize()
+        self.net = net
+        self.step = net.step  # token (B), u (B) -> token (B), log p (B), logits (B C)
+        self.steps = net.steps  # token (B), u (n B) -> tokens (n B), log p (n B), last logits (B C)
+
+    @property
+    def t(self) -> int:
+        return self.net.t
+
+    @t.setter
+    def t(self, value: int) -> None:
+        self.net.t = int(value)
+
+
+def _norm(ln: torch.nn.LayerNorm) -> tuple[torch.Tensor, torch.Tensor, float]:
+    H = ln.normalized_shape[-1]
+    w = ln.weight if ln.weight is not None else torch.ones(H)
+    b = ln.bias if ln.bias is not None else torch.zeros(H)
+    return _f32(w), _f32(b), float(ln.eps)
