@@ -24,6 +24,7 @@ from common import machine  # benchmarks/common.py (the script's folder is on sy
 
 import sashimi
 from sashimi.metrics import token_nll
+from sashimi.ssm.optim import adamw
 from sashimi.train.config import load_config
 from sashimi.train.module import SaShiMiTask
 from sashimi.train.run import build_trainer
@@ -35,7 +36,7 @@ LENGTH = 16000
 def bare_step_seconds(steps: int, device: str) -> list[float]:
     torch.manual_seed(0)
     model = sashimi.SaShiMiLM(sashimi.preset("sc09")).to(device)
-    optimizer = torch.optim.AdamW(sashimi.param_groups(model, 0.001, 0.0), lr=0.001)
+    optimizer = adamw(model, 0.001, 0.0)
     tokens = torch.randint(0, 256, (1, LENGTH), device=device)
     times = []
     for _ in range(steps + 1):  # the first step is warm-up

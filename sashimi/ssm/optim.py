@@ -1,6 +1,7 @@
-"""Optimizer parameter groups from the SSM kernels' per-parameter hints (own lr, no weight decay)."""
+"""Optimizer parameter groups from the SSM kernels' per-parameter hints (own lr, no weight decay), and AdamW."""
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 
@@ -27,3 +28,15 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]
         groups[key]["params"].append(p)
         groups[key]["names"].append(name)
     return list(groups.values())
+
+
+def adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999),
+          fused: bool = True):
+    """AdamW over ``param_groups``. With ``fused``, the single-kernel implementation where PyTorch has one for
+    every parameter's device and dtype (CPU and CUDA floating point): several times faster per step than the
+    per-tensor loop on CPU. (A fused optimizer unscales mixed-precision gradients itself, so Lightning cannot
+    clip them first: pass fused=False to clip under mixed precision.)"""
+    groups = param_groups(model, lr, weight_decay)
+    params = [p for g in groups for p in g["params"]]
+    fused = fused and bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)

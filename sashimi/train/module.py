@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from sashimi.errors import SashimiError
 from sashimi.metrics import LikelihoodTotals, token_nll
 from sashimi.models.lm import SaShiMiLM
-from sashimi.ssm.optim import param_groups
+from sashimi.ssm.optim import adamw
 from sashimi.train.config import TrainConfig
 from sashimi.train.data import build_split, eval_loader, train_loader
 
@@ -124,7 +124,8 @@ class SaShiMiTask(pl.LightningModule):
     # ----- optimizer and schedule -----
     def configure_optimizers(self):
         o, s, t = self.config.optim, self.config.schedule, self.config.trainer
-        optimizer = torch.optim.AdamW(param_groups(self.model, o.lr, o.weight_decay), lr=o.lr, betas=o.betas)
+        fused = not (o.grad_clip and "mixed" in str(t.precision))  # Lightning clips only unfused AMP optimizers
+        optimizer = adamw(self.model, o.lr, o.weight_decay, betas=tuple(o.betas), fused=fused)
         if s.name == "constant":
             return {"optimizer": optimizer}
         if s.name == "cosine":

@@ -65,6 +65,14 @@ def test_ssm_parameters_keep_their_lr_and_no_weight_decay(tone_root, tiny):
     assert (by_name["head.weight"]["lr"], by_name["head.weight"]["weight_decay"]) == (0.004, 0.1)
 
 
+@pytest.mark.parametrize("clip,precision,fused", [("null", "32-true", True), (1.0, "32-true", True),
+                                                   (1.0, "bf16-mixed", False)])
+def test_optimizer_is_fused_unless_lightning_must_clip_mixed_precision(tone_root, tiny, clip, precision, fused):
+    config = load_config("demo", tiny(tone_root, **{"optim.grad_clip": clip, "trainer.precision": precision}))
+    optimizer = SaShiMiTask(config.to_dict()).configure_optimizers()["optimizer"]
+    assert bool(optimizer.defaults["fused"]) == fused
+
+
 def test_nonfinite_losses_are_skipped_then_stop_the_run(tone_root, tiny, tmp_path, monkeypatch):
     calls = {"n": 0}
     forward = sashimi.SaShiMiLM.forward
