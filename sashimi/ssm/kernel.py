@@ -62,8 +62,13 @@ class _SSMKernel(nn.Module):
         Lam = torch.complex(-torch.exp(self.A_real), -self.A_imag)  # (H N2)
         return dt, Lam, _r2c(self.B), _r2c(self.C)
 
-    def _chunked(self, fn, L: int, per_channel_rows: int, *tensors: torch.Tensor) -> torch.Tensor:
-        """Apply fn(*tensors[h0:h1]) -> (S h L) over channel chunks that fit CHUNK_BYTES; concat on h."""
+    def _chunked(self, fn, L: int, per_channel_rows: int, *tensors: torch.Tensor,
+                 checkpointed: bool = False) -> torch.Tensor:
+        """Apply fn(*tensors[h0:h1]) -> (S h L) over channel chunks that fit CHUNK_BYTES; concat on h.
+
+        The fused paths (Vandermonde, rank-1 Woodbury) keep only O(h N sqrt(L) + h L) complex numbers for their
+        backward pass, so chunking bounds the forward transients; an autograd path (``checkpointed``) would
+        keep every chunk's intermediates, so its chunks are recomputed in the backward pass instead."""
         per_h = per_channel_rows * L * 16  # real sequences plus their spectra
         h = max(1, CHUNK_BYTES // per_h)
         if h >= self.H:
@@ -71,7 +76,7 @@ class _SSMKernel(nn.Module):
         outs = []
         for h0 in range(0, self.H, h):
             part = [t[..., h0 : h0 + h, :] if t.dim() > 1 else t[h0 : h0 + h] for t in tensors]
-            if torch.is_grad_enabled() and any(t.requires_grad for t in part):
+            if checkpointed and torch.is_grad_enabled() and any(t.requires_grad for t in part):
                 outs.append(checkpoint(fn, *part, use_reentrant=False))
             else:
                 outs.append(fn(*part))
@@ -226,7 +231,7 @@ class DPLRKernel(_SSMKernel):
         c_side = torch.cat([C, P.conj()])  # (S+r H N2)
         coef = (b_side[:, None] * c_side[None] * scale).flatten(0, 1)  # ((1+r)(S+r) H N2)
         fn = lambda c, z: dplr_kernel(c, z, Lk, self.rank, self.channels)
-        k = self._chunked(fn, Lk, coef.shape[0], coef, log_z)
+        k = self._chunked(fn, Lk, coef.shape[0], coef, log_z, checkpointed=self.rank > 1)
         return k[..., :L]
 
     def _krylov_kernel(self, L: int) -> torch.Tensor:

@@ -38,9 +38,9 @@ def test_float32_kernel_close_to_float64(mode):
     assert rel_err(k32.double(), k64) < 1e-4
 
 
-@pytest.mark.parametrize("mode", ["dplr", "diag"])
-def test_channel_chunks_match_single_pass_with_gradients(mode, monkeypatch):
-    layer = S4(6, 8, mode=mode, l_max=96).double()
+@pytest.mark.parametrize("mode,init", [("dplr", "legs"), ("dplr", "legt"), ("diag", "legs")])  # legt: rank 2,
+def test_channel_chunks_match_single_pass_with_gradients(mode, init, monkeypatch):  # checkpointed chunks
+    layer = S4(6, 8, mode=mode, init=init, l_max=96).double()
     k_full = layer.kernel(96)
     k_full.square().sum().backward()
     grads = {n: p.grad.clone() for n, p in layer.kernel.named_parameters()}
