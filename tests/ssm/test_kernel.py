@@ -31,11 +31,15 @@ def test_fast_kernel_equals_reference(mode, init, disc, l_max, H, N, L, bidirect
 
 
 @pytest.mark.parametrize("mode", ["dplr", "diag"])
-def test_float32_kernel_close_to_float64(mode):
-    layer = S4(16, 64, mode=mode, l_max=4096)
-    k32 = layer.kernel(4096)
-    k64 = layer.double().kernel(4096)
-    assert rel_err(k32.double(), k64) < 1e-4
+@pytest.mark.parametrize("L", [4096, 16000])
+def test_float32_kernel_close_to_float64_per_channel(mode, L):
+    # the poles are raised to powers up to L, so log z is formed in double precision even for float32 weights;
+    # in single precision the phase error L |Im log z| eps made some float32 channels 3e-3 off at L = 16k
+    layer = S4(16, 64, mode=mode, l_max=L)
+    k32 = layer.kernel(L)[0].detach().double()
+    k64 = layer.double().kernel(L)[0].detach()
+    per_channel = (k32 - k64).abs().amax(-1) / k64.abs().amax(-1)
+    assert per_channel.max() < 5e-5
 
 
 @pytest.mark.parametrize("mode,init", [("dplr", "legs"), ("dplr", "legt"), ("diag", "legs")])  # legt: rank 2,
