@@ -90,7 +90,11 @@ class FastS4Block(nn.Module):
         self.b_re, self.b_im = _real(2 * B)
         self.c_re, self.c_im = _real(c)
 
-    def state(self, batch_size: int) -> list[torch.Tensor]:
+    def state(self, batch_size: int, channels_last: bool = False) -> list[torch.Tensor]:
+        """[Re, Im] zeros (B H M); channels_last: stored as (B M H) (the native step's layout)."""
+        if channels_last:
+            z = self.c_re.new_zeros(batch_size, *self.c_re.shape[::-1]).transpose(1, 2)
+            return [z, z.clone()]  # clone keeps the strides
         z = self.c_re.new_zeros(batch_size, *self.c_re.shape)  # (B H M)
         return [z, z.clone()]
 
@@ -135,7 +139,7 @@ class FastFFBlock(nn.Module):
         super().__init__()
         self.norm, self.linear_in, self.linear_out = block.norm, block.linear_in, block.linear_out
 
-    def state(self, batch_size: int) -> list[torch.Tensor]:
+    def state(self, batch_size: int, channels_last: bool = False) -> list[torch.Tensor]:
         return []
 
     def forward(self, x: torch.Tensor, state: list[torch.Tensor]) -> torch.Tensor:
@@ -178,7 +182,7 @@ class FastLM(nn.Module):
         self.requires_grad_(False)
         self._native = None
         self.t = 0
-        self.states = {id(b): b.state(batch_size) for b in self._blocks()}
+        self.states = {id(b): b.state(batch_size, channels_last=backend == "native") for b in self._blocks()}
         dt = model.head.weight
         self.down = [dt.new_zeros(batch_size, d.d_input, d.pool) for d in bb.down]  # (B H_i p_i)
         self.up = [dt.new_zeros(batch_size, u.d_output, u.pool) for u in bb.up]
@@ -188,6 +192,7 @@ class FastLM(nn.Module):
             self._native = self._build_native()
             if self._native is None:
                 backend = "inductor" if compile else "eager"
+                self.states = {id(b): b.state(batch_size) for b in self._blocks()}
         self._steps = self._build_steps(backend == "inductor")
         self.compiled = self._steps[0] is not self._eager_steps[0]  # False after a fallback
         #: the backend in use: "native", "inductor" or "eager" (after any fallback)

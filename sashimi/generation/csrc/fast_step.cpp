@@ -1,13 +1,19 @@
 // The fused native generation step of sashimi.generation.fast.FastLM: one call runs a whole model step for the
 // batch (embedding, every due tier, head, sampling) on raw float32 pointers, with no allocation besides the
-// three output tensors. Built and loaded by sashimi/generation/native.py (torch.utils.cpp_extension, JIT).
+// output tensors. Built and loaded by sashimi/generation/native.py (torch.utils.cpp_extension, JIT).
 //
 // Dimension letters as in fast.py: B = batch, H = width of a tier, M = modes of a recurrence, C = classes,
-// R = DPLR rank, p = pool. Every buffer is row-major with the batch first, so a range of rows [b0, b1) is an
-// independent slice of every buffer and of the state: rows are split across threads without synchronisation.
+// R = DPLR rank, p = pool, L = channels per SIMD lane group.
 //
-// The S4 recurrences (real and imaginary parts kept apart, as in FastS4Block) use one form for both layers:
-//     k_j = Re(sum_m G_j x) + beta_j u             (j < R; R = 0 for S4D)
+// Layout. All weights live in one 64-byte aligned arena, in the order a step reads them, so that a step is one
+// long sequential stream (at batch 1 the step is bound by how fast weights stream from L2/L3). Linear weights
+// are packed in panels of NB output columns (each panel (K NB) row-major). The SSM state is (B M H) in memory
+// (FastLM allocates its (B H M) state tensors with that stride for this backend), so every recurrence runs
+// across channels in SIMD lanes with no horizontal sums. Activations are row-major with the batch first, so
+// rows [b0, b1) are an independent slice of every buffer and of the state: threads split the batch by rows.
+//
+// The S4 recurrences (real and imaginary parts apart, as in FastS4Block) use one form for both layers:
+//     k_j = beta_j u + Re(sum_m G_j x)             (j < R; R = 0 for S4D)
 //     x'  = DE x - sum_j Q_j k_j + Db u,   y = Re(sum_m c x') + D u
 // which for DPLR is the Woodbury step of FastS4Block._dplr with its products folded once at setup (in float64,
 // see native.py): DE = D E, Q_j = D P_j, Db = D 2B, G_j = sum_k (I - S)_jk 2 conj(P_k) + R_j E,
@@ -26,7 +32,9 @@
 
 namespace {
 
-constexpr int NB = 64;  // GEMM panel width: output columns per packed weight panel (4 AVX-512 vectors)
+constexpr int NB = 64;  // GEMM panel width: output columns per packed weight panel
+constexpr int L = 32;   // SSM channels per lane group
+constexpr int RMAX = 8; // largest DPLR rank supported
 
 // ----------------------------------------------------------------------------------------------------------
 // Elementwise math: branch-free so that loops over it vectorize; NaN in gives NaN out (the sampler's check
@@ -97,40 +105,75 @@ static void gelu_inplace(float* __restrict x, int64_t n) {
 }
 
 // ----------------------------------------------------------------------------------------------------------
-// Linear layers: y (rows N) = x (rows K) W^T + bias. W is packed once into panels of NB output columns,
-// panel-major, each (K NB) row-major, zero-padded: a panel is one sequential stream, and the kernel keeps an
-// (RB rows x NB columns) block of accumulators in registers while it walks down the panel.
+// The weight arena: arrays are staged while the model is described, then copied into one buffer in the order
+// the step reads them (finalize()).
+
+struct Arr {
+  at::Tensor staging;  // released once placed
+  const float* p = nullptr;
+};
+
+class Arena {
+ public:
+  void place(Arr& a) { order_.push_back(&a); }
+  void build() {
+    int64_t total = 0;
+    for (Arr* a : order_) total += round_up(a->staging.numel());
+    buf_ = at::zeros({std::max<int64_t>(total, 1)}, at::kFloat);  // torch's CPU allocator aligns to 64 bytes
+    float* dst = buf_.data_ptr<float>();
+    for (Arr* a : order_) {
+      const int64_t n = a->staging.numel();
+      if (n) std::memcpy(dst, a->staging.data_ptr<float>(), sizeof(float) * n);
+      a->p = dst;
+      a->staging = at::Tensor();
+      dst += round_up(n);
+    }
+    order_.clear();
+  }
+  int64_t bytes() const { return buf_.defined() ? buf_.numel() * 4 : 0; }
+
+ private:
+  static int64_t round_up(int64_t n) { return (n + 15) / 16 * 16; }
+  std::vector<Arr*> order_;
+  at::Tensor buf_;
+};
+
+static at::Tensor f32(const at::Tensor& t) { return t.detach().to(at::kFloat).contiguous(); }
+
+// ----------------------------------------------------------------------------------------------------------
+// Linear layers: y (rows N) = x (rows K) W^T + bias, W packed into panels of NB output columns, panel-major,
+// each (K NB) row-major, zero-padded: the kernel keeps an (RB rows x NB columns) block of accumulators in
+// registers while it walks down a panel, so each weight is read once per RB rows.
 
 struct Linear {
   int K = 0, N = 0, panels = 0;
-  at::Tensor w_, b_;
-  const float* w = nullptr;
-  const float* b = nullptr;
+  Arr w, b;
 };
 
 static Linear make_linear(const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
   TORCH_CHECK(weight.dim() == 2, "linear weight must be 2-d");
-  at::Tensor W = weight.detach().to(at::kFloat).contiguous();
-  Linear L;
-  L.N = static_cast<int>(W.size(0));
-  L.K = static_cast<int>(W.size(1));
-  L.panels = (L.N + NB - 1) / NB;
-  L.w_ = at::zeros({static_cast<int64_t>(L.panels) * L.K * NB}, at::kFloat);
-  L.b_ = at::zeros({static_cast<int64_t>(L.panels) * NB}, at::kFloat);
+  at::Tensor W = f32(weight);
+  Linear lin;
+  lin.N = static_cast<int>(W.size(0));
+  lin.K = static_cast<int>(W.size(1));
+  lin.panels = (lin.N + NB - 1) / NB;
+  at::Tensor packed = at::zeros({static_cast<int64_t>(lin.panels) * lin.K * NB}, at::kFloat);
+  at::Tensor bb = at::zeros({static_cast<int64_t>(lin.panels) * NB}, at::kFloat);
   const float* src = W.data_ptr<float>();
-  float* dst = L.w_.data_ptr<float>();
-  for (int n = 0; n < L.N; ++n) {
+  float* dst = packed.data_ptr<float>();
+  for (int n = 0; n < lin.N; ++n) {
     const int p = n / NB, c = n % NB;
-    for (int k = 0; k < L.K; ++k) dst[(static_cast<int64_t>(p) * L.K + k) * NB + c] = src[static_cast<int64_t>(n) * L.K + k];
+    for (int k = 0; k < lin.K; ++k)
+      dst[(static_cast<int64_t>(p) * lin.K + k) * NB + c] = src[static_cast<int64_t>(n) * lin.K + k];
   }
   if (bias.has_value() && bias->defined()) {
-    at::Tensor bb = bias->detach().to(at::kFloat).contiguous();
-    TORCH_CHECK(bb.numel() == L.N, "linear bias size mismatch");
-    std::memcpy(L.b_.data_ptr<float>(), bb.data_ptr<float>(), sizeof(float) * L.N);
+    at::Tensor b = f32(*bias);
+    TORCH_CHECK(b.numel() == lin.N, "linear bias size mismatch");
+    std::memcpy(bb.data_ptr<float>(), b.data_ptr<float>(), sizeof(float) * lin.N);
   }
-  L.w = L.w_.data_ptr<float>();
-  L.b = L.b_.data_ptr<float>();
-  return L;
+  lin.w.staging = packed;
+  lin.b.staging = bb;
+  return lin;
 }
 
 // RB rows of x (stride ldx) times one panel -> RB rows of y (stride ldy), ncols <= NB valid columns.
@@ -159,28 +202,28 @@ static inline void gemm_panel(const float* __restrict w, const float* __restrict
 }
 
 template <bool ACC>
-static void gemm_rows(const Linear& L, const float* x, int64_t ldx, float* y, int64_t ldy, int rows) {
-  for (int p = 0; p < L.panels; ++p) {
-    const float* w = L.w + static_cast<int64_t>(p) * L.K * NB;
-    const float* bias = L.b + p * NB;
-    const int ncols = std::min(NB, L.N - p * NB);
+static void gemm_rows(const Linear& lin, const float* x, int64_t ldx, float* y, int64_t ldy, int rows) {
+  for (int p = 0; p < lin.panels; ++p) {
+    const float* w = lin.w.p + static_cast<int64_t>(p) * lin.K * NB;
+    const float* bias = lin.b.p + p * NB;
+    const int ncols = std::min(NB, lin.N - p * NB);
     float* yp = y + p * NB;
     int r = 0;
-    for (; r + 4 <= rows; r += 4) gemm_panel<4, ACC>(w, bias, x + r * ldx, ldx, L.K, yp + r * ldy, ldy, ncols);
+    for (; r + 4 <= rows; r += 4) gemm_panel<4, ACC>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols);
     switch (rows - r) {
-      case 3: gemm_panel<3, ACC>(w, bias, x + r * ldx, ldx, L.K, yp + r * ldy, ldy, ncols); break;
-      case 2: gemm_panel<2, ACC>(w, bias, x + r * ldx, ldx, L.K, yp + r * ldy, ldy, ncols); break;
-      case 1: gemm_panel<1, ACC>(w, bias, x + r * ldx, ldx, L.K, yp + r * ldy, ldy, ncols); break;
+      case 3: gemm_panel<3, ACC>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols); break;
+      case 2: gemm_panel<2, ACC>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols); break;
+      case 1: gemm_panel<1, ACC>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols); break;
       default: break;
     }
   }
 }
 
-static void gemm(const Linear& L, const float* x, int64_t ldx, float* y, int64_t ldy, int rows, bool accumulate) {
+static void gemm(const Linear& lin, const float* x, int64_t ldx, float* y, int64_t ldy, int rows, bool accumulate) {
   if (accumulate)
-    gemm_rows<true>(L, x, ldx, y, ldy, rows);
+    gemm_rows<true>(lin, x, ldx, y, ldy, rows);
   else
-    gemm_rows<false>(L, x, ldx, y, ldy, rows);
+    gemm_rows<false>(lin, x, ldx, y, ldy, rows);
 }
 
 // ----------------------------------------------------------------------------------------------------------
@@ -205,23 +248,83 @@ static void layer_norm(const float* __restrict x, int64_t ldx, float* __restrict
 }
 
 // ----------------------------------------------------------------------------------------------------------
+// The SSM step of one lane group (nl <= L channels, all L when FULL) for RB rows. Packed group layout:
+//   beta (NR L), D (L), then per mode m: G_j re, G_j im (j < NR), then per mode m: DE re, DE im,
+//   Q_j re, Q_j im (j < NR), Db re, Db im, c re, c im; every entry L floats (zero-padded lanes).
+// re / im point at the state of (row b0, mode 0, first channel of the group); sb / sm are the row and mode
+// strides (M H and H). u / z rows are at stride ldu / ldz.
+template <int R, int RB, bool FULL>
+static inline void ssm_group(const float* __restrict wg, int M, int rank, int nl, float* __restrict re,
+                             float* __restrict im, int64_t sb, int64_t sm, const float* __restrict u, int64_t ldu,
+                             float* __restrict z, int64_t ldz) {
+  const int NR = R >= 0 ? R : rank;
+  const int lanes = FULL ? L : nl;
+  constexpr int KR = R > 0 ? R : (R == 0 ? 1 : RMAX);
+  const float* __restrict beta = wg;
+  const float* __restrict dskip = wg + NR * L;
+  const float* __restrict s1 = dskip + L;
+  const float* __restrict s2 = s1 + static_cast<int64_t>(M) * 2 * NR * L;
+  float uu[RB][L], k[RB][KR][L], y[RB][L];
+  for (int r = 0; r < RB; ++r) {
+    for (int l = 0; l < L; ++l) uu[r][l] = l < lanes ? u[r * ldu + l] : 0.0f;
+    for (int j = 0; j < NR; ++j)
+      for (int l = 0; l < L; ++l) k[r][j][l] = beta[j * L + l] * uu[r][l];
+    for (int l = 0; l < L; ++l) y[r][l] = 0.0f;
+  }
+  if (NR > 0) {  // k_j = beta_j u + Re(sum_m G_j x)
+    for (int m = 0; m < M; ++m) {
+      const float* __restrict g = s1 + static_cast<int64_t>(m) * 2 * NR * L;
+      for (int r = 0; r < RB; ++r) {
+        const float* __restrict xr = re + r * sb + m * sm;
+        const float* __restrict xi = im + r * sb + m * sm;
+        for (int j = 0; j < NR; ++j)
+          for (int l = 0; l < lanes; ++l) k[r][j][l] += g[2 * j * L + l] * xr[l] - g[(2 * j + 1) * L + l] * xi[l];
+      }
+    }
+  }
+  const int A = 6 + 2 * NR;
+  for (int m = 0; m < M; ++m) {  // x' = DE x - sum_j Q_j k_j + Db u; y += Re(c x')
+    const float* __restrict a = s2 + static_cast<int64_t>(m) * A * L;
+    const float* __restrict der = a;
+    const float* __restrict dei = a + L;
+    const float* __restrict q = a + 2 * L;
+    const float* __restrict dbr = a + (2 + 2 * NR) * L;
+    const float* __restrict dbi = dbr + L;
+    const float* __restrict cr = dbi + L;
+    const float* __restrict ci = cr + L;
+    for (int r = 0; r < RB; ++r) {
+      float* __restrict xr = re + r * sb + m * sm;
+      float* __restrict xi = im + r * sb + m * sm;
+      for (int l = 0; l < lanes; ++l) {
+        float nr = der[l] * xr[l] - dei[l] * xi[l] + dbr[l] * uu[r][l];
+        float ni = der[l] * xi[l] + dei[l] * xr[l] + dbi[l] * uu[r][l];
+        for (int j = 0; j < NR; ++j) {
+          nr -= q[2 * j * L + l] * k[r][j][l];
+          ni -= q[(2 * j + 1) * L + l] * k[r][j][l];
+        }
+        xr[l] = nr;
+        xi[l] = ni;
+        y[r][l] += cr[l] * nr - ci[l] * ni;
+      }
+    }
+  }
+  for (int r = 0; r < RB; ++r)
+    for (int l = 0; l < lanes; ++l) z[r * ldz + l] = y[r][l] + dskip[l] * uu[r][l];
+}
+
+// ----------------------------------------------------------------------------------------------------------
 // Blocks and tiers.
 
 struct Block {
   bool s4 = false;
   int H = 0;
-  at::Tensor ln_w_, ln_b_;
-  const float* ln_w = nullptr;
-  const float* ln_b = nullptr;
+  Arr ln_w, ln_b;
   float eps = 1e-5f;
-  // S4: the recurrence (per channel h one run of (4R + 6) M floats: G_0..G_{R-1}, DE, Q_0..Q_{R-1}, Db, c, each
-  // as M real then M imaginary parts), beta (H R), skip D (H), the state (B H M) re / im, output Linear(H, 2H)
+  // S4: packed recurrence (ssm_group layout, one run per lane group), state (B M H) re / im, Linear(H, 2H)
   int M = 0, R = 0;
-  int64_t stride = 0;
-  at::Tensor ssm_, beta_, dskip_, re_, im_;
-  const float* ssm = nullptr;
-  const float* beta = nullptr;
-  const float* dskip = nullptr;
+  int64_t group_stride = 0;
+  Arr ssm;
+  at::Tensor re_, im_;
   float* re = nullptr;
   float* im = nullptr;
   Linear out;
@@ -239,69 +342,6 @@ struct Tier {
   at::Tensor skips_, res_, pooled_, deeper_;  // scratch: (n_down + 1) x (B H), (B H), (B H'), (B H')
 };
 
-// k_j = Re(sum G_j x) + beta_j u; x' = DE x - sum_j Q_j k_j + Db u; z = Re(sum c x') + D u. Rows [b0, b1) of
-// u and z at row stride ld; R < 0: the rank is r_dyn (at most 8).
-template <int R>
-static void ssm_rows(const Block& k, const float* __restrict u, float* __restrict z, int64_t ld, int b0, int b1,
-                     int r_dyn) {
-  const int H = k.H, M = k.M;
-  const int rank = R >= 0 ? R : r_dyn;
-  for (int h = 0; h < H; ++h) {
-    const float* __restrict w = k.ssm + h * k.stride;
-    const float* __restrict G = w;
-    const float* __restrict DEr = w + 2 * rank * M;
-    const float* __restrict DEi = DEr + M;
-    const float* __restrict Q = DEi + M;
-    const float* __restrict Dbr = Q + 2 * rank * M;
-    const float* __restrict Dbi = Dbr + M;
-    const float* __restrict cr = Dbi + M;
-    const float* __restrict ci = cr + M;
-    const float dskip = k.dskip[h];
-    for (int b = b0; b < b1; ++b) {
-      const float uu = u[b * ld + h];
-      float* __restrict xr = k.re + (static_cast<int64_t>(b) * H + h) * M;
-      float* __restrict xi = k.im + (static_cast<int64_t>(b) * H + h) * M;
-      float kk[R > 0 ? R : 8];
-      for (int j = 0; j < rank; ++j) {
-        const float* __restrict gr = G + 2 * j * M;
-        const float* __restrict gi = gr + M;
-        float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-        for (int m = 0; m < M; ++m) acc += gr[m] * xr[m] - gi[m] * xi[m];
-        kk[j] = acc + k.beta[h * rank + j] * uu;
-      }
-      float y = 0.0f;
-      if (R == 1) {
-        const float k0 = kk[0];
-        const float* __restrict qr = Q;
-        const float* __restrict qi = Q + M;
-#pragma omp simd reduction(+ : y)
-        for (int m = 0; m < M; ++m) {
-          const float nr = DEr[m] * xr[m] - DEi[m] * xi[m] + Dbr[m] * uu - qr[m] * k0;
-          const float ni = DEr[m] * xi[m] + DEi[m] * xr[m] + Dbi[m] * uu - qi[m] * k0;
-          xr[m] = nr;
-          xi[m] = ni;
-          y += cr[m] * nr - ci[m] * ni;
-        }
-      } else {
-#pragma omp simd reduction(+ : y)
-        for (int m = 0; m < M; ++m) {
-          float nr = DEr[m] * xr[m] - DEi[m] * xi[m] + Dbr[m] * uu;
-          float ni = DEr[m] * xi[m] + DEi[m] * xr[m] + Dbi[m] * uu;
-          for (int j = 0; j < rank; ++j) {
-            nr -= Q[2 * j * M + m] * kk[j];
-            ni -= Q[(2 * j + 1) * M + m] * kk[j];
-          }
-          xr[m] = nr;
-          xi[m] = ni;
-          y += cr[m] * nr - ci[m] * ni;
-        }
-      }
-      z[b * ld + h] = y + dskip * uu;
-    }
-  }
-}
-
 struct Settings {
   float temperature = 1.0f;
   float top_p = 1.0f;
@@ -315,11 +355,15 @@ class Net {
       int64_t top_k)
       : B_(static_cast<int>(batch)), C_(static_cast<int>(n_classes)), unet_(unet) {
     TORCH_CHECK(batch >= 1 && n_classes >= 1, "batch and classes must be positive");
+    TORCH_CHECK(temperature > 0 && top_p > 0 && top_p <= 1 && top_k >= 0, "invalid sampling settings");
     settings_.temperature = static_cast<float>(temperature);
     settings_.top_p = static_cast<float>(top_p);
     settings_.top_k = static_cast<int>(top_k);
     tiers_.resize(pool.size());
-    for (size_t i = 0; i < pool.size(); ++i) tiers_[i].p = static_cast<int>(pool[i]);
+    for (size_t i = 0; i < pool.size(); ++i) {
+      TORCH_CHECK(pool[i] >= 1, "pool sizes must be positive");
+      tiers_[i].p = static_cast<int>(pool[i]);
+    }
   }
 
   void set_io(const at::Tensor& embedding, const at::Tensor& norm_w, const at::Tensor& norm_b, double eps,
@@ -327,8 +371,9 @@ class Net {
     emb_ = f32(embedding);
     TORCH_CHECK(emb_.dim() == 2 && emb_.size(0) == C_ + 1, "embedding must be (classes + 1, H)");
     H0_ = static_cast<int>(emb_.size(1));
-    norm_w_ = f32(norm_w);
-    norm_b_ = f32(norm_b);
+    norm_w_.staging = f32(norm_w);
+    norm_b_.staging = f32(norm_b);
+    TORCH_CHECK(norm_w_.staging.numel() == H0_ && norm_b_.staging.numel() == H0_, "final norm size mismatch");
     norm_eps_ = static_cast<float>(eps);
     head_ = make_linear(head_w, head_b);
     TORCH_CHECK(head_.N == C_ && head_.K == H0_, "head must be Linear(H, classes)");
@@ -341,40 +386,61 @@ class Net {
     T.down_linear = make_linear(down_w, down_b);
     T.up_linear = make_linear(up_w, up_b);
     TORCH_CHECK(T.down_linear.K == T.H * T.p && T.up_linear.N == T.H * T.p, "pooling linear sizes mismatch");
-    T.dreg_ = state_tensor(dreg, {B_, T.H, T.p});
-    T.ureg_ = state_tensor(ureg, {B_, T.H, T.p});
+    T.dreg_ = state_tensor(dreg, {B_, T.H, T.p}, {static_cast<int64_t>(T.H) * T.p, T.p, 1});
+    T.ureg_ = state_tensor(ureg, {B_, T.H, T.p}, {static_cast<int64_t>(T.H) * T.p, T.p, 1});
     T.dreg = T.dreg_.data_ptr<float>();
     T.ureg = T.ureg_.data_ptr<float>();
   }
 
-  // group: 2 i = tier i's down blocks, 2 i + 1 its up blocks, 2 n = the centre.
+  // group: 2 i = tier i's down blocks, 2 i + 1 its up blocks, 2 n = the centre. ssm (H, (4R + 6) M): per
+  // channel G_0 .. G_{R-1}, DE, Q_0 .. Q_{R-1}, Db, c, each M real then M imaginary parts; beta (H, R); state
+  // re / im (B, H, M) with strides (M H, 1, H).
   void add_s4(int64_t group, const at::Tensor& ln_w, const at::Tensor& ln_b, double eps, const at::Tensor& ssm,
               const at::Tensor& beta, const at::Tensor& dskip, int64_t rank, at::Tensor re, at::Tensor im,
               const at::Tensor& out_w, const c10::optional<at::Tensor>& out_b) {
     Block k;
     k.s4 = true;
     set_norm(k, ln_w, ln_b, eps);
+    const int H = k.H;
     k.R = static_cast<int>(rank);
-    TORCH_CHECK(k.R >= 0 && k.R <= 8, "DPLR rank must be at most 8");
-    TORCH_CHECK(re.dim() == 3 && re.size(0) == B_ && re.size(1) == k.H, "SSM state must be (B, H, M)");
-    k.M = static_cast<int>(re.size(2));
-    k.stride = static_cast<int64_t>(4 * k.R + 6) * k.M;
-    k.ssm_ = f32(ssm);
-    TORCH_CHECK(k.ssm_.numel() == k.H * k.stride, "SSM parameter block has the wrong size");
-    k.beta_ = f32(beta);
-    TORCH_CHECK(k.beta_.numel() == static_cast<int64_t>(k.H) * k.R, "beta has the wrong size");
-    k.dskip_ = f32(dskip);
-    TORCH_CHECK(k.dskip_.numel() == k.H, "D has the wrong size");
-    k.re_ = state_tensor(re, {B_, k.H, k.M});
-    k.im_ = state_tensor(im, {B_, k.H, k.M});
-    k.ssm = k.ssm_.data_ptr<float>();
-    k.beta = k.beta_.data_ptr<float>();
-    k.dskip = k.dskip_.data_ptr<float>();
+    TORCH_CHECK(k.R >= 0 && k.R <= RMAX, "DPLR rank must be at most ", RMAX);
+    TORCH_CHECK(re.dim() == 3 && re.size(0) == B_ && re.size(1) == H, "SSM state must be (B, H, M)");
+    const int M = k.M = static_cast<int>(re.size(2));
+    const int NR = k.R, A = 6 + 2 * NR;
+    at::Tensor w = f32(ssm), bt = f32(beta), d = f32(dskip);
+    TORCH_CHECK(w.numel() == static_cast<int64_t>(H) * (4 * NR + 6) * M, "SSM parameter block has the wrong size");
+    TORCH_CHECK(bt.numel() == static_cast<int64_t>(H) * NR && d.numel() == H, "beta / D have the wrong size");
+    // pack per lane group
+    const int groups = (H + L - 1) / L;
+    k.group_stride = static_cast<int64_t>(L) * (NR + 1 + static_cast<int64_t>(M) * (4 * NR + 6));
+    at::Tensor packed = at::zeros({groups * k.group_stride}, at::kFloat);
+    const float* W = w.data_ptr<float>();
+    const float* BT = bt.data_ptr<float>();
+    const float* DS = d.data_ptr<float>();
+    float* P = packed.data_ptr<float>();
+    const int64_t per_h = static_cast<int64_t>(4 * NR + 6) * M;
+    // source array index a (0 .. 4R+5, in the order G_j re/im, DE re/im, Q_j re/im, Db re/im, c re/im)
+    auto src = [&](int h, int array, int m) { return W[h * per_h + static_cast<int64_t>(array) * M + m]; };
+    for (int h = 0; h < H; ++h) {
+      const int g = h / L, l = h % L;
+      float* base = P + g * k.group_stride;
+      for (int j = 0; j < NR; ++j) base[j * L + l] = BT[h * NR + j];
+      base[NR * L + l] = DS[h];
+      float* s1 = base + (NR + 1) * L;
+      float* s2 = s1 + static_cast<int64_t>(M) * 2 * NR * L;
+      for (int m = 0; m < M; ++m) {
+        for (int a = 0; a < 2 * NR; ++a) s1[(static_cast<int64_t>(m) * 2 * NR + a) * L + l] = src(h, a, m);
+        for (int a = 0; a < A; ++a) s2[(static_cast<int64_t>(m) * A + a) * L + l] = src(h, 2 * NR + a, m);
+      }
+    }
+    k.ssm.staging = packed;
+    k.re_ = state_tensor(re, {B_, H, M}, {static_cast<int64_t>(M) * H, 1, H});
+    k.im_ = state_tensor(im, {B_, H, M}, {static_cast<int64_t>(M) * H, 1, H});
     k.re = k.re_.data_ptr<float>();
     k.im = k.im_.data_ptr<float>();
     k.out = make_linear(out_w, out_b);
-    TORCH_CHECK(k.out.K == k.H && k.out.N == 2 * k.H, "S4 output linear must be Linear(H, 2H)");
-    groups(group).push_back(std::move(k));
+    TORCH_CHECK(k.out.K == H && k.out.N == 2 * H, "S4 output linear must be Linear(H, 2H)");
+    groups_of(group).push_back(std::move(k));
   }
 
   void add_ff(int64_t group, const at::Tensor& ln_w, const at::Tensor& ln_b, double eps, const at::Tensor& w1,
@@ -384,12 +450,13 @@ class Net {
     k.ff_in = make_linear(w1, b1);
     k.ff_out = make_linear(w2, b2);
     TORCH_CHECK(k.ff_in.K == k.H && k.ff_out.N == k.H && k.ff_out.K == k.ff_in.N, "FF linear sizes mismatch");
-    groups(group).push_back(std::move(k));
+    groups_of(group).push_back(std::move(k));
   }
 
-  // Check the widths chain and allocate the scratch buffers; call once, after everything was added.
+  // Check the widths chain, lay the weights out in the order of a step, allocate the scratch; call once.
   void finalize() {
     TORCH_CHECK(emb_.defined(), "set_io was not called");
+    TORCH_CHECK(!ready_, "finalize() was already called");
     int H = H0_;
     int64_t wide = 0, width = H;
     auto check_group = [&](const std::vector<Block>& g, int Hg) {
@@ -422,6 +489,11 @@ class Net {
     x0_ = at::zeros({static_cast<int64_t>(B_) * H0_}, at::kFloat);
     y0_ = at::zeros({static_cast<int64_t>(B_) * H0_}, at::kFloat);
     order_.assign(static_cast<size_t>(B_) * C_, {0.0f, 0});
+    place_tier(0);
+    arena_.place(norm_w_);
+    arena_.place(norm_b_);
+    place_linear(head_);
+    arena_.build();
     ready_ = true;
   }
 
@@ -430,6 +502,7 @@ class Net {
     TORCH_CHECK(t >= 0, "t must be >= 0");
     t_ = t;
   }
+  int64_t weight_bytes() const { return arena_.bytes(); }
 
   // token (B) the previous sample, u (B) uniforms -> (token (B) long, log p(token) (B), logits (B C)).
   std::tuple<at::Tensor, at::Tensor, at::Tensor> step(const at::Tensor& token, const at::Tensor& u) {
@@ -449,7 +522,7 @@ class Net {
     at::Tensor tok = as_tokens(token), uu = as_uniforms(u, 2);
     const int64_t n = uu.size(0);
     at::Tensor out_tok = at::empty({n, B_}, at::kLong), out_lp = at::empty({n, B_}, at::kFloat);
-    at::Tensor logits = at::empty({B_, C_}, at::kFloat);
+    at::Tensor logits = at::full({B_, C_}, std::nanf(""), at::kFloat);
     std::lock_guard<std::mutex> guard(mutex_);
     check_ready();
     const int64_t* prev = tok.data_ptr<int64_t>();
@@ -459,7 +532,6 @@ class Net {
       ++t_;
       prev = cur;
     }
-    if (n == 0) logits.fill_(std::nanf(""));
     return {out_tok, out_lp, logits};
   }
 
@@ -468,23 +540,24 @@ class Net {
   bool unet_, ready_ = false;
   int64_t t_ = 0;
   Settings settings_;
-  at::Tensor emb_, norm_w_, norm_b_;
+  at::Tensor emb_;
+  Arr norm_w_, norm_b_;
   float norm_eps_ = 1e-5f;
   Linear head_;
   std::vector<Tier> tiers_;
   std::vector<Block> center_;
+  Arena arena_;
   int Hc_ = 0;       // width of the centre tier
-  int64_t SW_ = 0;  // row stride of the scratch buffers u_, t1_, t2_ (the widest row any block or sampling needs)
-  at::Tensor u_, t1_, t2_, x0_, y0_;  // scratch: LayerNorm out, block temporaries, tier-0 in / out
+  int64_t SW_ = 0;   // row stride of the scratch buffers u_, t1_, t2_ (the widest row any block or sampling needs)
+  at::Tensor u_, t1_, t2_, x0_, y0_;          // scratch: LayerNorm out, block temporaries, tier-0 in / out
   std::vector<std::pair<float, int>> order_;  // (B C) sort buffer of filtered sampling
   std::mutex mutex_;
 
-  static at::Tensor f32(const at::Tensor& t) { return t.detach().to(at::kFloat).contiguous(); }
-
-  at::Tensor state_tensor(const at::Tensor& t, std::vector<int64_t> shape) const {
-    TORCH_CHECK(t.scalar_type() == at::kFloat && t.device().is_cpu() && t.is_contiguous(),
-                "state tensors must be contiguous float32 CPU tensors");
+  at::Tensor state_tensor(const at::Tensor& t, std::vector<int64_t> shape, std::vector<int64_t> strides) const {
+    TORCH_CHECK(t.scalar_type() == at::kFloat && t.device().is_cpu(), "state tensors must be float32 CPU tensors");
     TORCH_CHECK(t.sizes().vec() == shape, "state tensor has shape ", t.sizes(), ", expected ", at::IntArrayRef(shape));
+    TORCH_CHECK(t.strides().vec() == strides, "state tensor has strides ", t.strides(), ", expected ",
+                at::IntArrayRef(strides));
     return t;  // shares storage: updated in place
   }
 
@@ -493,21 +566,51 @@ class Net {
     return tiers_[i];
   }
 
-  std::vector<Block>& groups(int64_t g) {
+  std::vector<Block>& groups_of(int64_t g) {
     const int64_t n = static_cast<int64_t>(tiers_.size());
     TORCH_CHECK(g >= 0 && g <= 2 * n, "block group out of range");
+    TORCH_CHECK(!ready_, "the model is already finalized");
     if (g == 2 * n) return center_;
     return g % 2 ? tiers_[g / 2].up : tiers_[g / 2].down;
   }
 
   void set_norm(Block& k, const at::Tensor& w, const at::Tensor& b, double eps) {
-    k.ln_w_ = f32(w);
-    k.ln_b_ = f32(b);
-    k.H = static_cast<int>(k.ln_w_.numel());
-    TORCH_CHECK(k.ln_b_.numel() == k.H, "LayerNorm weight and bias sizes differ");
-    k.ln_w = k.ln_w_.data_ptr<float>();
-    k.ln_b = k.ln_b_.data_ptr<float>();
+    k.ln_w.staging = f32(w);
+    k.ln_b.staging = f32(b);
+    k.H = static_cast<int>(k.ln_w.staging.numel());
+    TORCH_CHECK(k.ln_b.staging.numel() == k.H, "LayerNorm weight and bias sizes differ");
     k.eps = static_cast<float>(eps);
+  }
+
+  void place_linear(Linear& lin) {
+    arena_.place(lin.b);
+    arena_.place(lin.w);
+  }
+
+  void place_block(Block& k) {
+    arena_.place(k.ln_w);
+    arena_.place(k.ln_b);
+    if (k.s4) {
+      arena_.place(k.ssm);
+      place_linear(k.out);
+    } else {
+      place_linear(k.ff_in);
+      place_linear(k.ff_out);
+    }
+  }
+
+  // In the order of a step where every tier runs (as tier_rows).
+  void place_tier(size_t i) {
+    if (i == tiers_.size()) {
+      for (Block& k : center_) place_block(k);
+      return;
+    }
+    Tier& T = tiers_[i];
+    for (Block& k : T.down) place_block(k);
+    place_linear(T.down_linear);
+    place_tier(i + 1);
+    place_linear(T.up_linear);
+    for (Block& k : T.up) place_block(k);
   }
 
   void check_ready() const { TORCH_CHECK(ready_, "finalize() was not called"); }
@@ -515,11 +618,13 @@ class Net {
   at::Tensor as_tokens(const at::Tensor& token) const {
     TORCH_CHECK(token.dim() == 1 && token.size(0) == B_, "token must have shape (", B_, ",)");
     TORCH_CHECK(token.device().is_cpu(), "token must be a CPU tensor");
-    at::Tensor t = token.scalar_type() == at::kLong ? token : token.to(at::kLong);
-    t = t.contiguous();
+    TORCH_CHECK(!at::isFloatingType(token.scalar_type()) && !at::isComplexType(token.scalar_type()),
+                "token must be an integer tensor");
+    at::Tensor t = (token.scalar_type() == at::kLong ? token : token.to(at::kLong)).contiguous();
     const int64_t* p = t.data_ptr<int64_t>();
     for (int b = 0; b < B_; ++b)
-      if (p[b] < 0 || p[b] > C_) throw std::out_of_range("token " + std::to_string(p[b]) + " out of range [0, " + std::to_string(C_) + "]");
+      if (p[b] < 0 || p[b] > C_)
+        throw std::out_of_range("token " + std::to_string(p[b]) + " out of range [0, " + std::to_string(C_) + "]");
     return t;
   }
 
@@ -555,8 +660,7 @@ class Net {
       std::memcpy(x0 + static_cast<int64_t>(b) * H, emb + token[b] * H, sizeof(float) * H);
     tier_rows(0, x0, y0, t_, b0, b1);
     float* un = u_.data_ptr<float>() + b0 * SW_;
-    layer_norm(y0 + static_cast<int64_t>(b0) * H, H, un, SW_, rows, H, norm_w_.data_ptr<float>(),
-               norm_b_.data_ptr<float>(), norm_eps_);
+    layer_norm(y0 + static_cast<int64_t>(b0) * H, H, un, SW_, rows, H, norm_w_.p, norm_b_.p, norm_eps_);
     gemm(head_, un, SW_, logits + static_cast<int64_t>(b0) * C_, C_, rows, false);
     for (int b = b0; b < b1; ++b)
       sample_row(logits + static_cast<int64_t>(b) * C_, u[b], out_tok + b, out_lp + b,
@@ -598,9 +702,11 @@ class Net {
       const int H2 = T.down_linear.N;
       float* pooled = T.pooled_.data_ptr<float>();
       float* deeper = T.deeper_.data_ptr<float>();
-      gemm(T.down_linear, T.dreg + off * p, H * p, pooled + static_cast<int64_t>(b0) * H2, H2, rows, false);
+      gemm(T.down_linear, T.dreg + off * p, static_cast<int64_t>(H) * p, pooled + static_cast<int64_t>(b0) * H2,
+           H2, rows, false);
       tier_rows(i + 1, pooled, deeper, tau / p, b0, b1);
-      gemm(T.up_linear, deeper + static_cast<int64_t>(b0) * H2, H2, T.ureg + off * p, H * p, rows, false);
+      gemm(T.up_linear, deeper + static_cast<int64_t>(b0) * H2, H2, T.ureg + off * p, static_cast<int64_t>(H) * p,
+           rows, false);
     } else {
       for (int64_t e = off; e < off + n; ++e) {
         float* r = T.ureg + e * p;
@@ -622,6 +728,30 @@ class Net {
     for (int64_t e = off; e < off + n; ++e) y[e] += res[e];
   }
 
+  template <int R>
+  void ssm_rows(const Block& k, const float* u, float* z, int b0, int b1) {
+    const int H = k.H, M = k.M;
+    const int64_t sb = static_cast<int64_t>(M) * H, sm = H;
+    for (int h0 = 0, g = 0; h0 < H; h0 += L, ++g) {
+      const float* wg = k.ssm.p + g * k.group_stride;
+      const int nl = std::min(L, H - h0);
+      float* re = k.re + static_cast<int64_t>(b0) * sb + h0;
+      float* im = k.im + static_cast<int64_t>(b0) * sb + h0;
+      const float* ub = u + b0 * SW_ + h0;
+      float* zb = z + b0 * SW_ + h0;
+      int b = b0;
+      if (nl == L) {
+        for (; b + 2 <= b1; b += 2, re += 2 * sb, im += 2 * sb, ub += 2 * SW_, zb += 2 * SW_)
+          ssm_group<R, 2, true>(wg, M, k.R, nl, re, im, sb, sm, ub, SW_, zb, SW_);
+        for (; b < b1; ++b, re += sb, im += sb, ub += SW_, zb += SW_)
+          ssm_group<R, 1, true>(wg, M, k.R, nl, re, im, sb, sm, ub, SW_, zb, SW_);
+      } else {
+        for (; b < b1; ++b, re += sb, im += sb, ub += SW_, zb += SW_)
+          ssm_group<R, 1, false>(wg, M, k.R, nl, re, im, sb, sm, ub, SW_, zb, SW_);
+      }
+    }
+  }
+
   // x (B H) <- block(x), rows [b0, b1): x + GLU(Linear(GELU(SSM(LN x) + D LN x))) for S4,
   // x + Linear(GELU(Linear(LN x))) for FF. Scratch rows have the fixed stride SW_ (threads own their rows).
   void run_block(Block& k, float* x, int b0, int b1) {
@@ -630,14 +760,12 @@ class Net {
     float* u = u_.data_ptr<float>() + b0 * SW_;
     float* t1 = t1_.data_ptr<float>() + b0 * SW_;
     float* t2 = t2_.data_ptr<float>() + b0 * SW_;
-    layer_norm(x + off, H, u, SW_, rows, H, k.ln_w, k.ln_b, k.eps);
+    layer_norm(x + off, H, u, SW_, rows, H, k.ln_w.p, k.ln_b.p, k.eps);
     if (k.s4) {
-      float* ub = u_.data_ptr<float>();
-      float* zb = t1_.data_ptr<float>();
       switch (k.R) {
-        case 0: ssm_rows<0>(k, ub, zb, SW_, b0, b1, 0); break;
-        case 1: ssm_rows<1>(k, ub, zb, SW_, b0, b1, 1); break;
-        default: ssm_rows<-1>(k, ub, zb, SW_, b0, b1, k.R); break;
+        case 0: ssm_rows<0>(k, u_.data_ptr<float>(), t1_.data_ptr<float>(), b0, b1); break;
+        case 1: ssm_rows<1>(k, u_.data_ptr<float>(), t1_.data_ptr<float>(), b0, b1); break;
+        default: ssm_rows<-1>(k, u_.data_ptr<float>(), t1_.data_ptr<float>(), b0, b1); break;
       }
       for (int r = 0; r < rows; ++r) gelu_inplace(t1 + r * SW_, H);
       gemm(k.out, t1, SW_, t2, SW_, rows, false);
@@ -654,7 +782,6 @@ class Net {
       gemm(k.ff_out, t1, SW_, x + off, H, rows, true);
     }
   }
-
   // ----- sampling, as sashimi.generation.sampling.sample -----
   // scratch: 2 C floats; order: C pairs. Writes the token and log p(token) under the unfiltered, temperature-1
   // model.
@@ -763,6 +890,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("add_ff", &Net::add_ff)
       .def("finalize", &Net::finalize)
       .def_property("t", &Net::get_t, &Net::set_t)
+      .def_property_readonly("weight_bytes", &Net::weight_bytes)
       .def("step", &Net::step, py::call_guard<py::gil_scoped_release>())
       .def("steps", &Net::steps, py::call_guard<py::gil_scoped_release>());
 }
