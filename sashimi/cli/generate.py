@@ -40,8 +40,12 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, help="sequences generated together (default: all of --n)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1: best for small "
                    "steps on a shared CPU)")
+    p.add_argument("--backend", choices=("native", "inductor", "eager"), default="native",
+                   help="fast-step backend (default native: the fused C++ step, built once with the system "
+                   "compiler; falls back to inductor, then eager, with a warning)")
     p.add_argument("--eager", action="store_true", help="use the reference step (SaShiMiLM.step), slow")
-    p.add_argument("--no-compile", action="store_true", help="run the fast step without torch.compile")
+    p.add_argument("--no-compile", action="store_true", help="same as --backend eager (the fast step, "
+                   "uncompiled)")
     p.set_defaults(handler=run)
 
 
@@ -77,13 +81,16 @@ def run(args) -> int:
     n_new = int(round(args.seconds * cfg.sample_rate))
     seeds = [args.seed + i for i in range(args.n)]
     batch = args.batch_size or args.n
-    rows, start = [], time.perf_counter()
+    rows, backends, start = [], set(), time.perf_counter()
     with tqdm(total=args.n * n_new, unit="sample", unit_scale=True, desc="generate") as bar:
         for b0 in range(0, args.n, batch):
-            rows += _generate_batch(model, seeds[b0 : b0 + batch], settings, prime_tokens, n_new, out, args, bar)
+            batch_rows, backend = _generate_batch(model, seeds[b0 : b0 + batch], settings, prime_tokens, n_new, out,
+                                                  args, bar)
+            rows += batch_rows
+            backends.add(backend)
     elapsed = time.perf_counter() - start
     rows = _finalize(rows, out)
-    manifest = _manifest(args, cfg, settings, rows, n_new, prime_tokens, elapsed)
+    manifest = _manifest(args, cfg, settings, rows, n_new, prime_tokens, elapsed, "+".join(sorted(backends)))
     atomic_write(out / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n"))
     if args.report:
         prime = None
@@ -96,11 +103,14 @@ def run(args) -> int:
     return 0
 
 
-def _generate_batch(model, seeds, settings, prime, n_new, out: Path, args, bar) -> list[dict]:
-    """Generate one batch, writing every sequence's WAV as chunks arrive; return its manifest rows."""
+def _generate_batch(model, seeds, settings, prime, n_new, out: Path, args, bar) -> tuple[list[dict], str]:
+    """Generate one batch, writing every sequence's WAV as chunks arrive; return its manifest rows and the step
+    backend that ran it ("reference" for --eager)."""
     cfg = model.config
     quant = make_quantizer(cfg.quantization, cfg.bits)
-    sampler = Sampler(model, seeds, settings, prime=prime, fast=not args.eager, compile=not args.no_compile)
+    sampler = Sampler(model, seeds, settings, prime=prime, fast=not args.eager, compile=not args.no_compile,
+                      backend="eager" if args.no_compile else args.backend)
+    backend = "reference" if args.eager else sampler.backend.backend
     paths = [out / f".seed{s}.partial.wav" for s in seeds]
     wav = lambda path: sf.SoundFile(str(path), "w", cfg.sample_rate, 1, "PCM_16", format="WAV")
     writers = [(wav(p), i) for i, p in enumerate(paths)]  # (file, sequence it gets)
@@ -120,7 +130,7 @@ def _generate_batch(model, seeds, settings, prime, n_new, out: Path, args, bar) 
             w.close()
     return [{"file": p.name, "seed": s, "log_likelihood": float(ll), "bits_per_sample": float(bps),
              "n_generated": n_new} for p, s, ll, bps in zip(paths, seeds, sampler.log_likelihood,
-                                                             sampler.bits_per_sample)]
+                                                             sampler.bits_per_sample)], backend
 
 
 def _write_chunk(writers, audio) -> None:
@@ -146,7 +156,7 @@ def _finalize(rows: list[dict], out: Path) -> list[dict]:
     return rows
 
 
-def _manifest(args, cfg, settings, rows, n_new, prime_tokens, elapsed) -> dict:
+def _manifest(args, cfg, settings, rows, n_new, prime_tokens, elapsed, backend: str) -> dict:
     total = len(rows) * n_new
     return {
         "checkpoint": str(args.checkpoint),
@@ -157,7 +167,7 @@ def _manifest(args, cfg, settings, rows, n_new, prime_tokens, elapsed) -> dict:
                      "prime": args.prime, "prime_seconds": args.prime_seconds,
                      "prime_samples": 0 if prime_tokens is None else len(prime_tokens),
                      "batch_size": args.batch_size or args.n, "step": "eager" if args.eager else "fast",
-                     "compiled": not (args.eager or args.no_compile)},
+                     "backend": backend, "compiled": backend in ("native", "inductor")},
         "log_likelihood_note": "nats of the generated samples (after the prime) under the model, temperature 1",
         "samples": rows,
         "timing": {"seconds": elapsed, "samples_per_second": total / elapsed,

@@ -39,12 +39,22 @@ class _EagerStep:
         logits, self.state = self.model.step(token, self.state)
         return *sample(logits, u, self.settings), logits
 
+    def steps(self, token: torch.Tensor, u: torch.Tensor):
+        """u (n B): n steps, each sample fed back -> tokens (n B), log-probs (n B), last logits (B C)."""
+        tokens, logps, logits = [], [], None
+        for k in range(u.shape[0]):
+            token, logp, logits = self.step(token, u[k])
+            tokens.append(token)
+            logps.append(logp)
+        return torch.stack(tokens), torch.stack(logps), logits
+
 
 class Sampler:
     """Generate ``len(seeds)`` sequences from ``model``, optionally continuing ``prime`` tokens (B T) or (T,)."""
 
     def __init__(self, model: SaShiMiLM, seeds: list[int], settings: SamplingSettings = SamplingSettings(),
-                 prime: torch.Tensor | None = None, fast: bool = True, compile: bool = True):
+                 prime: torch.Tensor | None = None, fast: bool = True, compile: bool = True,
+                 backend: str | None = None):
         if not seeds:
             raise ConfigError("need at least one seed (one per sequence)")
         model.eval()  # dropout off: sampling follows the model's distribution
@@ -52,7 +62,10 @@ class Sampler:
         B = len(self.seeds)
         device = model.head.weight.device
         self._rngs = [torch.Generator(device="cpu").manual_seed(int(s)) for s in self.seeds]
-        self.backend = FastLM(model, B, settings, compile=compile) if fast else _EagerStep(model, B, settings)
+        # fast: FastLM with ``backend`` ("native", "inductor" or "eager"; default native, or eager when not
+        # compile), falling back with a warning; else the reference SaShiMiLM.step
+        self.backend = FastLM(model, B, settings, compile=compile, backend=backend) if fast \
+            else _EagerStep(model, B, settings)
         self.log_likelihood = torch.zeros(B, dtype=torch.float64)  # nats, of the generated samples
         self.n_generated = 0
         self._token = torch.full((B,), model.bos, dtype=torch.long, device=device)
@@ -87,14 +100,14 @@ class Sampler:
         u = self._uniforms(n).to(self._token.device)  # (n B)
         tokens = torch.empty(n, len(self.seeds), dtype=torch.long, device=u.device)
         logps = torch.empty(n, len(self.seeds), dtype=torch.float32, device=u.device)
-        token = self._token
-        for k in range(n):
-            if self._pending is not None:  # first sample after a prime: its logits came from prefill
-                token, logp = sample(self._pending, u[k], self.settings)
-                self._pending = None
-            else:
-                token, logp, _ = self.backend.step(token, u[k])
-            tokens[k], logps[k] = token, logp
+        token, k = self._token, 0
+        if self._pending is not None:  # first sample after a prime: its logits came from prefill
+            token, logp = sample(self._pending, u[0], self.settings)
+            self._pending = None
+            tokens[0], logps[0], k = token, logp, 1
+        if k < n:  # the rest, each sample fed back (the native backend runs this loop in C++)
+            tokens[k:], logps[k:], _ = self.backend.steps(token, u[k:])
+            token = tokens[n - 1].clone()
         self._check(logps)
         self._token = token
         self.log_likelihood += logps.double().sum(0).cpu()
@@ -126,9 +139,9 @@ class Generation:
 
 def generate(model: SaShiMiLM, n_samples: int, seeds: list[int], settings: SamplingSettings = SamplingSettings(),
              prime: torch.Tensor | None = None, fast: bool = True, compile: bool = True,
-             chunk_size: int = 4000) -> Generation:
+             chunk_size: int = 4000, backend: str | None = None) -> Generation:
     """Generate everything in memory (convenient for short outputs; use ``Sampler.chunks`` to stream)."""
-    sampler = Sampler(model, seeds, settings, prime=prime, fast=fast, compile=compile)
+    sampler = Sampler(model, seeds, settings, prime=prime, fast=fast, compile=compile, backend=backend)
     parts = [] if sampler.prime is None else [sampler.prime]
     parts += list(sampler.chunks(n_samples, chunk_size))
     tokens = torch.cat(parts, dim=1) if parts else torch.empty(len(seeds), 0, dtype=torch.long)

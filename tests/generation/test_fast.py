@@ -60,8 +60,8 @@ def test_compiled_fast_step_equals_eager_step():
     tokens = torch.randint(0, 256, (2, 40))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fast = FastLM(model, 2, compile=True)
-    assert fast.compiled, [str(w.message) for w in caught]  # a fallback to eager would not test the graph
+        fast = FastLM(model, 2, compile=True, backend="inductor")
+    assert fast.compiled and fast.backend == "inductor", [str(w.message) for w in caught]  # not a fallback
     torch.testing.assert_close(_fast_logits(fast, tokens, torch.full((2,), model.bos)), model(tokens),
                                atol=2e-5, rtol=1e-4)
 
@@ -76,11 +76,12 @@ def test_bidirectional_model_cannot_generate():
 
 @pytest.mark.slow
 @torch.no_grad()
-def test_compiled_fast_step_on_the_sc09_preset():
+def test_compiled_and_native_fast_steps_on_the_sc09_preset():
     torch.manual_seed(0)
     model = sashimi.SaShiMiLM(sashimi.preset("sc09")).eval()
     tokens = torch.randint(0, 256, (2, 40))
-    fast = FastLM(model, 2, compile=True)
-    assert fast.compiled
-    torch.testing.assert_close(_fast_logits(fast, tokens, torch.full((2,), model.bos)), model(tokens),
-                               atol=5e-4, rtol=1e-3)
+    for backend in ("inductor", "native"):
+        fast = FastLM(model, 2, compile=True, backend=backend)
+        assert fast.backend == backend
+        torch.testing.assert_close(_fast_logits(fast, tokens, torch.full((2,), model.bos)), model(tokens),
+                                   atol=5e-4, rtol=1e-3)

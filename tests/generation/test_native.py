@@ -1,0 +1,161 @@
+"""The native (C++) fast step against the eager fast step, the reference everything else is tested against.
+
+The extension is built once per test session (about a minute with gcc, or loaded from the cache).
+"""
+import warnings
+
+import pytest
+import torch
+
+from sashimi.generation import GenerationError, Sampler, SamplingSettings, generate, native
+from sashimi.generation.fast import FastLM
+from tests.generation.conftest import small_model
+
+
+@pytest.fixture(scope="session")
+def built():
+    try:
+        return native.load()
+    except native.NativeUnavailable as err:  # CI has gcc: a failed build is a failure, not a skip
+        pytest.fail(f"the native step did not build: {err.__cause__!r}")
+
+
+def _run(fast, first, u, tokens=None):
+    """Steps with uniforms u (n B); feeds back its own samples (or ``tokens`` (B n) if given)."""
+    prev, out = first, []
+    for k in range(u.shape[0]):
+        tok, logp, logits = fast.step(prev, u[k])
+        out.append((tok, logp, logits))
+        prev = tok if tokens is None else tokens[:, k]
+    return [torch.stack(x) for x in zip(*out)]  # tokens (n B), log-probs (n B), logits (n B C)
+
+
+CASES = [  # layer, unet, batch, settings: every layer / U-Net / batch combination, each sampling feature
+    ("s4", False, 1, SamplingSettings()),
+    ("s4", False, 3, SamplingSettings(temperature=0.7, top_p=0.9)),
+    ("s4d", False, 1, SamplingSettings(top_k=5, temperature=1.3)),
+    ("s4d", False, 3, SamplingSettings(top_p=0.95, top_k=20)),
+    ("s4", True, 1, SamplingSettings(top_p=0.8)),
+    ("s4", True, 3, SamplingSettings(temperature=1.5)),
+    ("s4d", True, 1, SamplingSettings(temperature=0.5, top_k=40)),
+    ("s4d", True, 3, SamplingSettings()),
+]
+
+
+@pytest.mark.parametrize("layer,unet,B,settings", CASES)
+@torch.no_grad()
+def test_native_step_equals_eager_fast_step(built, layer, unet, B, settings):
+    model = small_model(layer, unet)
+    u = torch.rand(75, B)  # 75 steps: more than 4 periods of the 4 x 4 pools, every tier runs several times
+    bos = torch.full((B,), model.bos)
+    nat = FastLM(model, B, settings, backend="native")
+    assert nat.backend == "native"
+    eager = FastLM(model, B, settings, compile=False)
+    tok_n, lp_n, logits_n = _run(nat, bos, u)
+    tok_e, lp_e, logits_e = _run(eager, bos, u)
+    torch.testing.assert_close(logits_n, logits_e, atol=2e-5, rtol=1e-4)
+    assert torch.equal(tok_n, tok_e)
+    torch.testing.assert_close(lp_n, lp_e, atol=1e-5, rtol=1e-5)
+    assert nat.t == eager.t == 75
+    for a, b in zip(nat._state_tensors(), eager._state_tensors()):  # the state is updated in place
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("T", [1, 15, 33])
+@torch.no_grad()
+def test_native_step_continues_from_prefill_state(built, T):
+    model = small_model("s4")
+    tokens = torch.randint(0, 256, (2, 50))
+    conv = model(tokens)
+    logits, state = model.prefill(tokens[:, :T])
+    fast = FastLM(model, 2, backend="native")
+    fast.load_state(state)
+    assert fast.t == T + 1
+    _, _, cont = _run(fast, tokens[:, T], torch.rand(50 - T - 1, 2), tokens[:, T + 1:])
+    torch.testing.assert_close(cont.transpose(0, 1), conv[:, T + 1:], atol=2e-5, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_steps_runs_the_loop_in_one_call_and_rows_split_across_threads(built):
+    model = small_model("s4d", unet=True)
+    settings = SamplingSettings(top_p=0.9)
+    u = torch.rand(40, 3)
+    bos = torch.full((3,), model.bos)
+    one = FastLM(model, 3, settings, backend="native")
+    tok_1, lp_1, logits_1 = _run(one, bos, u)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # rows [0, 1) and [1, 3) on two threads
+    try:
+        many = FastLM(model, 3, settings, backend="native")
+        tok_n, lp_n, last = many.steps(bos, u)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(tok_n, tok_1) and torch.equal(lp_n, lp_1) and torch.equal(last, logits_1[-1])
+    assert many.t == 40
+
+
+def test_sampler_uses_native_by_default_and_samples_like_eager(built):
+    model = small_model("s4")
+    settings = SamplingSettings(temperature=0.9, top_p=0.95)
+    sampler = Sampler(model, [3, 4], settings)
+    assert sampler.backend.backend == "native"
+    prime = torch.randint(0, 256, (9,))
+    fast = generate(model, 45, [3, 4], settings, prime=prime, chunk_size=16)
+    eager = generate(model, 45, [3, 4], settings, prime=prime, compile=False, chunk_size=16)
+    assert torch.equal(fast.tokens, eager.tokens)
+    torch.testing.assert_close(fast.log_likelihood, eager.log_likelihood, rtol=1e-5, atol=1e-4)
+
+
+def test_nan_state_stops_native_generation(built):
+    sampler = Sampler(small_model(), [0])
+    list(sampler.chunks(10))
+    for blk in sampler.backend.center:  # the native step shares the FastLM's state tensors
+        for s in sampler.backend.states[id(blk)]:
+            s.fill_(float("nan"))
+    with pytest.raises(GenerationError, match=r"generated sample 20 .*seed 0"):
+        list(sampler.chunks(20))
+
+
+def test_bad_tokens_are_an_error_not_a_crash(built):
+    fast = FastLM(small_model(), 2, backend="native")
+    with pytest.raises(IndexError, match="out of range"):
+        fast.step(torch.tensor([0, 257]), torch.rand(2))
+    with pytest.raises(RuntimeError, match="shape"):
+        fast.step(torch.tensor([0, 1, 2]), torch.rand(3))
+
+
+def test_failed_build_falls_back_with_a_warning(monkeypatch):
+    from torch.utils import cpp_extension
+
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("Error building extension 'sashimi_fast_step'")
+
+    monkeypatch.setattr(cpp_extension, "load", broken)
+    monkeypatch.setattr(native, "_module", None)
+    monkeypatch.setattr(native, "_error", None)
+    model = small_model("s4")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast = FastLM(model, 2, compile=False)  # not compiled: the eager fast step
+    assert fast.backend == "eager" and not calls  # nothing is built unless the native step is asked for
+    with pytest.warns(RuntimeWarning, match="native fast step unavailable.*Error building extension"):
+        fast = FastLM(model, 2, compile=False, backend="native")
+    with pytest.warns(RuntimeWarning, match="Error building extension"):
+        again = FastLM(model, 2, compile=False, backend="native")
+    assert fast.backend == again.backend == "eager" and len(calls) == 1  # the failure is remembered
+    tokens = torch.randint(0, 256, (2, 20))
+    logits = torch.stack([fast.step(t, torch.rand(2))[2] for t in [torch.full((2,), 256), *tokens.T[:-1]]], 1)
+    torch.testing.assert_close(logits, model(tokens), atol=2e-5, rtol=1e-4)
+
+
+def test_other_dtypes_fall_back_with_a_warning(built):
+    model = small_model("s4d").double()
+    with pytest.warns(RuntimeWarning, match="float32 on CPU only"):
+        fast = FastLM(model, 1, compile=False, backend="native")
+    assert fast.backend == "eager"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast.step(torch.full((1,), model.bos), torch.rand(1))
