@@ -1,15 +1,20 @@
 """Generation speed: samples/s of recurrent sampling (step + sampling) for the sc09-preset model, float32.
 
-    python benchmarks/generate.py                    # batch 1 and 16, compiled fast step, reference rows
+    python benchmarks/generate.py                    # batch 1 and 16: native and compiled fast step, references
+    python benchmarks/generate.py --batch 1 --backends native --depths
     python benchmarks/generate.py --batch 1 --profile
 
-Random weights (speed does not depend on them). Each row times ``--steps`` steps after a warm-up, best of
-``--repeat``; "samples/s" counts every sequence of the batch. The official implementation's figures (its
-recurrent generation of the same model measured on this machine, per the issue) are printed beside ours.
+Random weights (speed does not depend on them). Each row times ``--steps`` calls of ``step(token, u)`` after a
+warm-up, best of ``--repeat``; "samples/s" counts every sequence of the batch. "native, chunk" times the same
+steps as one ``steps(token, u)`` call (the loop in C++, as ``Sampler`` runs it). The official implementation's
+figures (its recurrent generation of the same model measured on this machine, per the issue) are printed
+beside ours. ``--depths`` prints the native step's median time per step depth (how many pooled tiers run).
 """
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -40,6 +45,20 @@ def rate(step, batch: int, steps: int, repeat: int) -> float:
     return best
 
 
+def chunk_rate(fast: FastLM, batch: int, steps: int, repeat: int) -> float:
+    """Best samples/s of one ``steps(token, u)`` call over ``steps`` steps."""
+    token, u, best = torch.zeros(batch, dtype=torch.long), torch.rand(steps, batch), 0.0
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        token = fast.steps(token, u)[0][-1]
+        best = max(best, steps * batch / (time.perf_counter() - t0))
+    return best
+
+
+def fmt(x: float) -> str:
+    return "-" if x != x else f"{x:,.0f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="sc09")
@@ -48,37 +67,75 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--backends", nargs="+", default=["native", "inductor"], choices=("native", "inductor"),
+                    help="fast-step backends to time (the eager rows are --reference-steps)")
     ap.add_argument("--reference-steps", type=int, default=32, help="steps for the slow eager rows (0: skip)")
+    ap.add_argument("--depths", action="store_true", help="median native step time per step depth")
     ap.add_argument("--profile", action="store_true", help="print where the time of the compiled step goes")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = sashimi.SaShiMiLM(sashimi.preset(args.preset)).eval()
     settings = SamplingSettings(top_p=args.top_p)
-    print(f"# {args.preset}, float32, {machine()}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"# {args.preset}, float32, {machine()}, load average {load:.2f} at start")
     rows = []
     for B in args.batch:
-        t0 = time.perf_counter()
-        fast = FastLM(model, B, settings, compile=True)
-        build = time.perf_counter() - t0
+        row = dict(B=B, native=float("nan"), chunk=float("nan"), inductor=float("nan"), compiled=True)
         with torch.no_grad():
-            rate(fast.step, B, 64, 1)  # warm-up
-            fast_rate = rate(fast.step, B, args.steps, args.repeat)
-            eager_fast = rate(FastLM(model, B, settings, compile=False).step, B, args.reference_steps, 1) \
+            if "native" in args.backends:
+                t0 = time.perf_counter()
+                fast = FastLM(model, B, settings, backend="native")
+                build = time.perf_counter() - t0
+                if fast.backend == "native":
+                    rate(fast.step, B, 64, 1)  # warm-up
+                    row["native"] = rate(fast.step, B, args.steps, args.repeat)
+                    row["chunk"] = chunk_rate(fast, B, args.steps, args.repeat)
+                    print(f"batch {B}: native {row['native']:,.0f} samples/s, in chunks {row['chunk']:,.0f} "
+                          f"(set-up {build:.1f} s)", flush=True)
+                    if args.depths:
+                        depths(fast, B)
+            if "inductor" in args.backends:
+                t0 = time.perf_counter()
+                fast = FastLM(model, B, settings, backend="inductor")
+                build = time.perf_counter() - t0
+                rate(fast.step, B, 64, 1)
+                row["inductor"], row["compiled"] = rate(fast.step, B, args.steps, args.repeat), fast.compiled
+                print(f"batch {B}: inductor {row['inductor']:,.0f} samples/s (build + compile {build:.0f} s)",
+                      flush=True)
+                if args.profile:
+                    profile(fast, B)
+            row["eager"] = rate(FastLM(model, B, settings, compile=False).step, B, args.reference_steps, 1) \
                 if args.reference_steps else float("nan")
-            ref = rate(_EagerStep(model, B, settings).step, B, args.reference_steps, 1) \
+            row["ref"] = rate(_EagerStep(model, B, settings).step, B, args.reference_steps, 1) \
                 if args.reference_steps else float("nan")
-        rows.append((B, fast_rate, eager_fast, ref, build, fast.compiled))
-        print(f"batch {B}: {fast_rate:,.0f} samples/s (build + compile {build:.0f} s)", flush=True)
-        if args.profile:
-            profile(fast, B)
-    print("\n| batch | fast step, compiled | fast step, eager | `SaShiMiLM.step` (reference) | official dense "
-          "| official diagonal | target |")
-    print("|---|---|---|---|---|---|---|")
-    for B, f, e, r, build, compiled in rows:
-        off = OFFICIAL.get(B, ("-", "-"))
-        print(f"| {B} | {f:,.0f}{'' if compiled else ' (compile failed: eager)'} | {e:,.0f} | {r:,.0f} | "
-              f"{off[0]:,} | {off[1]:,} | {TARGET.get(B, '-'):,} |")
+        rows.append(row)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"# load average {load:.2f} at the end")
+    print("\n| batch | native step | native, chunk | fast step, compiled | fast step, eager | `SaShiMiLM.step` "
+          "(reference) | official dense | official diagonal | target |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        off = OFFICIAL.get(r["B"], ("-", "-"))
+        print(f"| {r['B']} | {fmt(r['native'])} | {fmt(r['chunk'])} | "
+              f"{fmt(r['inductor'])}{'' if r['compiled'] else ' (compile failed: eager)'} | {fmt(r['eager'])} | "
+              f"{fmt(r['ref'])} | {off[0]:,} | {off[1]:,} | {TARGET.get(r['B'], '-'):,} |")
+
+
+def depths(fast: FastLM, B: int, steps: int = 2048) -> None:
+    """Median time of a native step by depth: 0 = outer tier only, d = the d pooled tiers below also run."""
+    token, u, times = torch.zeros(B, dtype=torch.long), torch.rand(steps, B), {}
+    for k in range(steps):
+        d = fast.depth(fast.t)
+        t0 = time.perf_counter()
+        token, _, _ = fast.step(token, u[k])
+        times.setdefault(d, []).append(time.perf_counter() - t0)
+    period = fast.period
+    for d, ts in sorted(times.items()):
+        share = len(ts) / steps
+        med = statistics.median(ts)
+        print(f"  depth {d}: median {med * 1e6:,.0f} us per step, {share * period:.0f} of every {period} steps, "
+              f"{med * share * 1e6:,.0f} us per step on average")
 
 
 def profile(fast: FastLM, B: int) -> None:
