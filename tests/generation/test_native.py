@@ -159,3 +159,34 @@ def test_other_dtypes_fall_back_with_a_warning(built):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fast.step(torch.full((1,), model.bos), torch.rand(1))
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(init="legt"),  # DPLR rank 2
+    dict(pool=(), d_model=24),  # no pooling; channels not a multiple of the SIMD lane group
+    dict(pool=(3, 2), unet=True, ff=0),
+])
+@torch.no_grad()
+def test_native_step_on_other_shapes(built, overrides):
+    import sashimi
+
+    torch.manual_seed(0)
+    kw = {**dict(layer="s4", d_model=8, d_state=8, n_layers=1, l_max=64, pool=(4, 4)), **overrides}
+    model = sashimi.SaShiMiLM(sashimi.preset("tiny", **kw)).eval()
+    u, bos = torch.rand(30, 2), torch.full((2,), model.bos)
+    nat = FastLM(model, 2, backend="native")
+    assert nat.backend == "native"
+    tok_n, lp_n, logits_n = _run(nat, bos, u)
+    tok_e, lp_e, logits_e = _run(FastLM(model, 2, compile=False), bos, u)
+    torch.testing.assert_close(logits_n, logits_e, atol=2e-5, rtol=1e-4)
+    assert torch.equal(tok_n, tok_e)
+
+
+def test_native_gelu_and_sigmoid_are_accurate(built):
+    x = torch.linspace(-12, 12, 200_001)
+    for name, ref in (("gelu", torch.nn.functional.gelu), ("sigmoid", torch.sigmoid)):
+        y, r = built.elementwise(name, x).double(), ref(x.double())
+        assert (y - r).abs().max() < 1e-6, name
+        big = r.abs() > 1e-3
+        assert ((y - r).abs() / r.abs())[big].max() < 3e-6, name  # a few float32 ulp
+    assert built.elementwise("gelu", torch.tensor([float("nan")])).isnan().all()

@@ -876,10 +876,28 @@ class Net {
 
 };
 
+// The elementwise functions of the step applied to a tensor (for tests of their accuracy).
+at::Tensor elementwise(const std::string& name, const at::Tensor& x) {
+  at::Tensor y = x.detach().to(at::kFloat).contiguous().clone();
+  float* p = y.data_ptr<float>();
+  const int64_t n = y.numel();
+  if (name == "gelu") {
+    gelu_inplace(p, n);
+  } else if (name == "sigmoid") {
+    for (int64_t i = 0; i < n; ++i) p[i] = sigmoid_f(p[i]);
+  } else if (name == "exp") {
+    for (int64_t i = 0; i < n; ++i) p[i] = exp_f(p[i]);
+  } else {
+    TORCH_CHECK(false, "unknown function ", name);
+  }
+  return y;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "sashimi: fused native generation step (see sashimi/generation/native.py)";
+  m.def("elementwise", &elementwise, "gelu / sigmoid / exp of the native step, elementwise (for tests)");
   py::class_<Net>(m, "Net")
       .def(py::init<int64_t, int64_t, std::vector<int64_t>, bool, double, double, int64_t>(), py::arg("batch"),
            py::arg("n_classes"), py::arg("pool"), py::arg("unet"), py::arg("temperature"), py::arg("top_p"),
