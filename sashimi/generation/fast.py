@@ -1,4 +1,9 @@
-"""The fast recurrent step: the whole SaShiMi LM as real-valued tensors, one compiled graph per step depth.
+"""The fast recurrent step: the whole SaShiMi LM as real-valued tensors, run by one of three backends.
+
+Backends (``FastLM(..., backend=...)``): "native" (the default; ``native.py``: one fused C++ call per step,
+JIT-built once with the system compiler), "inductor" (one compiled graph per step depth, below) and "eager"
+(the same graphs uncompiled: the reference the others are tested against). A backend that cannot be had falls
+back with a ``RuntimeWarning``: native -> inductor (or eager when ``compile=False``) -> eager.
 
 Dimension letters: B = batch, H = width of a tier, M = modes of a recurrence (N/2), C = classes, r = rank.
 
@@ -159,6 +164,11 @@ class FastLM(nn.Module):
 
     State: ``self.t`` (outer steps consumed), per-block SSM states, and per-tier pooling shift registers
     ``down[i]`` (B H_i p_i) holding the last inputs and ``up[i]`` (B H_i p_i) holding the outputs still due.
+    Every backend updates these same tensors in place (the native one stores the SSM states (B H M) with
+    strides of a (B M H) tensor, its channels-in-SIMD-lanes layout).
+
+    ``backend``: "native", "inductor" or "eager"; default "native", or "eager" when ``compile`` is False.
+    ``self.backend`` says which one runs after any fallback. The native step is float32 on CPU only.
     """
 
     def __init__(self, model: SaShiMiLM, batch_size: int, settings: SamplingSettings = SamplingSettings(),
