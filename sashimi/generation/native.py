@@ -11,6 +11,11 @@ backend is asked for) and serialised by a lock; a failure is remembered, so a pr
 ``NativeStep(fast)`` copies the fast model's weights into the extension (linear weights packed in panels, the
 S4 recurrences folded as described in ``fast_step.cpp``) and shares its state tensors, which the native step
 updates in place: ``FastLM.load_state`` and the eager fast step see the same state.
+
+Threads: a step runs on one thread unless ``SASHIMI_NATIVE_THREADS=n`` (or ``NativeStep.threads = n``) asks to
+split the batch rows across up to n of torch's threads (``torch.set_num_threads``). Each thread then streams
+all the weights, so this only pays where memory bandwidth is not the limit; on the 2-core machine of
+``benchmarks/RESULTS.md`` two threads were slower at batch 16.
 """
 from __future__ import annotations
 
@@ -172,9 +177,18 @@ class NativeStep:
         for blk in fast.center:
             add(2 * n, blk)
         net.finalize()
+        net.threads = max(1, int(os.environ.get("SASHIMI_NATIVE_THREADS", "1") or 1))
         self.net = net
         self.step = net.step  # token (B), u (B) -> token (B), log p (B), logits (B C)
         self.steps = net.steps  # token (B), u (n B) -> tokens (n B), log p (n B), last logits (B C)
+
+    @property
+    def threads(self) -> int:
+        return self.net.threads
+
+    @threads.setter
+    def threads(self, n: int) -> None:
+        self.net.threads = int(n)
 
     @property
     def t(self) -> int:

@@ -87,6 +87,7 @@ def test_steps_runs_the_loop_in_one_call_and_rows_split_across_threads(built):
     torch.set_num_threads(2)  # rows [0, 1) and [1, 3) on two threads
     try:
         many = FastLM(model, 3, settings, backend="native")
+        many._native.threads = 2
         tok_n, lp_n, last = many.steps(bos, u)
     finally:
         torch.set_num_threads(threads)

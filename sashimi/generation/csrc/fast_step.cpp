@@ -503,6 +503,11 @@ class Net {
     t_ = t;
   }
   int64_t weight_bytes() const { return arena_.bytes(); }
+  int64_t get_threads() const { return threads_; }
+  void set_threads(int64_t n) {
+    TORCH_CHECK(n >= 1, "threads must be >= 1");
+    threads_ = static_cast<int>(n);
+  }
 
   // token (B) the previous sample, u (B) uniforms -> (token (B) long, log p(token) (B), logits (B C)).
   std::tuple<at::Tensor, at::Tensor, at::Tensor> step(const at::Tensor& token, const at::Tensor& u) {
@@ -537,6 +542,7 @@ class Net {
 
  private:
   int B_, C_, H0_ = 0;
+  int threads_ = 1;
   bool unet_, ready_ = false;
   int64_t t_ = 0;
   Settings settings_;
@@ -635,8 +641,10 @@ class Net {
   }
 
   // ----- the step -----
+  // Rows split across min(threads_, torch threads, B) threads (default 1: on the 2-core machine this was
+  // measured on, the step is memory-bound and two threads, each streaming all the weights, were slower).
   void run(const int64_t* token, const float* u, int64_t* out_tok, float* out_lp, float* logits) {
-    const int parts = std::min(at::get_num_threads(), B_);
+    const int parts = std::min({threads_, at::get_num_threads(), B_});
     if (parts <= 1) {
       run_rows(token, u, out_tok, out_lp, logits, 0, B_);
       return;
@@ -909,6 +917,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("finalize", &Net::finalize)
       .def_property("t", &Net::get_t, &Net::set_t)
       .def_property_readonly("weight_bytes", &Net::weight_bytes)
+      .def_property("threads", &Net::get_threads, &Net::set_threads)
       .def("step", &Net::step, py::call_guard<py::gil_scoped_release>())
       .def("steps", &Net::steps, py::call_guard<py::gil_scoped_release>());
 }
