@@ -148,6 +148,7 @@ class NativeStep:
         if head.weight.dtype != torch.float32 or head.weight.device.type != "cpu":
             raise NativeUnavailable(f"the native step runs float32 on CPU only (model is {head.weight.dtype} on "
                                     f"{head.weight.device})")
+        _rehome_state(fast, mod.zeros)
         s = fast.settings
         net = mod.Net(fast.batch_size, head.out_features, list(fast.pool), bool(fast.unet), float(s.temperature),
                       float(s.top_p), int(s.top_k))
@@ -197,6 +198,27 @@ class NativeStep:
     @t.setter
     def t(self, value: int) -> None:
         self.net.t = int(value)
+
+
+def _rehome_state(fast, zeros) -> None:
+    """Move the FastLM's state tensors (same shapes, strides and values) into one buffer from ``zeros`` (huge
+    pages where possible), consecutive tensors 320 bytes off a 4 KB boundary from each other: the step reads an
+    SSM state's real and imaginary parts side by side, and equal offsets modulo 4 KB would make the CPU stall
+    their loads behind each other's stores (4K aliasing)."""
+    tensors = [t for ts in fast.states.values() for t in ts] + fast.down + fast.up
+    pad = 80  # floats: 320 bytes
+
+    def size(t):
+        return -(-t.numel() // 1024) * 1024 + pad
+
+    flat = zeros(sum(size(t) for t in tensors))
+    views, offset = {}, 0
+    for t in tensors:
+        views[id(t)] = flat[offset : offset + t.numel()].as_strided(t.shape, t.stride()).copy_(t)
+        offset += size(t)
+    fast.states = {k: [views[id(t)] for t in ts] for k, ts in fast.states.items()}
+    fast.down = [views[id(t)] for t in fast.down]
+    fast.up = [views[id(t)] for t in fast.up]
 
 
 def _norm(ln: torch.nn.LayerNorm) -> tuple[torch.Tensor, torch.Tensor, float]:
