@@ -365,6 +365,7 @@ struct Tier {
   float* dreg = nullptr;
   float* ureg = nullptr;
   at::Tensor skips_, res_, pooled_, deeper_;  // scratch: (n_down + 1) x (B H), (B H), (B H'), (B H')
+  float *skips = nullptr, *res = nullptr, *pooled = nullptr, *deeper = nullptr;
 };
 
 struct Settings {
@@ -502,6 +503,10 @@ class Net {
       T.res_ = at::zeros({static_cast<int64_t>(B_) * H}, at::kFloat);
       T.pooled_ = at::zeros({static_cast<int64_t>(B_) * H2}, at::kFloat);
       T.deeper_ = at::zeros({static_cast<int64_t>(B_) * H2}, at::kFloat);
+      T.skips = T.skips_.data_ptr<float>();
+      T.res = T.res_.data_ptr<float>();
+      T.pooled = T.pooled_.data_ptr<float>();
+      T.deeper = T.deeper_.data_ptr<float>();
       H = H2;
       width = std::max<int64_t>(width, H);
     }
@@ -514,6 +519,11 @@ class Net {
     x0_ = at::zeros({static_cast<int64_t>(B_) * H0_}, at::kFloat);
     y0_ = at::zeros({static_cast<int64_t>(B_) * H0_}, at::kFloat);
     order_.assign(static_cast<size_t>(B_) * C_, {0.0f, 0});
+    u_p_ = u_.data_ptr<float>();
+    t1_p_ = t1_.data_ptr<float>();
+    t2_p_ = t2_.data_ptr<float>();
+    x0_p_ = x0_.data_ptr<float>();
+    y0_p_ = y0_.data_ptr<float>();
     place_tier(0);
     arena_.place(norm_w_);
     arena_.place(norm_b_);
@@ -581,6 +591,7 @@ class Net {
   int Hc_ = 0;       // width of the centre tier
   int64_t SW_ = 0;   // row stride of the scratch buffers u_, t1_, t2_ (the widest row any block or sampling needs)
   at::Tensor u_, t1_, t2_, x0_, y0_;          // scratch: LayerNorm out, block temporaries, tier-0 in / out
+  float *u_p_ = nullptr, *t1_p_ = nullptr, *t2_p_ = nullptr, *x0_p_ = nullptr, *y0_p_ = nullptr;
   std::vector<std::pair<float, int>> order_;  // (B C) sort buffer of filtered sampling
   std::mutex mutex_;
 
@@ -686,18 +697,18 @@ class Net {
   void run_rows(const int64_t* token, const float* u, int64_t* out_tok, float* out_lp, float* logits, int b0,
                 int b1) {
     const int H = H0_, rows = b1 - b0;
-    float* x0 = x0_.data_ptr<float>();
-    float* y0 = y0_.data_ptr<float>();
+    float* x0 = x0_p_;
+    float* y0 = y0_p_;
     const float* emb = emb_.data_ptr<float>();
     for (int b = b0; b < b1; ++b)
       std::memcpy(x0 + static_cast<int64_t>(b) * H, emb + token[b] * H, sizeof(float) * H);
     tier_rows(0, x0, y0, t_, b0, b1);
-    float* un = u_.data_ptr<float>() + b0 * SW_;
+    float* un = u_p_ + b0 * SW_;
     layer_norm(y0 + static_cast<int64_t>(b0) * H, H, un, SW_, rows, H, norm_w_.p, norm_b_.p, norm_eps_);
     gemm(head_, un, SW_, logits + static_cast<int64_t>(b0) * C_, C_, rows, false);
     for (int b = b0; b < b1; ++b)
       sample_row(logits + static_cast<int64_t>(b) * C_, u[b], out_tok + b, out_lp + b,
-                 t1_.data_ptr<float>() + b * SW_, order_.data() + static_cast<int64_t>(b) * C_);
+                 t1_p_ + b * SW_, order_.data() + static_cast<int64_t>(b) * C_);
   }
 
   // Tier i at its own step tau: x (B H_i) -> out (B H_i), rows [b0, b1). As FastLM._tier.
@@ -714,7 +725,7 @@ class Net {
     const int H = T.H, p = T.p;
     const int64_t BH = static_cast<int64_t>(B_) * H, off = static_cast<int64_t>(b0) * H;
     const int64_t n = static_cast<int64_t>(rows) * H;
-    float* skips = T.skips_.data_ptr<float>();  // skips[j]: the tier input after j down blocks
+    float* skips = T.skips;  // skips[j]: the tier input after j down blocks
     std::memcpy(skips + off, x + off, sizeof(float) * n);
     float* cur = skips;
     for (size_t j = 0; j < T.down.size(); ++j) {
@@ -733,8 +744,8 @@ class Net {
     }
     if (tau % p == p - 1) {  // pool full: run the deeper tier, refill the outputs of the next p steps
       const int H2 = T.down_linear.N;
-      float* pooled = T.pooled_.data_ptr<float>();
-      float* deeper = T.deeper_.data_ptr<float>();
+      float* pooled = T.pooled;
+      float* deeper = T.deeper;
       gemm(T.down_linear, T.dreg + off * p, static_cast<int64_t>(H) * p, pooled + static_cast<int64_t>(b0) * H2,
            H2, rows, false);
       tier_rows(i + 1, pooled, deeper, tau / p, b0, b1);
@@ -755,7 +766,7 @@ class Net {
       }
       return;
     }
-    float* res = T.res_.data_ptr<float>();
+    float* res = T.res;
     std::memcpy(res + off, y + off, sizeof(float) * n);
     for (Block& k : T.up) run_block(k, y, b0, b1);
     for (int64_t e = off; e < off + n; ++e) y[e] += res[e];
@@ -790,15 +801,15 @@ class Net {
   void run_block(Block& k, float* x, int b0, int b1) {
     const int H = k.H, rows = b1 - b0;
     const int64_t off = static_cast<int64_t>(b0) * H;
-    float* u = u_.data_ptr<float>() + b0 * SW_;
-    float* t1 = t1_.data_ptr<float>() + b0 * SW_;
-    float* t2 = t2_.data_ptr<float>() + b0 * SW_;
+    float* u = u_p_ + b0 * SW_;
+    float* t1 = t1_p_ + b0 * SW_;
+    float* t2 = t2_p_ + b0 * SW_;
     layer_norm(x + off, H, u, SW_, rows, H, k.ln_w.p, k.ln_b.p, k.eps);
     if (k.s4) {
       switch (k.R) {
-        case 0: ssm_rows<0>(k, u_.data_ptr<float>(), t1_.data_ptr<float>(), b0, b1); break;
-        case 1: ssm_rows<1>(k, u_.data_ptr<float>(), t1_.data_ptr<float>(), b0, b1); break;
-        default: ssm_rows<-1>(k, u_.data_ptr<float>(), t1_.data_ptr<float>(), b0, b1); break;
+        case 0: ssm_rows<0>(k, u_p_, t1_p_, b0, b1); break;
+        case 1: ssm_rows<1>(k, u_p_, t1_p_, b0, b1); break;
+        default: ssm_rows<-1>(k, u_p_, t1_p_, b0, b1); break;
       }
       for (int r = 0; r < rows; ++r) gelu_inplace(t1 + r * SW_, H);
       gemm(k.out, t1, SW_, t2, SW_, rows, false);
