@@ -45,7 +45,7 @@ def sample(logits: torch.Tensor, u: torch.Tensor, settings: SamplingSettings) ->
     logp = F.log_softmax(logits.float(), dim=-1)  # (B C)
     scaled = logits.float() / settings.temperature
     if settings.filtered:
-        scaled, order = scaled.sort(dim=-1, descending=True)  # (B C), most likely first
+        scaled, order = scaled.sort(dim=-1, descending=True, stable=True)  # (B C), most likely first; ties by class
         probs = F.softmax(scaled, dim=-1)
         keep = probs.cumsum(-1) - probs < settings.top_p  # the most likely token is always kept
         if settings.top_k:

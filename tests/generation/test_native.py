@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from sashimi.generation import GenerationError, Sampler, SamplingSettings, generate, native
+from sashimi.generation import GenerationError, Sampler, SamplingSettings, generate, native, sample
 from sashimi.generation.fast import FastLM
 from tests.generation.conftest import small_model
 
@@ -105,6 +105,22 @@ def test_sampler_uses_native_by_default_and_samples_like_eager(built):
     eager = generate(model, 45, [3, 4], settings, prime=prime, compile=False, chunk_size=16)
     assert torch.equal(fast.tokens, eager.tokens)
     torch.testing.assert_close(fast.log_likelihood, eager.log_likelihood, rtol=1e-5, atol=1e-4)
+
+
+@torch.no_grad()
+def test_native_sampling_matches_the_reference_on_tied_logits(built):
+    model = small_model("s4d")
+    model.head.weight.zero_()
+    model.head.bias.copy_(torch.randint(0, 6, (256,)).float() / 2)  # logits = bias, with many exact ties
+    bos = torch.full((64,), model.bos)
+    for settings in (SamplingSettings(), SamplingSettings(top_p=0.7), SamplingSettings(top_k=10, temperature=0.8),
+                     SamplingSettings(top_p=0.5, top_k=3), SamplingSettings(top_p=0.999, temperature=2.0)):
+        u = torch.rand(64)
+        token, logp, logits = FastLM(model, 64, settings, backend="native").step(bos, u)
+        assert torch.equal(logits, model.head.bias.expand(64, -1))
+        ref_token, ref_logp = sample(logits, u, settings)
+        assert torch.equal(token, ref_token), settings
+        torch.testing.assert_close(logp, ref_logp)
 
 
 def test_nan_state_stops_native_generation(built):

@@ -512,13 +512,13 @@ class Net {
     }
     check_group(center_, H);
     Hc_ = H;
-    SW_ = (std::max({wide, width, 2 * static_cast<int64_t>(C_)}) + 15) / 16 * 16;  // 64-byte rows
+    SW_ = (std::max({wide, width, 3 * static_cast<int64_t>(C_)}) + 15) / 16 * 16;  // 64-byte rows
     u_ = at::zeros({B_ * SW_}, at::kFloat);
     t1_ = at::zeros({B_ * SW_}, at::kFloat);
     t2_ = at::zeros({B_ * SW_}, at::kFloat);
     x0_ = at::zeros({static_cast<int64_t>(B_) * H0_}, at::kFloat);
     y0_ = at::zeros({static_cast<int64_t>(B_) * H0_}, at::kFloat);
-    order_.assign(static_cast<size_t>(B_) * C_, {0.0f, 0});
+    order_.assign(static_cast<size_t>(B_) * C_, 0);
     u_p_ = u_.data_ptr<float>();
     t1_p_ = t1_.data_ptr<float>();
     t2_p_ = t2_.data_ptr<float>();
@@ -592,7 +592,7 @@ class Net {
   int64_t SW_ = 0;   // row stride of the scratch buffers u_, t1_, t2_ (the widest row any block or sampling needs)
   at::Tensor u_, t1_, t2_, x0_, y0_;          // scratch: LayerNorm out, block temporaries, tier-0 in / out
   float *u_p_ = nullptr, *t1_p_ = nullptr, *t2_p_ = nullptr, *x0_p_ = nullptr, *y0_p_ = nullptr;
-  std::vector<std::pair<float, int>> order_;  // (B C) sort buffer of filtered sampling
+  std::vector<uint64_t> order_;  // (B C) sort keys of filtered sampling
   std::mutex mutex_;
 
   at::Tensor state_tensor(const at::Tensor& t, std::vector<int64_t> shape, std::vector<int64_t> strides) const {
@@ -827,10 +827,10 @@ class Net {
     }
   }
   // ----- sampling, as sashimi.generation.sampling.sample -----
-  // scratch: 2 C floats; order: C pairs. Writes the token and log p(token) under the unfiltered, temperature-1
+  // scratch: 3 C floats; order: C keys. Writes the token and log p(token) under the unfiltered, temperature-1
   // model.
   void sample_row(const float* logits, float u, int64_t* token, float* logp, float* scratch,
-                  std::pair<float, int>* order) const {
+                  uint64_t* order) const {
     const int C = C_;
     bool has_nan = false;
     float mx = -INFINITY;
@@ -870,21 +870,22 @@ class Net {
       *token = inverse_cdf(e, 1.0f / sum, nullptr, C, u, C);
     } else {
       // sort the scaled logits (most likely first), softmax, keep the nucleus / top k, inverse CDF
-      for (int c = 0; c < C; ++c) order[c] = {logits[c] / temp, c};
+      float* scaled = scratch + 2 * C;
+      for (int c = 0; c < C; ++c) {
+        scaled[c] = logits[c] / temp;
+        order[c] = sort_key(scaled[c], c);
+      }
       const int kcap = settings_.top_k > 0 ? std::min(settings_.top_k, C) : C;
-      auto desc = [](const std::pair<float, int>& a, const std::pair<float, int>& b) {
-        return a.first > b.first || (a.first == b.first && a.second < b.second);
-      };
       if (kcap < C)  // only the first k can be kept: the rest need no order
-        std::partial_sort(order, order + kcap, order + C, desc);
+        std::partial_sort(order, order + kcap, order + C);
       else
-        std::sort(order, order + C, desc);
-      const float smx = order[0].first;
+        std::sort(order, order + C);
+      const float smx = scaled[order[0] & 0xffffffffu];
       float* probs = scratch;
       float* keep = scratch + C;
       float s2 = 0.0f;
       for (int c = 0; c < C; ++c) {
-        probs[c] = exp_f(order[c].first - smx);
+        probs[c] = exp_f(scaled[order[c] & 0xffffffffu] - smx);
         s2 += probs[c];
       }
       const float scale = 1.0f / s2;
@@ -895,9 +896,19 @@ class Net {
         acc += pc;
         keep[c] = static_cast<float>(acc) - pc < settings_.top_p ? 1.0f : 0.0f;
       }
-      *token = order[inverse_cdf(probs, scale, keep, kcap, u, C)].second;
+      *token = static_cast<int64_t>(order[inverse_cdf(probs, scale, keep, kcap, u, C)] & 0xffffffffu);
     }
     *logp = (logits[*token] - mx) - lse;
+  }
+
+  // Sorting key of (value, class): ascending keys = descending values, ties by ascending class (a stable
+  // descending sort, as torch.sort). Floats map to unsigned integers in the same order; -0 counts as +0.
+  static uint64_t sort_key(float v, int c) {
+    v += 0.0f;
+    uint32_t b;
+    std::memcpy(&b, &v, sizeof b);
+    b = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+    return (static_cast<uint64_t>(~b) << 32) | static_cast<uint32_t>(c);
   }
 
   // Index of the first class whose cumulative probability exceeds u * total: probabilities unnorm_c * scale
