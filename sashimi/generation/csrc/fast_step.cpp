@@ -518,7 +518,7 @@ class Net {
     t2_ = at::zeros({B_ * SW_}, at::kFloat);
     x0_ = at::zeros({static_cast<int64_t>(B_) * H0_}, at::kFloat);
     y0_ = at::zeros({static_cast<int64_t>(B_) * H0_}, at::kFloat);
-    order_.assign(static_cast<size_t>(B_) * C_, 0);
+    order_.assign(static_cast<size_t>(B_) * 4 * C_, 0);
     u_p_ = u_.data_ptr<float>();
     t1_p_ = t1_.data_ptr<float>();
     t2_p_ = t2_.data_ptr<float>();
@@ -592,7 +592,7 @@ class Net {
   int64_t SW_ = 0;   // row stride of the scratch buffers u_, t1_, t2_ (the widest row any block or sampling needs)
   at::Tensor u_, t1_, t2_, x0_, y0_;          // scratch: LayerNorm out, block temporaries, tier-0 in / out
   float *u_p_ = nullptr, *t1_p_ = nullptr, *t2_p_ = nullptr, *x0_p_ = nullptr, *y0_p_ = nullptr;
-  std::vector<uint64_t> order_;  // (B C) sort keys of filtered sampling
+  std::vector<uint32_t> order_;  // (B 4C) sort buffers of filtered sampling
   std::mutex mutex_;
 
   at::Tensor state_tensor(const at::Tensor& t, std::vector<int64_t> shape, std::vector<int64_t> strides) const {
@@ -708,7 +708,7 @@ class Net {
     gemm(head_, un, SW_, logits + static_cast<int64_t>(b0) * C_, C_, rows, false);
     for (int b = b0; b < b1; ++b)
       sample_row(logits + static_cast<int64_t>(b) * C_, u[b], out_tok + b, out_lp + b,
-                 t1_p_ + b * SW_, order_.data() + static_cast<int64_t>(b) * C_);
+                 t1_p_ + b * SW_, order_.data() + static_cast<int64_t>(b) * 4 * C_);
   }
 
   // Tier i at its own step tau: x (B H_i) -> out (B H_i), rows [b0, b1). As FastLM._tier.
@@ -827,10 +827,9 @@ class Net {
     }
   }
   // ----- sampling, as sashimi.generation.sampling.sample -----
-  // scratch: 3 C floats; order: C keys. Writes the token and log p(token) under the unfiltered, temperature-1
-  // model.
-  void sample_row(const float* logits, float u, int64_t* token, float* logp, float* scratch,
-                  uint64_t* order) const {
+  // scratch: 3 C floats; order: 2 C uint32 (sort keys) and 2 C uint32 (classes). Writes the token and
+  // log p(token) under the unfiltered, temperature-1 model.
+  void sample_row(const float* logits, float u, int64_t* token, float* logp, float* scratch, uint32_t* order) const {
     const int C = C_;
     bool has_nan = false;
     float mx = -INFINITY;
@@ -845,6 +844,7 @@ class Net {
       return;
     }
     float* e = scratch;
+    float* cdf = scratch + C;
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int c = 0; c < C; ++c) {
@@ -867,68 +867,95 @@ class Net {
           sum += e[c];
         }
       }
-      *token = inverse_cdf(e, 1.0f / sum, nullptr, C, u, C);
+      const float scale = 1.0f / sum;
+      double acc = 0.0;
+      for (int c = 0; c < C; ++c) {
+        acc += static_cast<double>(e[c] * scale);
+        cdf[c] = static_cast<float>(acc);
+      }
+      *token = inverse_cdf(cdf, C, u);
     } else {
       // sort the scaled logits (most likely first), softmax, keep the nucleus / top k, inverse CDF
       float* scaled = scratch + 2 * C;
+      uint32_t* key = order;
+      uint32_t* cls = order + 2 * C;
       for (int c = 0; c < C; ++c) {
         scaled[c] = logits[c] / temp;
-        order[c] = sort_key(scaled[c], c);
+        key[c] = descending_key(scaled[c]);
+        cls[c] = static_cast<uint32_t>(c);
       }
+      radix_sort(key, cls, key + C, cls + C, C);  // stable: ties stay in class order
       const int kcap = settings_.top_k > 0 ? std::min(settings_.top_k, C) : C;
-      if (kcap < C)  // only the first k can be kept: the rest need no order
-        std::partial_sort(order, order + kcap, order + C);
-      else
-        std::sort(order, order + C);
-      const float smx = scaled[order[0] & 0xffffffffu];
-      float* probs = scratch;
-      float* keep = scratch + C;
+      const float smx = scaled[cls[0]];
+      float* probs = e;
       float s2 = 0.0f;
       for (int c = 0; c < C; ++c) {
-        probs[c] = exp_f(scaled[order[c] & 0xffffffffu] - smx);
+        probs[c] = exp_f(scaled[cls[c]] - smx);
         s2 += probs[c];
       }
       const float scale = 1.0f / s2;
-      // keep_c = (cumsum_c - p_c < top_p) and c < top_k
-      double acc = 0.0;
+      // keep_c = (cumsum_c - p_c < top_p) and c < top_k; cdf = cumsum(p keep), both accumulated in double
+      double all = 0.0, kept = 0.0;
       for (int c = 0; c < kcap; ++c) {
         const float pc = probs[c] * scale;
-        acc += pc;
-        keep[c] = static_cast<float>(acc) - pc < settings_.top_p ? 1.0f : 0.0f;
+        all += pc;
+        const bool keep = static_cast<float>(all) - pc < settings_.top_p;
+        kept += keep ? static_cast<double>(pc) : 0.0;
+        cdf[c] = static_cast<float>(kept);
       }
-      *token = static_cast<int64_t>(order[inverse_cdf(probs, scale, keep, kcap, u, C)] & 0xffffffffu);
+      for (int c = kcap; c < C; ++c) cdf[c] = cdf[kcap - 1];
+      *token = cls[inverse_cdf(cdf, C, u)];
     }
     *logp = (logits[*token] - mx) - lse;
   }
 
-  // Sorting key of (value, class): ascending keys = descending values, ties by ascending class (a stable
-  // descending sort, as torch.sort). Floats map to unsigned integers in the same order; -0 counts as +0.
-  static uint64_t sort_key(float v, int c) {
+  // Order-preserving map of floats to unsigned integers, reversed (ascending keys = descending values);
+  // -0 counts as +0.
+  static uint32_t descending_key(float v) {
     v += 0.0f;
     uint32_t b;
     std::memcpy(&b, &v, sizeof b);
     b = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-    return (static_cast<uint64_t>(~b) << 32) | static_cast<uint32_t>(c);
+    return ~b;
   }
 
-  // Index of the first class whose cumulative probability exceeds u * total: probabilities unnorm_c * scale
-  // (times keep_c if given) for c < n and 0 for the C - n others; the cumulative sum accumulated in double and
-  // rounded to float (as torch.cumsum on CPU); clamped to C - 1.
-  static int64_t inverse_cdf(const float* unnorm, float scale, const float* keep, int n, float u, int C) {
-    double acc = 0.0;
-    for (int c = 0; c < n; ++c) acc += static_cast<double>(keep ? unnorm[c] * scale * keep[c] : unnorm[c] * scale);
-    const float total = static_cast<float>(acc);
-    const float target = u * total;
-    acc = 0.0;
-    int64_t count = 0;
-    for (int c = 0; c < n; ++c) {
-      acc += static_cast<double>(keep ? unnorm[c] * scale * keep[c] : unnorm[c] * scale);
-      count += static_cast<float>(acc) <= target;
+  // Stable LSD radix sort of n (key, class) pairs by ascending key, 8 bits a pass; key2 / cls2 are scratch.
+  static void radix_sort(uint32_t* key, uint32_t* cls, uint32_t* key2, uint32_t* cls2, int n) {
+    uint32_t* k0 = key;
+    uint32_t* c0 = cls;
+    for (int shift = 0; shift < 32; shift += 8) {
+      uint32_t count[256] = {};
+      for (int i = 0; i < n; ++i) ++count[(key[i] >> shift) & 255u];
+      if (count[(key[0] >> shift) & 255u] == static_cast<uint32_t>(n)) continue;  // one digit: nothing moves
+      uint32_t pos = 0;
+      for (int d = 0; d < 256; ++d) {
+        const uint32_t c = count[d];
+        count[d] = pos;
+        pos += c;
+      }
+      for (int i = 0; i < n; ++i) {
+        const uint32_t at = count[(key[i] >> shift) & 255u]++;
+        key2[at] = key[i];
+        cls2[at] = cls[i];
+      }
+      std::swap(key, key2);
+      std::swap(cls, cls2);
     }
-    if (total <= target) count += C - n;
+    if (key != k0) {
+      std::memcpy(k0, key, sizeof(uint32_t) * n);
+      std::memcpy(c0, cls, sizeof(uint32_t) * n);
+    }
+  }
+
+  // The first class whose cumulative probability exceeds u times the total, as sampling._inverse_cdf:
+  // #{c : cdf_c <= u cdf_{C-1}}, at most C - 1 (cdf: the float cumulative sums).
+  static int64_t inverse_cdf(const float* cdf, int C, float u) {
+    const float target = u * cdf[C - 1];
+    int64_t count = 0;
+#pragma omp simd reduction(+ : count)
+    for (int c = 0; c < C; ++c) count += cdf[c] <= target ? 1 : 0;
     return std::min<int64_t>(count, C - 1);
   }
-
 };
 
 // The elementwise functions of the step applied to a tensor (for tests of their accuracy).
