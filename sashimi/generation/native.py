@@ -38,7 +38,7 @@ STALE_LOCK_S = 600  # a build lock older than this was left by a killed build
 
 _lock = threading.Lock()
 _module = None
-_error: BaseException | None = None
+_error: Exception | None = None
 
 
 class NativeUnavailable(RuntimeError):
@@ -63,7 +63,8 @@ def _cpu_tag() -> str:
 def build_directory() -> Path:
     root = os.environ.get("SASHIMI_CACHE")
     base = Path(root) if root else Path.home() / ".cache" / "sashimi"
-    tag = f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__.split('+')[0]}_{_cpu_tag()}"
+    torch_tag = torch.__version__.replace("+", "_")
+    tag = f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch_tag}_{_cpu_tag()}"
     return base / "torch_extensions" / tag
 
 
@@ -86,9 +87,7 @@ def load():
         if _module is None and _error is None:
             try:
                 _module = _compile()
-            except BaseException as err:  # noqa: BLE001 - compiler crashes come in many types
-                if isinstance(err, KeyboardInterrupt):
-                    raise
+            except Exception as err:  # noqa: BLE001 - build failures come in many types
                 _error = err
         if _module is None:
             raise NativeUnavailable(f"the native generation step could not be built ({type(_error).__name__}: "
@@ -178,7 +177,7 @@ class NativeStep:
         for blk in fast.center:
             add(2 * n, blk)
         net.finalize()
-        net.threads = max(1, int(os.environ.get("SASHIMI_NATIVE_THREADS", "1") or 1))
+        net.threads = _env_threads()
         self.net = net
         self.step = net.step  # token (B), u (B) -> token (B), log p (B), logits (B C)
         self.steps = net.steps  # token (B), u (n B) -> tokens (n B), log p (n B), last logits (B C)
@@ -219,6 +218,11 @@ def _rehome_state(fast, zeros) -> None:
     fast.states = {k: [views[id(t)] for t in ts] for k, ts in fast.states.items()}
     fast.down = [views[id(t)] for t in fast.down]
     fast.up = [views[id(t)] for t in fast.up]
+
+
+def _env_threads() -> int:
+    value = os.environ.get("SASHIMI_NATIVE_THREADS", "")
+    return max(1, int(value)) if value.strip().isdigit() else 1
 
 
 def _norm(ln: torch.nn.LayerNorm) -> tuple[torch.Tensor, torch.Tensor, float]:
