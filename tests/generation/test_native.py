@@ -207,3 +207,30 @@ def test_native_gelu_and_sigmoid_are_accurate(built):
         big = r.abs() > 1e-3
         assert ((y - r).abs() / r.abs())[big].max() < 3e-6, name  # a few float32 ulp
     assert built.elementwise("gelu", torch.tensor([float("nan")])).isnan().all()
+
+
+def test_generate_cli_runs_native_by_default_and_matches_eager(built, tmp_path):
+    import json
+
+    import soundfile as sf
+
+    import sashimi
+    from sashimi.cli.main import main
+
+    threads = torch.get_num_threads()
+    model = small_model("s4")
+    sashimi.save_model(model, tmp_path / "tiny.safetensors")
+    audio = {}
+    try:
+        for backend in ("native", "eager"):
+            out = tmp_path / backend
+            args = ["generate", str(tmp_path / "tiny.safetensors"), "--n", "2", "--seconds", "0.004", "--top-p",
+                    "0.9", "--out", str(out)] + ([] if backend == "native" else ["--backend", "eager"])
+            assert main(args) == 0
+            manifest = json.loads((out / "manifest.json").read_text())
+            assert manifest["settings"]["backend"] == backend
+            audio[backend] = {r["seed"]: sf.read(str(out / r["file"]))[0] for r in manifest["samples"]}
+    finally:
+        torch.set_num_threads(threads)
+    for seed in (0, 1):
+        assert (audio["native"][seed] == audio["eager"][seed]).all()
