@@ -76,7 +76,9 @@ class _FFTConv(torch.autograd.Function):
         gu = gk = gD = None
         if ctx.needs_input_grad[0]:
             gu = torch.fft.irfft(G * K.conj(), n=n)[..., :L]  # correlation with the kernel
-            if n >= L + Lk - 1:  # causal: inputs after the last nonzero gradient get exactly zero, not roundoff
+            # causal: inputs after the last nonzero gradient get exactly zero, not roundoff (the full scan is
+            # skipped in the common case of a nonzero gradient at the last position)
+            if n >= L + Lk - 1 and not bool(g[..., -1].any()):
                 active = (g != 0).flatten(0, -2).any(dim=0).nonzero()
                 last = int(active.max()) if len(active) else -1
                 gu[..., last + 1 :] = 0
