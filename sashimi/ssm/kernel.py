@@ -103,7 +103,7 @@ class DiagKernel(_SSMKernel):
 
     def _discrete(self):
         """dA (H N2), dB (H N2), C (S H N2) in the parameters' precision, and log dA in double precision."""
-        _, _, B, C = self._params()
+        B, C = _r2c(self.B), _r2c(self.C)
         dt, Lam = self._dt_lambda64()
         dtA = dt[:, None] * Lam
         if self.disc == "zoh":
@@ -229,7 +229,7 @@ class DPLRKernel(_SSMKernel):
             return self._krylov_kernel(L)
         lk = int(self.l_kernel)
         Lk = max(L, lk)
-        _, _, B, C = self._params()
+        B, C = _r2c(self.B), _r2c(self.C)
         if Lk != lk:
             C = self._c_tilde(Lk)
         P = _r2c(self.P)
