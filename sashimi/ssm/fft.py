@@ -79,9 +79,7 @@ class _FFTConv(torch.autograd.Function):
             # causal: inputs after the last nonzero gradient get exactly zero, not roundoff (the full scan is
             # skipped in the common case of a nonzero gradient at the last position)
             if n >= L + Lk - 1 and not bool(g[..., -1].any()):
-                active = (g != 0).flatten(0, -2).any(dim=0).nonzero()
-                last = int(active.max()) if len(active) else -1
-                gu[..., last + 1 :] = 0
+                gu[..., _last_nonzero(g) + 1 :] = 0
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             GU = G * U.conj()  # (... H F), summed over the leading (batch) axes
             if GU.dim() > K.dim():
@@ -91,6 +89,19 @@ class _FFTConv(torch.autograd.Function):
             gk = gk_full[..., :Lk] if ctx.needs_input_grad[1] else None
             gD = gk_full[..., 0] if ctx.needs_input_grad[2] else None
         return gu, gk, gD, None
+
+
+def _last_nonzero(g: torch.Tensor) -> int:
+    """Last index along the last axis where any entry of g is nonzero (-1 if none). Scans back from the end in
+    doubling windows, so a short zero tail (the usual case) costs little."""
+    end, width = g.shape[-1], 16
+    while end > 0:
+        start = max(0, end - width)
+        hits = (g[..., start:end] != 0).flatten(0, -2).any(dim=0).nonzero()
+        if len(hits):
+            return start + int(hits.max())
+        end, width = start, 2 * width
+    return -1
 
 
 def fft_conv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = None, n: int | None = None) -> torch.Tensor:

@@ -20,6 +20,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from sashimi.errors import ConfigError
+from sashimi.ssm.cmath import cexpm1, clog
 from sashimi.ssm.init import c_init, diag_init, dplr_init, log_dt_init
 from sashimi.ssm.recurrence import DenseSystem, DiagonalSystem, LowRankSystem
 from sashimi.ssm.structured import _block_size, vandermonde
@@ -107,10 +108,10 @@ class DiagKernel(_SSMKernel):
         dt, Lam = self._dt_lambda64()
         dtA = dt[:, None] * Lam
         if self.disc == "zoh":
-            dA, dB, log_dA = torch.exp(dtA), torch.expm1(dtA) / Lam, dtA
+            dA, dB, log_dA = torch.exp(dtA), cexpm1(dtA) / Lam, dtA
         else:
             dA = (1 + dtA / 2) / (1 - dtA / 2)
-            dB, log_dA = dt[:, None] / (1 - dtA / 2), torch.log(dA)
+            dB, log_dA = dt[:, None] / (1 - dtA / 2), clog(dA)
         return dA.to(B.dtype), B * dB.to(B.dtype), C, log_dA
 
     def forward(self, L: int) -> torch.Tensor:
@@ -235,9 +236,9 @@ class DPLRKernel(_SSMKernel):
         P = _r2c(self.P)
         dt, Lam = self._dt_lambda64()
         dtA = dt[:, None] * Lam  # (H N2)
-        log_z = torch.log((2 + dtA) / (2 - dtA))  # log of the bilinear-discretized diagonal, in double precision
+        log_z = clog((2 + dtA) / (2 - dtA))  # log of the bilinear-discretized diagonal, in double precision
         # 1/(w - x) over the L-th roots w becomes a geometric sequence z^k / (1 - z^L) (see class docstring).
-        scale = (2 * dt[:, None] / ((2 - dtA) * -torch.expm1(Lk * log_z))).to(B.dtype)  # (H N2)
+        scale = (2 * dt[:, None] / ((2 - dtA) * -cexpm1(Lk * log_z))).to(B.dtype)  # (H N2)
         b_side = torch.cat([B[None], P])  # (1+r H N2)
         c_side = torch.cat([C, P.conj()])  # (S+r H N2)
         coef = (b_side[:, None] * c_side[None] * scale).flatten(0, 1)  # ((1+r)(S+r) H N2)

@@ -33,3 +33,18 @@ def test_fast_size():
         while m % 3 == 0:
             m //= 3
         assert m == 1
+
+
+@pytest.mark.parametrize("last", [-1, 0, 5, 99, 180, 199])
+def test_fft_conv_input_gradient_is_exactly_zero_after_the_last_nonzero_output_gradient(last):
+    """Causality holds exactly, not to roundoff: inputs after the last output with a gradient get 0."""
+    u = torch.randn(2, 3, 200, requires_grad=True)
+    k = torch.randn(3, 200)
+    g = torch.zeros(2, 3, 200)
+    if last >= 0:
+        g[1, 2, last] = 1.0
+        g[0, :, : last // 2] = torch.randn(3, last // 2)
+    (gu,) = torch.autograd.grad(fft_conv(u, k), u, g)
+    assert torch.count_nonzero(gu[..., last + 1 :]) == 0
+    if last >= 0:
+        assert torch.count_nonzero(gu[..., : last + 1]) > 0
