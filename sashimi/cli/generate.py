@@ -38,8 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--stream", help="also write the first sample to this WAV while it is generated")
     p.add_argument("--report", action="store_true", help="write OUT/index.html with players and plots")
     p.add_argument("--batch-size", type=int, help="sequences generated together (default: all of --n)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1: best for small "
-                   "steps on a shared CPU)")
+    p.add_argument("--threads", type=int, help="CPU threads of the step (default: 2 for the native step where "
+                   "the process has 2+ CPUs, 1 for the torch backends; use 1 on a CPU busy with other work)")
     p.add_argument("--backend", choices=("native", "inductor", "eager"), default="native",
                    help="fast-step backend (default native: the fused C++ step, built once with the system "
                    "compiler; falls back to inductor, then eager, with a warning)")
@@ -56,7 +56,7 @@ def _validate(args) -> None:
         raise ConfigError(f"--seconds must be > 0, got {args.seconds}")
     if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.threads < 1:
+    if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     if args.prime_seconds is not None and not args.prime:
         raise ConfigError("--prime-seconds needs --prime FILE")
@@ -73,7 +73,7 @@ def run(args) -> int:
     model = load_model(args.checkpoint)
     if not isinstance(model, SaShiMiLM):
         raise CheckpointError(f"{args.checkpoint}: holds a bare backbone, not a SaShiMiLM; cannot generate")
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or 1)
     cfg = model.config
     prime_wave, prime_tokens = load_prime(args.prime, cfg, args.prime_seconds) if args.prime else (None, None)
     out = Path(args.out)
@@ -111,6 +111,8 @@ def _generate_batch(model, seeds, settings, prime, n_new, out: Path, args, bar) 
     sampler = Sampler(model, seeds, settings, prime=prime, fast=not args.eager, compile=not args.no_compile,
                       backend="eager" if args.no_compile else args.backend)
     backend = "reference" if args.eager else sampler.backend.backend
+    if args.threads and not args.eager:
+        sampler.backend.threads = args.threads
     paths = [out / f".seed{s}.partial.wav" for s in seeds]
     wav = lambda path: sf.SoundFile(str(path), "w", cfg.sample_rate, 1, "PCM_16", format="WAV")
     writers = [(wav(p), i) for i, p in enumerate(paths)]  # (file, sequence it gets)

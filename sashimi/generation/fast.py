@@ -220,6 +220,20 @@ class FastLM(nn.Module):
             return None
 
     @property
+    def threads(self) -> int:
+        """Threads of the native step (``native.py``); the torch backends use torch's (``torch.set_num_threads``)."""
+        return self._native.threads if self._native is not None else torch.get_num_threads()
+
+    @threads.setter
+    def threads(self, n: int) -> None:
+        if n < 1:
+            raise ConfigError(f"threads must be >= 1, got {n}")
+        if self._native is not None:
+            self._native.threads = n
+        else:
+            torch.set_num_threads(n)
+
+    @property
     def t(self) -> int:
         """Outer steps consumed."""
         return self._native.t if self._native is not None else self._t

@@ -10,12 +10,19 @@ backend is asked for) and serialised by a lock; a failure is remembered, so a pr
 
 ``NativeStep(fast)`` copies the fast model's weights into the extension (linear weights packed in panels, the
 S4 recurrences folded as described in ``fast_step.cpp``) and shares its state tensors, which the native step
-updates in place: ``FastLM.load_state`` and the eager fast step see the same state.
+updates in place: ``FastLM.load_state`` and the eager fast step see the same state (a multi-threaded ``steps``
+call of 256 steps or more works on a private copy of the SSM states and writes it back before it returns).
 
-Threads: a step runs on one thread unless ``SASHIMI_NATIVE_THREADS=n`` (or ``NativeStep.threads = n``) asks to
-split the batch rows across up to n of torch's threads (``torch.set_num_threads``). Each thread then streams
-all the weights, so this only pays where memory bandwidth is not the limit; on the 2-core machine of
-``benchmarks/RESULTS.md`` two threads were slower at batch 16.
+Threads: a step runs on ``threads`` threads: the caller and ``threads - 1`` persistent workers of the step (its
+own threads, not torch's pool, so ``torch.set_num_threads`` does not limit them), which split every layer by
+output columns and every S4 recurrence by channels (``fast_step.cpp``). Results are bit-identical for any
+number of threads. The default is 2 where the process may run on at least 2 CPUs, else 1:
+``SASHIMI_NATIVE_THREADS=n`` (read when a ``FastLM`` is built) or ``NativeStep.threads = n`` sets it. On the
+2-core machine of ``benchmarks/RESULTS.md`` two threads gave 1.8x (a call per step) to 2.1x (``steps``) the
+samples/s of one at batch 1 and 1.75-1.8x at batch 16, and won at every batch size from 1 to 64; more than 2
+was not measured. The workers spin for up to 0.5 ms after a step, then sleep. Use 1 thread when the other core
+is busy with other work: the threads meet at 35-50 barriers per step, and a descheduled worker stalls the step
+(with a busy loop on the other core, two threads gave ~40% fewer samples/s than one).
 """
 from __future__ import annotations
 
@@ -201,11 +208,13 @@ class NativeStep:
 
 def _rehome_state(fast, zeros) -> None:
     """Move the FastLM's state tensors (same shapes, strides and values) into one buffer from ``zeros`` (huge
-    pages where possible), consecutive tensors 320 bytes off a 4 KB boundary from each other: the step reads an
+    pages where possible), consecutive tensors 384 bytes off a 4 KB boundary from each other: the step reads an
     SSM state's real and imaginary parts side by side, and equal offsets modulo 4 KB would make the CPU stall
-    their loads behind each other's stores (4K aliasing)."""
+    their loads behind each other's stores (4K aliasing). 384 is a multiple of 128: the 32-channel lane groups
+    that different threads update stay on 128-byte pairs of cache lines of their own (at widths that are
+    multiples of 32)."""
     tensors = [t for ts in fast.states.values() for t in ts] + fast.down + fast.up
-    pad = 80  # floats: 320 bytes
+    pad = 96  # floats: 384 bytes
 
     def size(t):
         return -(-t.numel() // 1024) * 1024 + pad
@@ -220,9 +229,20 @@ def _rehome_state(fast, zeros) -> None:
     fast.up = [views[id(t)] for t in fast.up]
 
 
+DEFAULT_THREADS = 2  # the fastest measured on 2 cores, at every batch size (see the module docstring)
+MAX_THREADS = 64
+
+
 def _env_threads() -> int:
-    value = os.environ.get("SASHIMI_NATIVE_THREADS", "")
-    return max(1, int(value)) if value.strip().isdigit() else 1
+    """SASHIMI_NATIVE_THREADS if set to a positive integer, else the default (fewer where fewer CPUs)."""
+    value = os.environ.get("SASHIMI_NATIVE_THREADS", "").strip()
+    if value.isdigit() and int(value) >= 1:
+        return min(int(value), MAX_THREADS)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(DEFAULT_THREADS, cpus))
 
 
 def _norm(ln: torch.nn.LayerNorm) -> tuple[torch.Tensor, torch.Tensor, float]:

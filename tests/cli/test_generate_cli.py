@@ -80,6 +80,17 @@ def test_same_seed_same_audio_through_the_cli(checkpoint, tmp_path):
         assert np.array_equal(audio[0][seed], audio[1][seed])
 
 
+def test_thread_count_does_not_change_the_audio(checkpoint, tmp_path):
+    audio = []
+    for name, threads in (("one", ["--threads", "1"]), ("default", []), ("three", ["--threads", "3"])):
+        assert main(["generate", str(checkpoint), "--n", "2", "--seconds", "0.02", "--out", str(tmp_path / name),
+                     *threads]) == 0
+        audio.append([sf.read(str(p))[0] for p in sorted((tmp_path / name).glob("*.wav"))])
+    assert len(audio[0]) == 2
+    for other in audio[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(audio[0], other))
+
+
 @pytest.mark.parametrize("args,match", [
     (["--seconds", "-1"], "--seconds must be > 0"),
     (["--top-p", "0"], r"--top-p must be in \(0, 1\]"),
@@ -87,6 +98,7 @@ def test_same_seed_same_audio_through_the_cli(checkpoint, tmp_path):
     (["--temperature", "0"], "--temperature must be > 0"),
     (["--n", "0"], "--n must be >= 1"),
     (["--prime-seconds", "1"], "--prime-seconds needs --prime"),
+    (["--threads", "0"], "--threads must be >= 1"),
 ])
 def test_bad_arguments_give_clear_errors(checkpoint, tmp_path, capsys, args, match):
     assert main(["generate", str(checkpoint), "--out", str(tmp_path), *args]) == 2

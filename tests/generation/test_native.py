@@ -2,6 +2,7 @@
 
 The extension is built once per test session (about a minute with gcc, or loaded from the cache).
 """
+import os
 import warnings
 
 import pytest
@@ -76,23 +77,138 @@ def test_native_step_continues_from_prefill_state(built, T):
 
 
 @torch.no_grad()
-def test_steps_runs_the_loop_in_one_call_and_rows_split_across_threads(built):
+def test_steps_runs_the_loop_in_one_call(built):
     model = small_model("s4d", unet=True)
     settings = SamplingSettings(top_p=0.9)
     u = torch.rand(40, 3)
     bos = torch.full((3,), model.bos)
     one = FastLM(model, 3, settings, backend="native")
     tok_1, lp_1, logits_1 = _run(one, bos, u)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # rows [0, 1) and [1, 3) on two threads
-    try:
-        many = FastLM(model, 3, settings, backend="native")
-        many._native.threads = 2
-        tok_n, lp_n, last = many.steps(bos, u)
-    finally:
-        torch.set_num_threads(threads)
+    many = FastLM(model, 3, settings, backend="native")
+    tok_n, lp_n, last = many.steps(bos, u)
     assert torch.equal(tok_n, tok_1) and torch.equal(lp_n, lp_1) and torch.equal(last, logits_1[-1])
     assert many.t == 40
+
+
+def _threaded_run(model, B, settings, threads, u, chunks):
+    """Tokens, log-probs, last logits and final state of steps() over u (n B) cut at ``chunks`` (None: one
+    step() call per step) on ``threads`` threads."""
+    fast = FastLM(model, B, settings, backend="native")
+    assert fast.backend == "native"
+    fast._native.threads = threads
+    prev, toks, lps, logits = torch.full((B,), model.bos), [], [], None
+    if chunks is None:
+        for k in range(u.shape[0]):
+            prev, lp, logits = fast.step(prev, u[k])
+            toks.append(prev[None])
+            lps.append(lp[None])
+    else:
+        for a, b in zip([0, *chunks], [*chunks, u.shape[0]]):
+            tok, lp, logits = fast.steps(prev, u[a:b])
+            toks.append(tok)
+            lps.append(lp)
+            prev = tok[-1]
+    return torch.cat(toks), torch.cat(lps), logits, [t.clone() for t in fast._state_tensors()], fast.t
+
+
+def _assert_identical(a, b):
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[2], b[2]) and a[4] == b[4]
+    assert len(a[3]) == len(b[3]) and all(torch.equal(x, y) for x, y in zip(a[3], b[3]))
+
+
+@pytest.mark.parametrize("layer,unet,B,settings", CASES)
+@torch.no_grad()
+def test_threads_give_bit_identical_samples_and_state(built, layer, unet, B, settings):
+    # 300 steps: every tier runs many times. Chunks of 260 (>= 256: private SSM states, see Net::steps), 17
+    # (the shared states) and 23; and one step() call per step (at B = 3 the recurrences split rows there).
+    model = small_model(layer, unet)
+    u = torch.rand(300, B)
+    ref = _threaded_run(model, B, settings, 1, u, [260, 277])
+    for threads, chunks in ((2, [260, 277]), (2, None), (3, [23, 283])):
+        _assert_identical(_threaded_run(model, B, settings, threads, u, chunks), ref)
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(),  # the tiny preset itself: widths 16, 32, 64, a recurrence of 16 modes
+    dict(d_model=24, init="legt"),  # widths not multiples of 16 / 32 (padded panels and lane groups); rank 2
+    dict(d_model=10, pool=(2,), layer="s4d", unet=True),  # odd widths, one pooled tier
+    dict(d_model=64, n_layers=1, d_state=8, pool=(2, 2)),  # two lane groups and 32-column panels, as sc09
+])
+@torch.no_grad()
+def test_threads_give_bit_identical_results_on_other_shapes(built, overrides):
+    import sashimi
+
+    torch.manual_seed(0)
+    kw = {**dict(l_max=64), **overrides}
+    model = sashimi.SaShiMiLM(sashimi.preset("tiny", **kw)).eval()
+    for B in (1, 2):
+        u = torch.rand(270, B)
+        ref = _threaded_run(model, B, SamplingSettings(), 1, u, [])
+        for threads, chunks in ((2, []), (2, None)):
+            _assert_identical(_threaded_run(model, B, SamplingSettings(), threads, u, chunks), ref)
+
+
+def test_default_threads(monkeypatch):
+    monkeypatch.delenv("SASHIMI_NATIVE_THREADS", raising=False)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert native._env_threads() == min(2, cpus)
+    for value, threads in (("1", 1), ("3", 3), ("0", min(2, cpus)), ("many", min(2, cpus))):
+        monkeypatch.setenv("SASHIMI_NATIVE_THREADS", value)
+        assert native._env_threads() == threads
+
+
+def test_threads_setting_is_checked(built):
+    fast = FastLM(small_model(), 1, backend="native")
+    with pytest.raises(RuntimeError, match="threads"):
+        fast._native.threads = 0
+    fast._native.threads = 1
+    assert fast._native.threads == 1
+
+
+_LIFECYCLE = """
+import os, sys, time
+import torch
+from sashimi.generation.fast import FastLM
+from tests.generation.conftest import small_model
+
+torch.set_num_threads(1)
+model = small_model("s4d")
+bos = torch.full((2,), model.bos)
+for i in range(40):  # create, step, destroy; some workers asleep when woken or destroyed
+    fast = FastLM(model, 2, backend="native")
+    fast._native.threads = 2 + i % 2
+    fast.steps(bos, torch.rand(5, 2))
+    if i % 10 == 0:
+        time.sleep(0.01)  # past the workers' spin: they sleep
+        fast.steps(bos, torch.rand(3, 2))
+    del fast
+fast = FastLM(model, 2, backend="native")
+fast._native.threads = 2
+tok = fast.steps(bos, torch.rand(3, 2))[0]
+if hasattr(os, "fork"):
+    pid = os.fork()  # the child has no workers: it must start its own, and exit cleanly
+    if pid == 0:
+        child = fast.steps(tok[-1], torch.rand(300, 2))[0]
+        os._exit(0 if child.shape == (300, 2) else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+fast.steps(tok[-1], torch.rand(300, 2))
+keep = fast  # alive at interpreter exit, its workers idle
+print("ok")
+"""
+
+
+def test_threads_start_and_stop_without_hanging(built, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    script = tmp_path / "lifecycle.py"
+    script.write_text(_LIFECYCLE)
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, str(script)], cwd=root, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 def test_sampler_uses_native_by_default_and_samples_like_eager(built):

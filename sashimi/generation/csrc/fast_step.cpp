@@ -5,12 +5,27 @@
 // Dimension letters as in fast.py: B = batch, H = width of a tier, M = modes of a recurrence, C = classes,
 // R = DPLR rank, p = pool, L = channels per SIMD lane group.
 //
-// Layout. All weights live in one 64-byte aligned arena (on huge pages where possible), in the order a step
-// reads them, so that a step is one long sequential stream (at batch 1 the step is bound by how fast weights
-// stream from L3 and memory). Linear weights are packed in panels of NB output columns (each (K NB) row-major). The SSM state is (B M H) in memory
-// (FastLM allocates its (B H M) state tensors with that stride for this backend), so every recurrence runs
-// across channels in SIMD lanes with no horizontal sums. Activations are row-major with the batch first, so
-// rows [b0, b1) are an independent slice of every buffer and of the state: threads split the batch by rows.
+// Layout. All weights live in one 4 KB aligned arena (on huge pages where possible), in the order a step reads
+// them, so that a step is one long sequential stream (at batch 1 the step is bound by how fast weights stream
+// from L2, L3 and memory). Linear weights are packed in panels of 64, 32 or 16 output columns (each (K nb)
+// row-major). The SSM state is (B M H) in memory (FastLM allocates its (B H M) state tensors with that stride
+// for this backend), so every recurrence runs across channels in SIMD lanes with no horizontal sums.
+// Activations are row-major with the batch first.
+//
+// Threads (Net::threads; native.py sets it from SASHIMI_NATIVE_THREADS, default 2 where the process may use 2
+// CPUs): a column split. Thread 0 is the caller, the others persistent workers of this Net (Team; not torch's
+// pool). Each thread owns a fixed share of every layer, the same every step: whole output panels of every
+// Linear (GLU pairs together), whole lane groups of every recurrence (its parameters and state), 32-column
+// units of every elementwise op; all rows of the batch. So each thread streams about half the weights (and
+// of the state). Dependent stages meet at a barrier (two per block). Every
+// output element is computed by one thread with the operations of the one-thread step in the same order: the
+// results are bit-identical for any number of threads. Measured on the 2-core machine of
+// benchmarks/RESULTS.md, two threads against one: 1.8x (a call per step) to 2.1x (steps()) the samples/s at
+// batch 1, 1.75-1.8x at batch 16 (the batch row split this replaced streamed all the weights on each thread
+// and was slower than one thread).
+// Two exceptions to the column split, both because of the state layout (see Net::steps): during a long
+// steps() call the states are copied into a private layout, lane group by lane group; in step() at batch
+// >= threads the recurrences split the batch rows instead of the lane groups.
 //
 // The S4 recurrences (real and imaginary parts apart, as in FastS4Block) use one form for both layers:
 //     k_j = beta_j u + Re(sum_m G_j x)             (j < R; R = 0 for S4D)
@@ -21,23 +36,32 @@
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
+#if defined(__unix__)
+#include <pthread.h>
+#endif
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
 
 namespace {
 
-constexpr int NB = 64;  // GEMM panel width: output columns per packed weight panel
+constexpr int kOwnStateSteps = 256;  // multi-threaded steps() calls this long use private SSM states (see there)
 constexpr int L = 32;   // SSM channels per lane group
 constexpr int RMAX = 8; // largest DPLR rank supported
 
@@ -109,23 +133,22 @@ static void gelu_inplace(float* __restrict x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = gelu_f(x[i]);
 }
 
-// n zeroed floats, 64-byte aligned; from 1 MB up on 2 MB transparent huge pages where the OS has them. A step
+// n zeroed floats, 4 KB aligned; from 1 MB up on 2 MB transparent huge pages where the OS has them. A step
 // streams megabytes of weights and state: 4 KB pages cost a TLB miss every 4 KB (measured: the weight arena on
-// huge pages is 5-7% faster at batch 1, the state 4% at batch 16).
+// huge pages is 5-7% faster at batch 1, the state 4% at batch 16). Page alignment: the 32-column slices that
+// different threads write start on 128-byte boundaries (the L2 prefetcher fetches pairs of 64-byte lines).
 static at::Tensor zeros_huge(int64_t n) {
+  constexpr size_t huge = size_t{2} << 20, page = 4096;
+  const size_t want = std::max<size_t>(static_cast<size_t>(n) * 4, 1);
+  const size_t align = want >= huge / 2 ? huge : page;
+  const size_t bytes = (want + align - 1) / align * align;
+  void* mem = nullptr;
+  if (posix_memalign(&mem, align, bytes) != 0) throw std::bad_alloc();
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr size_t huge = size_t{2} << 20;
-  if (static_cast<size_t>(n) * 4 >= huge / 2) {
-    const size_t bytes = (static_cast<size_t>(n) * 4 + huge - 1) / huge * huge;
-    void* mem = nullptr;
-    if (posix_memalign(&mem, huge, bytes) == 0) {
-      madvise(mem, bytes, MADV_HUGEPAGE);  // advice only: failure leaves ordinary pages
-      std::memset(mem, 0, bytes);
-      return at::from_blob(mem, {n}, [](void* q) { std::free(q); }, at::kFloat);
-    }
-  }
+  if (align == huge) madvise(mem, bytes, MADV_HUGEPAGE);  // advice only: failure leaves ordinary pages
 #endif
-  return at::zeros({n}, at::kFloat);  // torch's CPU allocator aligns to 64 bytes
+  std::memset(mem, 0, bytes);
+  return at::from_blob(mem, {n}, [](void* q) { std::free(q); }, at::kFloat);
 }
 
 // ----------------------------------------------------------------------------------------------------------
@@ -166,89 +189,162 @@ class Arena {
 static at::Tensor f32(const at::Tensor& t) { return t.detach().to(at::kFloat).contiguous(); }
 
 // ----------------------------------------------------------------------------------------------------------
-// Linear layers: y (rows N) = x (rows K) W^T + bias, W packed into panels of NB output columns, panel-major,
-// each (K NB) row-major, zero-padded: the kernel keeps an (RB rows x NB columns) block of accumulators in
-// registers while it walks down a panel, so each weight is read once per RB rows.
+// Threads. A step runs on a team of nt threads (the caller's thread is thread 0; the others are the team's
+// persistent workers, see Team below). Every thread walks the same sequence of stages and owns a fixed slice of
+// each: the output panels of every Linear, the lane groups of every recurrence, a range of columns of every
+// elementwise op (all rows of the batch: a column split, so that each thread streams only its share of the
+// weights and of the SSM state). Between dependent stages the team meets at a barrier. With nt = 1 the barriers
+// are no-ops and the slices are everything, so the one-thread step is the same code. Each output element is
+// computed by one thread with the same operations in the same order whatever nt is: the results do not depend
+// on the number of threads, bit for bit.
 
-struct Linear {
-  int K = 0, N = 0, panels = 0;
-  Arr w, b;
+struct Team;
+
+struct Ctx {
+  int tid = 0, nt = 1;
+  float* u = nullptr;   // this thread's LayerNorm output (B rows of stride SW): every thread normalises the
+                        // whole row itself, which costs less than a barrier
+  float* t2 = nullptr;  // this thread's output panels of the S4 output Linear (B rows of stride SW)
+  Team* team = nullptr;
 };
 
-static Linear make_linear(const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
+// Part t of n parts of [0, count): the ranges of consecutive threads are adjacent.
+static inline void part(int count, const Ctx& c, int& begin, int& end) {
+  begin = static_cast<int>(static_cast<int64_t>(count) * c.tid / c.nt);
+  end = static_cast<int>(static_cast<int64_t>(count) * (c.tid + 1) / c.nt);
+}
+
+// This thread's columns of an elementwise op over rows of width H: whole 32-float (128-byte) units.
+static inline void columns(int H, const Ctx& c, int& begin, int& end) {
+  int u0, u1;
+  part((H + 31) / 32, c, u0, u1);
+  begin = std::min(H, 32 * u0);
+  end = std::min(H, 32 * u1);
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// Linear layers: y (rows N) = x (rows K) W^T + bias, W packed into panels of nb output columns (nb = 64, 32 or
+// 16, per layer), panel-major, each (K nb) row-major, zero-padded: the kernel keeps an (RB rows x nb columns)
+// block of accumulators in registers while it walks down a panel, so each weight is read once per RB rows.
+// Threads own whole panels; nb is the widest that splits the layer evenly between two threads (64 columns for
+// all but the 64-wide outputs of the sc09 preset's outer tier, which get two panels of 32).
+// GLU layers (the S4 output Linear(H, 2H), followed by y_h * sigmoid(y_{H+h})): panel p holds the value columns
+// of channels [p w, p w + w) in its first w = nb / 2 slots and their gates in the last w, so that the thread
+// that owns a panel has both halves of its channels.
+
+struct Linear {
+  int K = 0, N = 0, nb = 64, panels = 0;
+  bool glu = false;
+  Arr w, b;
+  int width() const { return glu ? panels * nb : N; }  // floats per output row
+};
+
+// The panel width for n outputs (n channel pairs for a GLU layer): the fewest outputs for the busier of two
+// threads, then the widest panels.
+static int panel_width(int n, bool glu) {
+  int best = 64, best_load = 1 << 30;
+  for (int nb : {64, 32, 16}) {
+    const int cap = glu ? nb / 2 : nb;
+    const int panels = (n + cap - 1) / cap;
+    const int load = std::min(n, (panels + 1) / 2 * cap);
+    if (load < best_load) best = nb, best_load = load;
+  }
+  return best;
+}
+
+static Linear make_linear(const at::Tensor& weight, const c10::optional<at::Tensor>& bias, bool glu = false) {
   TORCH_CHECK(weight.dim() == 2, "linear weight must be 2-d");
   at::Tensor W = f32(weight);
   Linear lin;
   lin.N = static_cast<int>(W.size(0));
   lin.K = static_cast<int>(W.size(1));
-  lin.panels = (lin.N + NB - 1) / NB;
-  at::Tensor packed = at::zeros({static_cast<int64_t>(lin.panels) * lin.K * NB}, at::kFloat);
-  at::Tensor bb = at::zeros({static_cast<int64_t>(lin.panels) * NB}, at::kFloat);
+  lin.glu = glu;
+  TORCH_CHECK(!glu || lin.N % 2 == 0, "a GLU layer needs an even number of outputs");
+  const int H = lin.N / 2;
+  lin.nb = panel_width(glu ? H : lin.N, glu);
+  const int nb = lin.nb, w = nb / 2;
+  lin.panels = glu ? (H + w - 1) / w : (lin.N + nb - 1) / nb;
+  at::Tensor packed = at::zeros({static_cast<int64_t>(lin.panels) * lin.K * nb}, at::kFloat);
+  at::Tensor bb = at::zeros({static_cast<int64_t>(lin.panels) * nb}, at::kFloat);
+  at::Tensor b;
+  if (bias.has_value() && bias->defined()) {
+    b = f32(*bias);
+    TORCH_CHECK(b.numel() == lin.N, "linear bias size mismatch");
+  }
   const float* src = W.data_ptr<float>();
   float* dst = packed.data_ptr<float>();
   for (int n = 0; n < lin.N; ++n) {
-    const int p = n / NB, c = n % NB;
+    int slot = n;  // n's place in the panel-major column order
+    if (glu) slot = n < H ? n / w * nb + n % w : (n - H) / w * nb + w + (n - H) % w;
+    const int p = slot / nb, c = slot % nb;
     for (int k = 0; k < lin.K; ++k)
-      dst[(static_cast<int64_t>(p) * lin.K + k) * NB + c] = src[static_cast<int64_t>(n) * lin.K + k];
-  }
-  if (bias.has_value() && bias->defined()) {
-    at::Tensor b = f32(*bias);
-    TORCH_CHECK(b.numel() == lin.N, "linear bias size mismatch");
-    std::memcpy(bb.data_ptr<float>(), b.data_ptr<float>(), sizeof(float) * lin.N);
+      dst[(static_cast<int64_t>(p) * lin.K + k) * nb + c] = src[static_cast<int64_t>(n) * lin.K + k];
+    if (b.defined()) bb.data_ptr<float>()[slot] = b.data_ptr<float>()[n];
   }
   lin.w.staging = packed;
   lin.b.staging = bb;
   return lin;
 }
 
-// RB rows of x (stride ldx) times one panel -> RB rows of y (stride ldy), ncols <= NB valid columns.
+// RB rows of x (stride ldx) times one panel -> RB rows of y (stride ldy), ncols <= NBW valid columns.
 // ACC: y += x W^T + b (a residual branch added in place), else y = x W^T + b.
-template <int RB, bool ACC>
+template <int NBW, int RB, bool ACC>
 static inline void gemm_panel(const float* __restrict w, const float* __restrict bias, const float* __restrict x,
                               int64_t ldx, int K, float* __restrict y, int64_t ldy, int ncols) {
-  float acc[RB][NB];
+  float acc[RB][NBW];
   for (int r = 0; r < RB; ++r)
-    for (int c = 0; c < NB; ++c) acc[r][c] = bias[c];
+    for (int c = 0; c < NBW; ++c) acc[r][c] = bias[c];
   for (int k = 0; k < K; ++k) {
-    const float* __restrict wk = w + static_cast<int64_t>(k) * NB;
+    const float* __restrict wk = w + static_cast<int64_t>(k) * NBW;
     for (int r = 0; r < RB; ++r) {
       const float xv = x[r * ldx + k];
-      for (int c = 0; c < NB; ++c) acc[r][c] += xv * wk[c];
+      for (int c = 0; c < NBW; ++c) acc[r][c] += xv * wk[c];
     }
   }
   for (int r = 0; r < RB; ++r) {
     float* __restrict yr = y + r * ldy;
-    if (ncols == NB) {
-      for (int c = 0; c < NB; ++c) yr[c] = ACC ? yr[c] + acc[r][c] : acc[r][c];
+    if (ncols == NBW) {
+      for (int c = 0; c < NBW; ++c) yr[c] = ACC ? yr[c] + acc[r][c] : acc[r][c];
     } else {
       for (int c = 0; c < ncols; ++c) yr[c] = ACC ? yr[c] + acc[r][c] : acc[r][c];
     }
   }
 }
 
-template <bool ACC>
-static void gemm_rows(const Linear& lin, const float* x, int64_t ldx, float* y, int64_t ldy, int rows) {
-  for (int p = 0; p < lin.panels; ++p) {
-    const float* w = lin.w.p + static_cast<int64_t>(p) * lin.K * NB;
-    const float* bias = lin.b.p + p * NB;
-    const int ncols = std::min(NB, lin.N - p * NB);
-    float* yp = y + p * NB;
+// Panels [p0, p1) for all rows.
+template <int NBW, bool ACC>
+static void gemm_panels(const Linear& lin, int p0, int p1, const float* x, int64_t ldx, float* y, int64_t ldy,
+                        int rows) {
+  for (int p = p0; p < p1; ++p) {
+    const float* w = lin.w.p + static_cast<int64_t>(p) * lin.K * NBW;
+    const float* bias = lin.b.p + p * NBW;
+    const int ncols = lin.glu ? NBW : std::min(NBW, lin.N - p * NBW);
+    float* yp = y + p * NBW;
     int r = 0;
-    for (; r + 4 <= rows; r += 4) gemm_panel<4, ACC>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols);
+    for (; r + 4 <= rows; r += 4)
+      gemm_panel<NBW, 4, ACC>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols);
     switch (rows - r) {
-      case 3: gemm_panel<3, ACC>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols); break;
-      case 2: gemm_panel<2, ACC>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols); break;
-      case 1: gemm_panel<1, ACC>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols); break;
+      case 3: gemm_panel<NBW, 3, ACC>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols); break;
+      case 2: gemm_panel<NBW, 2, ACC>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols); break;
+      case 1: gemm_panel<NBW, 1, ACC>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols); break;
       default: break;
     }
   }
 }
 
-static void gemm(const Linear& lin, const float* x, int64_t ldx, float* y, int64_t ldy, int rows, bool accumulate) {
-  if (accumulate)
-    gemm_rows<true>(lin, x, ldx, y, ldy, rows);
-  else
-    gemm_rows<false>(lin, x, ldx, y, ldy, rows);
+// This thread's panels of y = x W^T + b (or y += ..., accumulate) for all rows.
+static void gemm(const Linear& lin, const float* x, int64_t ldx, float* y, int64_t ldy, int rows, bool accumulate,
+                 const Ctx& c) {
+  int p0, p1;
+  part(lin.panels, c, p0, p1);
+  switch (lin.nb * 2 + (accumulate ? 1 : 0)) {
+    case 128: gemm_panels<64, false>(lin, p0, p1, x, ldx, y, ldy, rows); break;
+    case 129: gemm_panels<64, true>(lin, p0, p1, x, ldx, y, ldy, rows); break;
+    case 64: gemm_panels<32, false>(lin, p0, p1, x, ldx, y, ldy, rows); break;
+    case 65: gemm_panels<32, true>(lin, p0, p1, x, ldx, y, ldy, rows); break;
+    case 32: gemm_panels<16, false>(lin, p0, p1, x, ldx, y, ldy, rows); break;
+    default: gemm_panels<16, true>(lin, p0, p1, x, ldx, y, ldy, rows); break;
+  }
 }
 
 // ----------------------------------------------------------------------------------------------------------
@@ -338,6 +434,128 @@ static inline void ssm_group(const float* __restrict wg, int M, int rank, int nl
 }
 
 // ----------------------------------------------------------------------------------------------------------
+// The team of a multi-threaded step: nt - 1 persistent workers (std::thread; torch's thread pool is left
+// alone), started with the first step that asks for nt threads and stopped when the Net is destroyed.
+// post() starts one step on every worker (a generation counter); an idle worker spins on it for up to
+// kIdleSpin, then sleeps on a condition variable, so it does not hold a core between calls. Within a step the
+// team meets at barrier(): each thread publishes how many barriers it has reached (its own cache line) and
+// waits until every other thread has reached as many. On the 2-core machine of benchmarks/RESULTS.md this
+// costs ~0.13 us, a third or less of a shared counter with a sense flag (0.4-1.1 us: the counter line and
+// the flag line each make a round trip).
+
+struct alignas(64) Flag {
+  std::atomic<uint64_t> v{0};
+};
+
+static inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+// Bumped in a child process after fork(): a team's workers exist only in the process that started them.
+static std::atomic<uint64_t> g_forks{0};
+
+class Team {
+ public:
+  Team(int n, std::function<void(Team&, int)> body) : n_(n), body_(std::move(body)), arrived_(new Flag[n]) {
+    static std::once_flag once;
+    std::call_once(once, [] {
+#if defined(__unix__)
+      pthread_atfork(nullptr, nullptr, [] { g_forks.fetch_add(1); });
+#endif
+    });
+    forks_ = g_forks.load();
+    try {
+      for (int t = 1; t < n; ++t) workers_.emplace_back([this, t] { work(t); });
+    } catch (...) {  // could not start a thread: stop the others
+      stop();
+      throw;
+    }
+  }
+  Team(const Team&) = delete;
+  Team& operator=(const Team&) = delete;
+  ~Team() { stop(); }
+
+  int size() const { return n_; }
+  bool forked() const { return forks_ != g_forks.load(); }
+
+  // On thread 0 (the caller): run one step on the team; returns when thread 0's share is done.
+  void run() {
+    post();
+    body_(*this, 0);
+  }
+
+  void barrier(int tid) {
+    const uint64_t e = arrived_[tid].v.load(std::memory_order_relaxed) + 1;
+    arrived_[tid].v.store(e, std::memory_order_release);
+    for (int o = 0; o < n_; ++o) {
+      if (o == tid) continue;
+      for (int spin = 1; arrived_[o].v.load(std::memory_order_acquire) < e; ++spin) {
+        cpu_relax();
+        if (spin % 4096 == 0) std::this_thread::yield();  // more threads than free cores
+      }
+    }
+  }
+
+ private:
+  static constexpr std::chrono::microseconds kIdleSpin{500};
+
+  void stop() {
+    stop_.store(true);
+    post();
+    for (std::thread& w : workers_) w.join();
+  }
+
+  void post() {
+    gen_.fetch_add(1);  // sequentially consistent, as the load of sleepers_ and the waits below
+    if (sleepers_.load() > 0) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      wake_.notify_all();
+    }
+  }
+
+  void work(int tid) {
+    uint64_t seen = 0;  // no step is posted before the constructor returns
+    for (;;) {
+      seen = wait_past(seen);
+      if (stop_.load()) return;
+      body_(*this, tid);
+    }
+  }
+
+  // The generation after `seen`: spin, then sleep.
+  uint64_t wait_past(uint64_t seen) {
+    const auto until = std::chrono::steady_clock::now() + kIdleSpin;
+    for (int spin = 1;; ++spin) {
+      const uint64_t g = gen_.load(std::memory_order_acquire);
+      if (g != seen) return g;
+      cpu_relax();
+      if (spin % 256 == 0 && std::chrono::steady_clock::now() > until) break;
+    }
+    std::unique_lock<std::mutex> lock(mutex_);
+    sleepers_.fetch_add(1);  // post() either sees this or its step is seen below
+    uint64_t g;
+    while ((g = gen_.load()) == seen) wake_.wait(lock);
+    sleepers_.fetch_sub(1);
+    return g;
+  }
+
+  const int n_;
+  std::function<void(Team&, int)> body_;
+  std::unique_ptr<Flag[]> arrived_;  // barriers reached, per thread
+  alignas(64) std::atomic<uint64_t> gen_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<bool> stop_{false};
+  uint64_t forks_ = 0;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::vector<std::thread> workers_;
+};
+
+// ----------------------------------------------------------------------------------------------------------
 // Blocks and tiers.
 
 struct Block {
@@ -352,6 +570,9 @@ struct Block {
   at::Tensor re_, im_;
   float* re = nullptr;
   float* im = nullptr;
+  float* own = nullptr;    // the private copy of the state during a multi-threaded steps() call (see there):
+  int64_t own_stride = 0;  // lane group g: re (B M L) at own + g own_stride, im 384 bytes after its end (as
+  int64_t own_im = 0;      // in native.py's state buffer: no 4K aliasing of the re and im rows): re + own_im
   Linear out;
   // FF: Linear(H, F), GELU, Linear(F, H)
   Linear ff_in, ff_out;
@@ -464,7 +685,7 @@ class Net {
     k.im_ = state_tensor(im, {B_, H, M}, {static_cast<int64_t>(M) * H, 1, H});
     k.re = k.re_.data_ptr<float>();
     k.im = k.im_.data_ptr<float>();
-    k.out = make_linear(out_w, out_b);
+    k.out = make_linear(out_w, out_b, /*glu=*/true);
     TORCH_CHECK(k.out.K == H && k.out.N == 2 * H, "S4 output linear must be Linear(H, 2H)");
     groups_of(group).push_back(std::move(k));
   }
@@ -488,7 +709,7 @@ class Net {
     auto check_group = [&](const std::vector<Block>& g, int Hg) {
       for (const Block& k : g) {
         TORCH_CHECK(k.H == Hg, "block width does not match its tier");
-        wide = std::max<int64_t>(wide, k.s4 ? 2 * k.H : k.ff_in.N);
+        wide = std::max<int64_t>(wide, k.s4 ? k.out.width() : k.ff_in.N);
       }
     };
     for (size_t i = 0; i < tiers_.size(); ++i) {
@@ -499,10 +720,10 @@ class Net {
       TORCH_CHECK(!unet_ || T.down.size() == T.up.size(), "U-Net tiers need as many up as down blocks");
       const int H2 = T.down_linear.N;
       TORCH_CHECK(T.up_linear.K == H2, "pooling linear sizes mismatch");
-      T.skips_ = at::zeros({static_cast<int64_t>(T.down.size() + 1) * B_ * H}, at::kFloat);
-      T.res_ = at::zeros({static_cast<int64_t>(B_) * H}, at::kFloat);
-      T.pooled_ = at::zeros({static_cast<int64_t>(B_) * H2}, at::kFloat);
-      T.deeper_ = at::zeros({static_cast<int64_t>(B_) * H2}, at::kFloat);
+      T.skips_ = zeros_huge(static_cast<int64_t>(T.down.size() + 1) * B_ * H);
+      T.res_ = zeros_huge(static_cast<int64_t>(B_) * H);
+      T.pooled_ = zeros_huge(static_cast<int64_t>(B_) * H2);
+      T.deeper_ = zeros_huge(static_cast<int64_t>(B_) * H2);
       T.skips = T.skips_.data_ptr<float>();
       T.res = T.res_.data_ptr<float>();
       T.pooled = T.pooled_.data_ptr<float>();
@@ -513,11 +734,11 @@ class Net {
     check_group(center_, H);
     Hc_ = H;
     SW_ = (std::max({wide, width, 3 * static_cast<int64_t>(C_)}) + 15) / 16 * 16;  // 64-byte rows
-    u_ = at::zeros({B_ * SW_}, at::kFloat);
-    t1_ = at::zeros({B_ * SW_}, at::kFloat);
-    t2_ = at::zeros({B_ * SW_}, at::kFloat);
-    x0_ = at::zeros({static_cast<int64_t>(B_) * H0_}, at::kFloat);
-    y0_ = at::zeros({static_cast<int64_t>(B_) * H0_}, at::kFloat);
+    u_ = zeros_huge(B_ * SW_);
+    t1_ = zeros_huge(B_ * SW_);
+    t2_ = zeros_huge(B_ * SW_);
+    x0_ = zeros_huge(static_cast<int64_t>(B_) * H0_);
+    y0_ = zeros_huge(static_cast<int64_t>(B_) * H0_);
     order_.assign(static_cast<size_t>(B_) * 4 * C_, 0);
     u_p_ = u_.data_ptr<float>();
     t1_p_ = t1_.data_ptr<float>();
@@ -540,8 +761,14 @@ class Net {
   int64_t weight_bytes() const { return arena_.bytes(); }
   int64_t get_threads() const { return threads_; }
   void set_threads(int64_t n) {
-    TORCH_CHECK(n >= 1, "threads must be >= 1");
+    TORCH_CHECK(n >= 1 && n <= 64, "threads must be in 1..64");
+    std::lock_guard<std::mutex> guard(mutex_);
     threads_ = static_cast<int>(n);
+  }
+
+  ~Net() {
+    if (team_ && team_->forked()) team_.release();  // see run()
+    team_.reset();  // stops and joins the workers (idle: a step holds mutex_ until the team is done with it)
   }
 
   // token (B) the previous sample, u (B) uniforms -> (token (B) long, log p(token) (B), logits (B C)).
@@ -558,6 +785,11 @@ class Net {
   }
 
   // n steps at once, each sample fed back: u (n B) -> (tokens (n B), log-probs (n B), logits of the last step).
+  // On more than one thread and for n >= kOwnStateSteps, the SSM states are copied into a private layout for
+  // the call and back at its end: lane group by lane group, each in pages of its own. In the shared (B M H)
+  // layout every 256-byte row of a state holds channels of both threads, and each core's prefetchers keep
+  // pulling in lines the other core is about to write (measured: the recurrence ran 2-2.7x slower per lane
+  // group than on separate arrays). A state is consistent again when the call returns.
   std::tuple<at::Tensor, at::Tensor, at::Tensor> steps(const at::Tensor& token, const at::Tensor& u) {
     at::Tensor tok = as_tokens(token), uu = as_uniforms(u, 2);
     const int64_t n = uu.size(0);
@@ -565,6 +797,8 @@ class Net {
     at::Tensor logits = at::full({B_, C_}, std::nanf(""), at::kFloat);
     std::lock_guard<std::mutex> guard(mutex_);
     check_ready();
+    const bool own = threads_ > 1 && n >= kOwnStateSteps;
+    if (own) own_state(true);
     const int64_t* prev = tok.data_ptr<int64_t>();
     for (int64_t s = 0; s < n; ++s) {
       int64_t* cur = out_tok.data_ptr<int64_t>() + s * B_;
@@ -572,6 +806,7 @@ class Net {
       ++t_;
       prev = cur;
     }
+    if (own) own_state(false);
     return {out_tok, out_lp, logits};
   }
 
@@ -593,7 +828,19 @@ class Net {
   at::Tensor u_, t1_, t2_, x0_, y0_;          // scratch: LayerNorm out, block temporaries, tier-0 in / out
   float *u_p_ = nullptr, *t1_p_ = nullptr, *t2_p_ = nullptr, *x0_p_ = nullptr, *y0_p_ = nullptr;
   std::vector<uint32_t> order_;  // (B 4C) sort buffers of filtered sampling
-  std::mutex mutex_;
+  std::mutex mutex_;               // one step at a time
+  struct Job {                     // the arguments of the step being run, for every thread of the team
+    const int64_t* token;
+    const float* u;
+    int64_t* out_tok;
+    float* out_lp;
+    float* logits;
+    int64_t tau;
+  } job_{};
+  std::vector<at::Tensor> scratch_;  // threads 1..: their u and t2 (B SW_ each)
+  at::Tensor own_state_;             // the private SSM states (see steps())
+  bool own_active_ = false;
+  std::unique_ptr<Team> team_;     // started by the first step on more than one thread
 
   at::Tensor state_tensor(const at::Tensor& t, std::vector<int64_t> shape, std::vector<int64_t> strides) const {
     TORCH_CHECK(t.scalar_type() == at::kFloat && t.device().is_cpu(), "state tensors must be float32 CPU tensors");
@@ -641,7 +888,7 @@ class Net {
     }
   }
 
-  // In the order of a step where every tier runs (as tier_rows).
+  // In the order of a step where every tier runs (as run_tier).
   void place_tier(size_t i) {
     if (i == tiers_.size()) {
       for (Block& k : center_) place_block(k);
@@ -677,110 +924,195 @@ class Net {
   }
 
   // ----- the step -----
-  // Rows split across min(threads_, torch threads, B) threads (default 1: on the 2-core machine this was
-  // measured on, the step is memory-bound and two threads, each streaming all the weights, were slower).
+  // On threads_ threads (thread 0: the caller), set by native.py (SASHIMI_NATIVE_THREADS or its default).
   void run(const int64_t* token, const float* u, int64_t* out_tok, float* out_lp, float* logits) {
-    const int parts = std::min({threads_, at::get_num_threads(), B_});
-    if (parts <= 1) {
-      run_rows(token, u, out_tok, out_lp, logits, 0, B_);
+    job_ = Job{token, u, out_tok, out_lp, logits, t_};
+    if (threads_ <= 1) {
+      step_share(Ctx{0, 1, u_p_, t2_p_, nullptr});
       return;
     }
-    at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t part = begin; part < end; ++part) {
-        const int b0 = static_cast<int>(part * B_ / parts), b1 = static_cast<int>((part + 1) * B_ / parts);
-        run_rows(token, u, out_tok, out_lp, logits, b0, b1);
+    if (team_ && team_->forked()) team_.release();  // its workers live in the parent process: leak it
+    if (!team_ || team_->size() != threads_) start_team(threads_);
+    team_->run();
+  }
+
+  // Copy every SSM state into its private layout (load) or back (on thread 0, the team idle: after a step the
+  // workers touch no state).
+  void own_state(bool load) {
+    if (!own_state_.defined()) {  // allocated on first use: lane group regions page-aligned
+      int64_t total = 0;
+      for_each_block([&](Block& k) {
+        if (!k.s4) return;
+        k.own_im = static_cast<int64_t>(B_) * k.M * L + 96;
+        k.own_stride = (2 * k.own_im + 1023) / 1024 * 1024;
+        total += k.own_stride * ((k.H + L - 1) / L);
+      });
+      own_state_ = zeros_huge(std::max<int64_t>(total, 1));
+      float* p = own_state_.data_ptr<float>();
+      for_each_block([&](Block& k) {
+        if (!k.s4) return;
+        k.own = p;
+        p += k.own_stride * ((k.H + L - 1) / L);
+      });
+    }
+    for_each_block([&](Block& k) {
+      if (!k.s4) return;
+      const int H = k.H, M = k.M;
+      for (int g = 0, h0 = 0; h0 < H; ++g, h0 += L) {
+        const int nl = std::min(L, H - h0);
+        float* re = k.own + g * k.own_stride;
+        float* im = re + k.own_im;
+        for (int64_t row = 0; row < static_cast<int64_t>(B_) * M; ++row) {  // row = b M + m
+          float* sre = k.re + row * H + h0;
+          float* sim = k.im + row * H + h0;
+          if (load) {
+            std::memcpy(re + row * L, sre, sizeof(float) * nl);
+            std::memcpy(im + row * L, sim, sizeof(float) * nl);
+          } else {
+            std::memcpy(sre, re + row * L, sizeof(float) * nl);
+            std::memcpy(sim, im + row * L, sizeof(float) * nl);
+          }
+        }
       }
     });
+    own_active_ = load;
   }
 
-  // The whole step for rows [b0, b1): embedding, tiers, final norm, head, sampling.
-  void run_rows(const int64_t* token, const float* u, int64_t* out_tok, float* out_lp, float* logits, int b0,
-                int b1) {
-    const int H = H0_, rows = b1 - b0;
-    float* x0 = x0_p_;
-    float* y0 = y0_p_;
+  template <typename F>
+  void for_each_block(F&& f) {
+    for (Tier& T : tiers_) {
+      for (Block& k : T.down) f(k);
+      for (Block& k : T.up) f(k);
+    }
+    for (Block& k : center_) f(k);
+  }
+
+  void start_team(int n) {
+    team_.reset();
+    while (static_cast<int>(scratch_.size()) < n) scratch_.push_back(zeros_huge(2 * B_ * SW_));
+    team_.reset(new Team(n, [this, n](Team& team, int tid) {
+      float* own = scratch_[tid].data_ptr<float>();
+      step_share(tid == 0 ? Ctx{0, n, u_p_, t2_p_, &team} : Ctx{tid, n, own, own + B_ * SW_, &team});
+    }));
+  }
+
+  static void barrier(const Ctx& c) {
+    if (c.nt > 1) c.team->barrier(c.tid);
+  }
+
+  // One thread's share of the step: embedding, tiers, final norm, head; sampling is split by rows.
+  void step_share(const Ctx& c) {
+    const Job& job = job_;
+    const int H = H0_;
+    int h0, h1;
+    columns(H, c, h0, h1);
     const float* emb = emb_.data_ptr<float>();
+    for (int b = 0; b < B_; ++b)
+      std::memcpy(x0_p_ + static_cast<int64_t>(b) * H + h0, emb + job.token[b] * H + h0, sizeof(float) * (h1 - h0));
+    run_tier(0, x0_p_, y0_p_, job.tau, c);
+    barrier(c);
+    layer_norm(y0_p_, H, c.u, SW_, B_, H, norm_w_.p, norm_b_.p, norm_eps_);
+    gemm(head_, c.u, SW_, job.logits, C_, B_, false, c);
+    barrier(c);
+    // rows: thread 0 takes the last part, so that at batch 1 it samples and no final barrier is needed
+    const Ctx rev{c.nt - 1 - c.tid, c.nt, nullptr, nullptr, nullptr};
+    int b0, b1;
+    part(B_, rev, b0, b1);
     for (int b = b0; b < b1; ++b)
-      std::memcpy(x0 + static_cast<int64_t>(b) * H, emb + token[b] * H, sizeof(float) * H);
-    tier_rows(0, x0, y0, t_, b0, b1);
-    float* un = u_p_ + b0 * SW_;
-    layer_norm(y0 + static_cast<int64_t>(b0) * H, H, un, SW_, rows, H, norm_w_.p, norm_b_.p, norm_eps_);
-    gemm(head_, un, SW_, logits + static_cast<int64_t>(b0) * C_, C_, rows, false);
-    for (int b = b0; b < b1; ++b)
-      sample_row(logits + static_cast<int64_t>(b) * C_, u[b], out_tok + b, out_lp + b,
+      sample_row(job.logits + static_cast<int64_t>(b) * C_, job.u[b], job.out_tok + b, job.out_lp + b,
                  t1_p_ + b * SW_, order_.data() + static_cast<int64_t>(b) * 4 * C_);
+    if (B_ > 1) barrier(c);
   }
 
-  // Tier i at its own step tau: x (B H_i) -> out (B H_i), rows [b0, b1). As FastLM._tier.
-  void tier_rows(size_t i, const float* x, float* out, int64_t tau, int b0, int b1) {
-    const int rows = b1 - b0;
+  // Tier i at its own step tau: x (B H_i) -> out (B H_i). As FastLM._tier. Elementwise work on this thread's
+  // columns [h0, h1); a barrier wherever the next stage reads what other threads wrote.
+  void run_tier(size_t i, const float* x, float* out, int64_t tau, const Ctx& c) {
     if (i == tiers_.size()) {
-      const int64_t off = static_cast<int64_t>(b0) * Hc_, n = static_cast<int64_t>(rows) * Hc_;
-      std::memcpy(out + off, x + off, sizeof(float) * n);
-      for (Block& k : center_) run_block(k, out, b0, b1);
-      for (int64_t e = off; e < off + n; ++e) out[e] += x[e];
+      int h0, h1;
+      columns(Hc_, c, h0, h1);
+      for_columns(Hc_, h0, h1, [&](int64_t e) { out[e] = x[e]; });
+      for (Block& k : center_) run_block(k, out, c);
+      if (!center_.empty()) barrier(c);
+      for_columns(Hc_, h0, h1, [&](int64_t e) { out[e] += x[e]; });
       return;
     }
     Tier& T = tiers_[i];
     const int H = T.H, p = T.p;
-    const int64_t BH = static_cast<int64_t>(B_) * H, off = static_cast<int64_t>(b0) * H;
-    const int64_t n = static_cast<int64_t>(rows) * H;
+    const int64_t BH = static_cast<int64_t>(B_) * H;
+    int h0, h1;
+    columns(H, c, h0, h1);
     float* skips = T.skips;  // skips[j]: the tier input after j down blocks
-    std::memcpy(skips + off, x + off, sizeof(float) * n);
+    for_columns(H, h0, h1, [&](int64_t e) { skips[e] = x[e]; });
     float* cur = skips;
     for (size_t j = 0; j < T.down.size(); ++j) {
       float* next = skips + static_cast<int64_t>(j + 1) * BH;
-      std::memcpy(next + off, cur + off, sizeof(float) * n);
-      run_block(T.down[j], next, b0, b1);
+      if (j > 0) barrier(c);  // cur was written by the threads that own the previous block's output panels
+      for_columns(H, h0, h1, [&](int64_t e) { next[e] = cur[e]; });
+      run_block(T.down[j], next, c);
       cur = next;
     }
+    if (!T.down.empty()) barrier(c);
     // push cur into the down register; y = the oldest output still due + skip
     float* y = out;
-    for (int64_t e = off; e < off + n; ++e) {
+    for_columns(H, h0, h1, [&](int64_t e) {
       float* d = T.dreg + e * p;
       for (int s = 0; s + 1 < p; ++s) d[s] = d[s + 1];
       d[p - 1] = cur[e];
       y[e] = T.ureg[e * p] + cur[e];
-    }
+    });
     if (tau % p == p - 1) {  // pool full: run the deeper tier, refill the outputs of the next p steps
       const int H2 = T.down_linear.N;
-      float* pooled = T.pooled;
-      float* deeper = T.deeper;
-      gemm(T.down_linear, T.dreg + off * p, static_cast<int64_t>(H) * p, pooled + static_cast<int64_t>(b0) * H2,
-           H2, rows, false);
-      tier_rows(i + 1, pooled, deeper, tau / p, b0, b1);
-      gemm(T.up_linear, deeper + static_cast<int64_t>(b0) * H2, H2, T.ureg + off * p, static_cast<int64_t>(H) * p,
-           rows, false);
+      barrier(c);
+      gemm(T.down_linear, T.dreg, static_cast<int64_t>(H) * p, T.pooled, H2, B_, false, c);
+      barrier(c);
+      run_tier(i + 1, T.pooled, T.deeper, tau / p, c);
+      barrier(c);
+      // ureg is next read at the next step, after this step's later barriers
+      gemm(T.up_linear, T.deeper, H2, T.ureg, static_cast<int64_t>(H) * p, B_, false, c);
     } else {
-      for (int64_t e = off; e < off + n; ++e) {
+      for_columns(H, h0, h1, [&](int64_t e) {
         float* r = T.ureg + e * p;
         for (int s = 0; s + 1 < p; ++s) r[s] = r[s + 1];
         r[p - 1] = 0.0f;
-      }
+      });
     }
     if (unet_) {
       for (size_t j = 0; j < T.up.size(); ++j) {
-        run_block(T.up[j], y, b0, b1);
+        run_block(T.up[j], y, c);
+        barrier(c);
         const float* skip = skips + static_cast<int64_t>(T.down.size() - 1 - j) * BH;
-        for (int64_t e = off; e < off + n; ++e) y[e] += skip[e];
+        for_columns(H, h0, h1, [&](int64_t e) { y[e] += skip[e]; });
       }
       return;
     }
     float* res = T.res;
-    std::memcpy(res + off, y + off, sizeof(float) * n);
-    for (Block& k : T.up) run_block(k, y, b0, b1);
-    for (int64_t e = off; e < off + n; ++e) y[e] += res[e];
+    for_columns(H, h0, h1, [&](int64_t e) { res[e] = y[e]; });
+    for (Block& k : T.up) run_block(k, y, c);
+    if (!T.up.empty()) barrier(c);
+    for_columns(H, h0, h1, [&](int64_t e) { y[e] += res[e]; });
   }
 
+  // f(e) for the elements e = b H + h of rows b < B, columns h in [h0, h1).
+  template <typename F>
+  void for_columns(int H, int h0, int h1, F&& f) const {
+    for (int b = 0; b < B_; ++b) {
+      const int64_t row = static_cast<int64_t>(b) * H;
+      for (int64_t e = row + h0; e < row + h1; ++e) f(e);
+    }
+  }
+
+  // The recurrence on lane groups [g0, g1), rows [b0, b1): u (B SW) -> z (B SW).
   template <int R>
-  void ssm_rows(const Block& k, const float* u, float* z, int b0, int b1) {
+  void ssm_groups(const Block& k, int g0, int g1, int b0, int b1, const float* u, float* z) {
     const int H = k.H, M = k.M;
-    const int64_t sb = static_cast<int64_t>(M) * H, sm = H;
-    for (int h0 = 0, g = 0; h0 < H; h0 += L, ++g) {
+    const bool own = own_active_;
+    const int64_t sb = static_cast<int64_t>(M) * (own ? L : H), sm = own ? L : H;
+    for (int g = g0; g < g1; ++g) {
+      const int h0 = g * L;
       const float* wg = k.ssm.p + g * k.group_stride;
       const int nl = std::min(L, H - h0);
-      float* re = k.re + static_cast<int64_t>(b0) * sb + h0;
-      float* im = k.im + static_cast<int64_t>(b0) * sb + h0;
+      float* re = (own ? k.own + g * k.own_stride : k.re + h0) + b0 * sb;
+      float* im = (own ? k.own + g * k.own_stride + k.own_im : k.im + h0) + b0 * sb;
       const float* ub = u + b0 * SW_ + h0;
       float* zb = z + b0 * SW_ + h0;
       int b = b0;
@@ -796,34 +1128,52 @@ class Net {
     }
   }
 
-  // x (B H) <- block(x), rows [b0, b1): x + GLU(Linear(GELU(SSM(LN x) + D LN x))) for S4,
-  // x + Linear(GELU(Linear(LN x))) for FF. Scratch rows have the fixed stride SW_ (threads own their rows).
-  void run_block(Block& k, float* x, int b0, int b1) {
-    const int H = k.H, rows = b1 - b0;
-    const int64_t off = static_cast<int64_t>(b0) * H;
-    float* u = u_p_ + b0 * SW_;
-    float* t1 = t1_p_ + b0 * SW_;
-    float* t2 = t2_p_ + b0 * SW_;
-    layer_norm(x + off, H, u, SW_, rows, H, k.ln_w.p, k.ln_b.p, k.eps);
+  // x (B H) <- block(x): x + GLU(Linear(GELU(SSM(LN x) + D LN x))) for S4, x + Linear(GELU(Linear(LN x))) for
+  // FF. Every thread normalises all of x into its own c.u; then this thread's lane groups / panels. Scratch
+  // rows have the fixed stride SW_.
+  void run_block(Block& k, float* x, const Ctx& c) {
+    const int H = k.H;
+    barrier(c);  // x is complete
+    layer_norm(x, H, c.u, SW_, B_, H, k.ln_w.p, k.ln_b.p, k.eps);
     if (k.s4) {
+      // this thread's lane groups, or at batch >= nt on the shared state its rows (each row's state is a
+      // region of its own there; lane groups interleave, see steps())
+      const bool by_rows = c.nt > 1 && !own_active_ && B_ >= c.nt;
+      int g0 = 0, g1 = (H + L - 1) / L, b0 = 0, b1 = B_;
+      if (by_rows)
+        part(B_, c, b0, b1);
+      else
+        part(g1, c, g0, g1);
       switch (k.R) {
-        case 0: ssm_rows<0>(k, u_p_, t1_p_, b0, b1); break;
-        case 1: ssm_rows<1>(k, u_p_, t1_p_, b0, b1); break;
-        default: ssm_rows<-1>(k, u_p_, t1_p_, b0, b1); break;
+        case 0: ssm_groups<0>(k, g0, g1, b0, b1, c.u, t1_p_); break;
+        case 1: ssm_groups<1>(k, g0, g1, b0, b1, c.u, t1_p_); break;
+        default: ssm_groups<-1>(k, g0, g1, b0, b1, c.u, t1_p_); break;
       }
-      for (int r = 0; r < rows; ++r) gelu_inplace(t1 + r * SW_, H);
-      gemm(k.out, t1, SW_, t2, SW_, rows, false);
-      for (int r = 0; r < rows; ++r) {
-        float* __restrict xr = x + off + static_cast<int64_t>(r) * H;
-        const float* __restrict gr = t2 + r * SW_;
+      const int c0 = std::min(H, g0 * L), c1 = std::min(H, g1 * L);
+      for (int r = b0; r < b1; ++r) gelu_inplace(t1_p_ + r * SW_ + c0, c1 - c0);
+      barrier(c);
+      gemm(k.out, t1_p_, SW_, c.t2, SW_, B_, false, c);
+      int p0, p1;
+      part(k.out.panels, c, p0, p1);
+      const int nb = k.out.nb, w = nb / 2;
+      for (int r = 0; r < B_; ++r) {
+        for (int pn = p0; pn < p1; ++pn) {
+          const int n = std::min(w, H - pn * w);
+          float* __restrict xr = x + static_cast<int64_t>(r) * H + pn * w;
+          const float* __restrict gr = c.t2 + r * SW_ + pn * nb;
 #pragma omp simd
-        for (int h = 0; h < H; ++h) xr[h] += gr[h] * sigmoid_f(gr[H + h]);
+          for (int h = 0; h < n; ++h) xr[h] += gr[h] * sigmoid_f(gr[w + h]);
+        }
       }
     } else {
       const int F = k.ff_in.N;
-      gemm(k.ff_in, u, SW_, t1, SW_, rows, false);
-      for (int r = 0; r < rows; ++r) gelu_inplace(t1 + r * SW_, F);
-      gemm(k.ff_out, t1, SW_, x + off, H, rows, true);
+      gemm(k.ff_in, c.u, SW_, t1_p_, SW_, B_, false, c);
+      int p0, p1;
+      part(k.ff_in.panels, c, p0, p1);
+      const int c0 = std::min(F, p0 * k.ff_in.nb), c1 = std::min(F, p1 * k.ff_in.nb);
+      for (int r = 0; r < B_; ++r) gelu_inplace(t1_p_ + r * SW_ + c0, c1 - c0);
+      barrier(c);
+      gemm(k.ff_out, t1_p_, SW_, x, H, B_, true, c);
     }
   }
   // ----- sampling, as sashimi.generation.sampling.sample -----
