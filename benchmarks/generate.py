@@ -65,7 +65,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--steps", type=int, default=4096, help="timed steps per repeat (a multiple of 16)")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the inductor and eager rows)")
+    ap.add_argument("--native-threads", type=int,
+                    help="threads of the native step (default: its own, 2 where there are 2+ CPUs)")
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--backends", nargs="+", default=["native", "inductor"], choices=("native", "inductor"),
                     help="fast-step backends to time (the eager rows are --reference-steps)")
@@ -88,11 +90,13 @@ def main() -> None:
                 fast = FastLM(model, B, settings, backend="native")
                 build = time.perf_counter() - t0
                 if fast.backend == "native":
+                    if args.native_threads:
+                        fast.threads = args.native_threads
                     rate(fast.step, B, 64, 1)  # warm-up
                     row["native"] = rate(fast.step, B, args.steps, args.repeat)
                     row["chunk"] = chunk_rate(fast, B, args.steps, args.repeat)
                     print(f"batch {B}: native {row['native']:,.0f} samples/s, in chunks {row['chunk']:,.0f} "
-                          f"(set-up {build:.1f} s)", flush=True)
+                          f"({fast.threads} threads; set-up {build:.1f} s)", flush=True)
                     if args.depths:
                         depths(fast, B)
             if "inductor" in args.backends:
