@@ -111,7 +111,7 @@ def _generate_batch(model, seeds, settings, prime, n_new, out: Path, args, bar) 
     sampler = Sampler(model, seeds, settings, prime=prime, fast=not args.eager, compile=not args.no_compile,
                       backend="eager" if args.no_compile else args.backend)
     backend = "reference" if args.eager else sampler.backend.backend
-    if args.threads and not args.eager:
+    if args.threads and backend == "native":  # the torch backends follow torch.set_num_threads (see run)
         sampler.backend.threads = args.threads
     paths = [out / f".seed{s}.partial.wav" for s in seeds]
     wav = lambda path: sf.SoundFile(str(path), "w", cfg.sample_rate, 1, "PCM_16", format="WAV")

@@ -221,17 +221,18 @@ class FastLM(nn.Module):
 
     @property
     def threads(self) -> int:
-        """Threads of the native step (``native.py``); the torch backends use torch's (``torch.set_num_threads``)."""
+        """Threads of the native step (``native.py``); the torch backends run on torch's threads
+        (``torch.get_num_threads()``, set process-wide with ``torch.set_num_threads``)."""
         return self._native.threads if self._native is not None else torch.get_num_threads()
 
     @threads.setter
     def threads(self, n: int) -> None:
+        if self._native is None:
+            raise ConfigError(f"threads is set per step for the native backend only; the {self.backend} step "
+                              "uses torch.set_num_threads")
         if n < 1:
             raise ConfigError(f"threads must be >= 1, got {n}")
-        if self._native is not None:
-            self._native.threads = n
-        else:
-            torch.set_num_threads(n)
+        self._native.threads = n
 
     @property
     def t(self) -> int:

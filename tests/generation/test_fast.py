@@ -74,6 +74,14 @@ def test_bidirectional_model_cannot_generate():
         FastLM(model, 1, compile=False)
 
 
+def test_threads_of_a_torch_backend_are_torchs_and_not_settable_per_step():
+    from sashimi.errors import ConfigError
+    fast = FastLM(small_model("s4"), 1, compile=False)
+    assert fast.threads == torch.get_num_threads()
+    with pytest.raises(ConfigError, match="torch.set_num_threads"):
+        fast.threads = 2
+
+
 @pytest.mark.slow
 @torch.no_grad()
 def test_compiled_and_native_fast_steps_on_the_sc09_preset():

@@ -799,12 +799,17 @@ class Net {
     check_ready();
     const bool own = threads_ > 1 && n >= kOwnStateSteps;
     if (own) own_state(true);
-    const int64_t* prev = tok.data_ptr<int64_t>();
-    for (int64_t s = 0; s < n; ++s) {
-      int64_t* cur = out_tok.data_ptr<int64_t>() + s * B_;
-      run(prev, uu.data_ptr<float>() + s * B_, cur, out_lp.data_ptr<float>() + s * B_, logits.data_ptr<float>());
-      ++t_;
-      prev = cur;
+    try {
+      const int64_t* prev = tok.data_ptr<int64_t>();
+      for (int64_t s = 0; s < n; ++s) {
+        int64_t* cur = out_tok.data_ptr<int64_t>() + s * B_;
+        run(prev, uu.data_ptr<float>() + s * B_, cur, out_lp.data_ptr<float>() + s * B_, logits.data_ptr<float>());
+        ++t_;
+        prev = cur;
+      }
+    } catch (...) {  // e.g. no worker thread could be started: the steps done so far stay in the shared state
+      if (own) own_state(false);
+      throw;
     }
     if (own) own_state(false);
     return {out_tok, out_lp, logits};
