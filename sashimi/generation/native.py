@@ -1,11 +1,9 @@
 """The native generation step: ``csrc/fast_step.cpp`` JIT-built once with the system C++ compiler, and its setup
 from a ``FastLM``.
 
-``load()`` builds the extension on first use (``torch.utils.cpp_extension.load``, ninja, ``-O3 -march=native``)
-into ``$SASHIMI_CACHE/torch_extensions`` or ``~/.cache/sashimi/torch_extensions``, in a folder named after the
-Python and torch versions and the CPU, so a build made for one machine is never loaded on another. Later
-processes load the cached build in well under a second. Loading is lazy (nothing is built unless the native
-backend is asked for) and serialised by a lock; a failure is remembered, so a process tries to build only once.
+``load()`` builds the extension on first use (``sashimi.jit``: ``-O3 -march=native``, cached per machine; later
+processes load the cached build in well under a second). Loading is lazy (nothing is built unless the native
+backend is asked for); a failure is remembered, so a process tries to build only once.
 ``FastLM`` catches ``NativeUnavailable`` and falls back to the inductor or eager step with a warning.
 
 ``NativeStep(fast)`` copies the fast model's weights into the extension (linear weights packed in panels, the
@@ -26,90 +24,26 @@ is busy with other work: the threads meet at 35-50 barriers per step, and a desc
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import platform
-import sys
-import threading
-import time
 from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).resolve().parent / "csrc" / "fast_step.cpp"
-NAME = "sashimi_fast_step"
-CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-ffp-contract=fast"]
-if platform.machine().lower() in ("x86_64", "amd64"):
-    CFLAGS.append("-mprefer-vector-width=512")  # gcc defaults to 256-bit vectors on AVX-512 machines
-STALE_LOCK_S = 600  # a build lock older than this was left by a killed build
+from sashimi.jit import Extension, NativeUnavailable
 
-_lock = threading.Lock()
-_module = None
-_error: Exception | None = None
-
-
-class NativeUnavailable(RuntimeError):
-    """The native step could not be built or loaded (no compiler, no ninja, a compile error, ...)."""
-
-
-def _cpu_tag() -> str:
-    """A short hash of what -march=native compiles for: the CPU model and its feature flags."""
-    text = platform.machine() + platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("model name", "flags", "Features", "CPU part")):
-                    text += line
-                if line.strip() == "":
-                    break  # the first CPU is enough
-    except OSError:
-        pass
-    return hashlib.sha1(text.encode()).hexdigest()[:10]
-
-
-def build_directory() -> Path:
-    root = os.environ.get("SASHIMI_CACHE")
-    base = Path(root) if root else Path.home() / ".cache" / "sashimi"
-    torch_tag = torch.__version__.replace("+", "_")
-    tag = f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch_tag}_{_cpu_tag()}"
-    return base / "torch_extensions" / tag
-
-
-def _compile():
-    from torch.utils import cpp_extension
-
-    build = build_directory()
-    build.mkdir(parents=True, exist_ok=True)
-    lock = build / "lock"
-    if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
-        lock.unlink(missing_ok=True)  # else cpp_extension waits forever for a build that died
-    return cpp_extension.load(name=NAME, sources=[str(SOURCE)], extra_cflags=CFLAGS, build_directory=str(build),
-                              verbose=False)
+_EXTENSION = Extension("sashimi_fast_step", Path(__file__).resolve().parent / "csrc" / "fast_step.cpp",
+                       "the native generation step")
+__all__ = ["NativeStep", "NativeUnavailable", "available", "load"]
 
 
 def load():
     """The extension module, built on first call; raises ``NativeUnavailable`` if it cannot be had."""
-    global _module, _error
-    with _lock:
-        if _module is None and _error is None:
-            try:
-                _module = _compile()
-            except Exception as err:  # noqa: BLE001 - build failures come in many types
-                _error = err
-        if _module is None:
-            raise NativeUnavailable(f"the native generation step could not be built ({type(_error).__name__}: "
-                                    f"{str(_error).strip().splitlines()[-1] if str(_error).strip() else ''})") \
-                from _error
-        return _module
+    return _EXTENSION.load()
 
 
 def available() -> bool:
     """Whether the native step can be used (builds it if needed)."""
-    try:
-        load()
-        return True
-    except NativeUnavailable:
-        return False
+    return _EXTENSION.available()
 
 
 def _f32(t: torch.Tensor | None) -> torch.Tensor | None:

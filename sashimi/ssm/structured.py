@@ -15,6 +15,8 @@ import math
 
 import torch
 
+from sashimi.ssm import native
+
 
 def _block_size(L: int, rows: int = 1) -> int:
     """Block length T near sqrt(rows * L), at least 16: balances the two factors of the blocked product
@@ -57,19 +59,17 @@ class _Vandermonde(torch.autograd.Function):
         S, H, N = coef.shape
         T = _block_size(L, S)
         A = math.ceil(L / T)
-        a = torch.arange(A, device=coef.device, dtype=torch.float64) * T
-        outer = _powers(log_z[:, None, :], a[:, None], coef.dtype)  # (H A N)
-        inner = _power_table(log_z, T, coef.dtype)  # (H N T)
+        ext = native.ops(coef)
+        outer, right = _tables(log_z, T, A, coef.dtype, ext)  # (H A N) complex, (H 2N T) real
         # Re(x y) = Re x Re y + Im(conj x) Im y: one real matmul over the contraction axis (n, re/im).
         c2 = (2 * coef).conj().transpose(0, 1).contiguous()  # (H S N)
         left = torch.view_as_real(c2[:, :, None, :] * outer.conj()[:, None])  # (H S A N 2) = conj(2 c z^(aT))
-        right = torch.view_as_real(inner).transpose(-1, -2).reshape(H, 2 * N, T)  # rows (n, re/im)
         outs = []
         for group in left.split(sizes, dim=1):  # (H s A N 2)
             out = torch.matmul(group.reshape(H, -1, 2 * N), right).view(H, group.shape[1], A * T)  # (H s A*T)
             outs.append(out if A * T == L else out[..., :L])
         ctx.save_for_backward(coef, outer, right)
-        ctx.L = L
+        ctx.L, ctx.ext = L, ext
         return tuple(outs)
 
     @staticmethod
@@ -80,22 +80,43 @@ class _Vandermonde(torch.autograd.Function):
         need_coef, need_z = ctx.needs_input_grad[:2]
         b = torch.arange(T, device=right.device, dtype=right.dtype)
         right_b = right * b if need_z else None
+        ext = ctx.ext if all(g.dtype == right.dtype for g in grads) else None
         aT = (torch.arange(A, device=right.device, dtype=right.dtype) * T)[:, None]  # (A 1)
-        grad_coef, grad_log_z, row = [], 0, 0
+        grad_coef, grad_log_z = [], (torch.zeros(H, N, dtype=coef.dtype) if ext and need_z else 0)
         for g, c in zip(grads, coef.split([g.shape[1] for g in grads])):  # one row group at a time
             G = g.contiguous() if A * T == ctx.L else torch.nn.functional.pad(g, (0, A * T - ctx.L))
             G = G.view(H, -1, T)  # (H s*A T)
             blocked = lambda table: torch.view_as_complex(  # sum_b G[s, aT + b] table[n, b]: (H s A N)
                 torch.matmul(G, table.transpose(1, 2)).view(H, c.shape[0], A, N, 2))
             P = blocked(right)
+            if ext is not None:  # the reductions below, fused; adds 2 conj(...) of this group to grad_log_z
+                Pb = blocked(right_b) if need_z else None
+                grad_coef.append(ext.vdm_backward(P, Pb, outer, c.contiguous(), T, grad_log_z if need_z else None))
+                continue
             if need_coef:
                 grad_coef.append((outer[:, None] * P).sum(2))  # (H s N)
             if need_z:
                 P_k = blocked(right_b) + aT * P  # sum_b (aT + b) G[s, aT + b] z^b
                 grad_log_z = grad_log_z + (c.transpose(0, 1) * (outer[:, None] * P_k).sum(2)).sum(1)  # (H N)
+        if ext is not None:
+            return torch.cat(grad_coef) if need_coef else None, grad_log_z if need_z else None, None, None
         grad_coef = 2 * torch.cat(grad_coef, dim=1).conj().transpose(0, 1) if need_coef else None  # (S H N)
         grad_log_z = 2 * grad_log_z.conj() if need_z else None
         return grad_coef, grad_log_z, None, None
+
+
+def _tables(log_z: torch.Tensor, T: int, A: int, dtype: torch.dtype, ext) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two factors' powers: outer z^(aT) (H A N) complex ``dtype``; right (H 2N T) real, rows (n, re/im) of
+    z^b for b < T. With ``ext`` (the native kernel ops), in one pass from exp(log z) and exp(T log z)."""
+    H, N = log_z.shape
+    if ext is not None:
+        log_z = log_z.to(torch.complex128)
+        right, outer = ext.vdm_tables(torch.exp(log_z), torch.exp(T * log_z), log_z.real.contiguous(), T, A)
+        return outer, right
+    a = torch.arange(A, device=log_z.device, dtype=torch.float64) * T
+    outer = _powers(log_z[:, None, :], a[:, None], dtype)  # (H A N)
+    inner = _power_table(log_z, T, dtype)  # (H N T)
+    return outer, torch.view_as_real(inner).transpose(-1, -2).reshape(H, 2 * N, T)
 
 
 def _powers(log_z: torch.Tensor, k: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -21,6 +21,7 @@ import math
 
 import torch
 
+from sashimi.ssm import native
 from sashimi.ssm.fft import rfft
 from sashimi.ssm.structured import vandermonde
 
@@ -72,22 +73,30 @@ class _Rank1Woodbury(torch.autograd.Function):
         """q00 (h S L): the B C~ rows; q_rest (h S+2 L): B conj(P), P C~ (S rows), P conj(P)."""
         S = q00.shape[1]
         Q = torch.fft.rfft(q_rest, n=L)  # (h S+2 F)
-        Q01, Q10, Q11 = Q.split([1, S, 1], dim=1)
         s = _half_one_plus_roots(L, Q.device, Q.dtype)  # (F)
+        ext = native.ops(Q)
+        ctx.L, ctx.ext = L, ext
+        if ext is not None:  # the same products, fused
+            W, t, tQ01 = ext.woodbury_forward(Q, s)
+            ctx.save_for_backward(t, tQ01, Q)
+            return (q00 - torch.fft.irfft(W, n=L)).transpose(0, 1)
+        Q01, Q10, Q11 = Q.split([1, S, 1], dim=1)
         t = s / (1 + s * Q11)  # (h 1 F)
         tQ01 = t * Q01
         ctx.save_for_backward(t, tQ01, Q10)
-        ctx.L = L
         return (q00 - torch.fft.irfft(tQ01 * Q10, n=L)).transpose(0, 1)  # (S h L)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         t, tQ01, Q10 = ctx.saved_tensors
         L = ctx.L
-        h, S, F = Q10.shape
         # irfft's adjoint is rfft / L with interior bins doubled; rfft's adjoint is irfft * L with interior bins
         # halved. Between them sits an element-wise map, so the weights cancel: only the plain pair remains.
         grad = grad.transpose(0, 1)  # (h S L)
+        if ctx.ext is not None:  # saved all of Q; the fused op applies the correction's minus sign itself
+            g = torch.fft.rfft(grad, n=L).contiguous()  # (h S F)
+            return grad, torch.fft.irfft(ctx.ext.woodbury_backward(g, t, tQ01, Q10), n=L), None
+        h, S, F = Q10.shape
         g = -torch.fft.rfft(grad, n=L)  # (h S F), the spectrum of the correction's gradient
         gQ = torch.empty(h, S + 2, F, dtype=g.dtype, device=g.device)  # rows of q_rest
         gQ01, gQ10, gQ11 = gQ.split([1, S, 1], dim=1)

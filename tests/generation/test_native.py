@@ -10,6 +10,7 @@ import torch
 
 from sashimi.generation import GenerationError, Sampler, SamplingSettings, generate, native, sample
 from sashimi.generation.fast import FastLM
+from sashimi.jit import Extension
 from tests.generation.conftest import small_model
 
 
@@ -169,6 +170,7 @@ _LIFECYCLE = """
 import os, sys, time
 import torch
 from sashimi.generation.fast import FastLM
+from sashimi.jit import Extension
 from tests.generation.conftest import small_model
 
 torch.set_num_threads(1)
@@ -267,8 +269,8 @@ def test_failed_build_falls_back_with_a_warning(monkeypatch):
         raise RuntimeError("Error building extension 'sashimi_fast_step'")
 
     monkeypatch.setattr(cpp_extension, "load", broken)
-    monkeypatch.setattr(native, "_module", None)
-    monkeypatch.setattr(native, "_error", None)
+    ext = native._EXTENSION
+    monkeypatch.setattr(native, "_EXTENSION", Extension(ext.name, ext.source, ext.what))  # nothing loaded yet
     model = small_model("s4")
     with warnings.catch_warnings():
         warnings.simplefilter("error")

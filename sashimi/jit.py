@@ -1,0 +1,108 @@
+"""Optional C++ extensions, JIT-built once per machine with the system compiler.
+
+Each ``Extension`` is one C++ source built on first use (``torch.utils.cpp_extension.load``, ninja,
+``-O3 -march=native``) into ``$SASHIMI_CACHE/torch_extensions`` or ``~/.cache/sashimi/torch_extensions``, in a
+folder named after the extension, the Python and torch versions and the CPU, so a build made for one machine is never loaded
+on another. Later processes load the cached build in well under a second. Loading is serialised by a lock; a
+failure is remembered, so a process tries to build each extension only once. Every extension has a pure-PyTorch
+equivalent that its callers fall back to, so nothing here is required: without a compiler, sashimi still works.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-ffp-contract=fast"]
+if platform.machine().lower() in ("x86_64", "amd64"):
+    CFLAGS.append("-mprefer-vector-width=512")  # gcc defaults to 256-bit vectors on AVX-512 machines
+STALE_LOCK_S = 600  # a build lock older than this was left by a killed build
+
+
+class NativeUnavailable(RuntimeError):
+    """A native extension could not be built or loaded (no compiler, no ninja, a compile error, ...)."""
+
+
+def _cpu_tag() -> str:
+    """A short hash of what -march=native compiles for: the CPU model and its feature flags."""
+    text = platform.machine() + platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("model name", "flags", "Features", "CPU part")):
+                    text += line
+                if line.strip() == "":
+                    break  # the first CPU is enough
+    except OSError:
+        pass
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def build_directory() -> Path:
+    root = os.environ.get("SASHIMI_CACHE")
+    base = Path(root) if root else Path.home() / ".cache" / "sashimi"
+    torch_tag = torch.__version__.replace("+", "_")
+    tag = f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch_tag}_{_cpu_tag()}"
+    return base / "torch_extensions" / tag
+
+
+class Extension:
+    """One C++ source, built and loaded on first ``load()``.
+
+    ``what`` names it in error messages; ``openmp`` compiles and links with OpenMP (for ``at::parallel_for``,
+    which then runs on torch's own OpenMP threads: the process has one OpenMP runtime, torch's).
+    """
+
+    def __init__(self, name: str, source: Path, what: str, *, openmp: bool = False):
+        self.name, self.source, self.what, self.openmp = name, Path(source), what, openmp
+        self._lock = threading.Lock()
+        self._module = None
+        self._error: Exception | None = None
+
+    def _compile(self):
+        from torch.utils import cpp_extension
+
+        build = build_directory() / self.name
+        build.mkdir(parents=True, exist_ok=True)
+        lock = build / "lock"
+        if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+            lock.unlink(missing_ok=True)  # else cpp_extension waits forever for a build that died
+        omp = ["-fopenmp"] if self.openmp else []
+        return cpp_extension.load(name=self.name, sources=[str(self.source)], extra_cflags=CFLAGS + omp,
+                                  extra_ldflags=omp, build_directory=str(build), verbose=False)
+
+    def load(self):
+        """The extension module, built on first call; raises ``NativeUnavailable`` if it cannot be had."""
+        with self._lock:
+            if self._module is None and self._error is None:
+                try:
+                    self._module = self._compile()
+                except Exception as err:  # noqa: BLE001 - build failures come in many types
+                    self._error = err
+            if self._module is None:
+                err = self._error
+                last = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+                raise NativeUnavailable(f"{self.what} could not be built ({type(err).__name__}: {last})") from err
+            return self._module
+
+    def available(self) -> bool:
+        """Whether the extension can be used (builds it if needed)."""
+        try:
+            self.load()
+            return True
+        except NativeUnavailable:
+            return False
+
+    def built(self) -> bool:
+        """Whether a build for this machine is on disk or loaded (a ``load()`` will not compile)."""
+        return self._module is not None or any((build_directory() / self.name).glob(f"{self.name}*.so"))
+
+    def failed(self) -> bool:
+        """Whether a build was tried in this process and failed (builds nothing)."""
+        return self._error is not None

@@ -1,0 +1,307 @@
+// Fused CPU loops behind the S4 convolution kernel (float32), used by sashimi/ssm/native.py when this file can
+// be built; sashimi/ssm/structured.py and woodbury.py hold the pure-PyTorch versions they are tested against.
+// Each function replaces a chain of small PyTorch element-wise ops (with a temporary per op) by one pass.
+//
+// Letters as in structured.py: H channels, N modes, S rows of coefficients, T block length, A blocks, F bins.
+// Complex tensors are (re, im) float pairs in memory (std::complex layout).
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <complex>
+#include <cstdint>
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+using c64 = std::complex<float>;
+using c128 = std::complex<double>;
+
+static void check(const at::Tensor& t, at::ScalarType type, int64_t dim, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
+  TORCH_CHECK(t.scalar_type() == type, name, " has dtype ", t.scalar_type(), ", expected ", type);
+  TORCH_CHECK(t.dim() == dim, name, " must have ", dim, " dimensions, got ", t.dim());
+  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+}
+
+// Powers of the nodes z for the blocked Vandermonde product (structured._Vandermonde), float32:
+//   right (H 2N T): rows (n, re/im) of z^b, b < T (the inner factor of the product);
+//   outer (H A N) complex64: z^(aT), a < A.
+// Inputs in double: z and z^T (H N complex128, from exp(log z) and exp(T log z)), and Re log z (H N) for the
+// cutoff. A power z^(k step) with k = i m + j (j < m = 16) is the product of two double-precision running
+// products, (z^(step m))^i and (z^step)^j: its relative error is ~(i + j) 1e-16, far below float32 rounding,
+// and the products over j are independent, so they run in SIMD lanes. Powers whose modulus is below
+// sqrt(FLT_MIN) are stored as exact zeros, as in structured._powers (no subnormal operands in the matrix
+// products).
+constexpr int64_t kFactor = 16;
+
+// out[k] = w^k, k < count, for w = z^step (given), as re / im float arrays with element k at k * stride;
+// log_mod = Re log w.
+static void geometric(double wr, double wi, double log_mod, int64_t count, float* out_re, float* out_im,
+                      int64_t stride) {
+  const double cut = 0.5 * std::log(static_cast<double>(std::numeric_limits<float>::min()));
+  double lo_re[kFactor], lo_im[kFactor];
+  const int64_t m = std::min(kFactor, count);
+  double pr = 1.0, pi = 0.0;
+  for (int64_t j = 0; j < m; ++j) {  // written out: std::complex's operator* calls a slow NaN-aware helper
+    lo_re[j] = pr;
+    lo_im[j] = pi;
+    const double t = pr * wr - pi * wi;
+    pi = pr * wi + pi * wr;
+    pr = t;
+  }
+  const double mr = pr, mi = pi;  // w^m
+  // w^k is kept while k log_mod > cut: for k < kept when log_mod < 0, for all k otherwise
+  const double last = log_mod < 0.0 ? std::ceil(cut / log_mod) : static_cast<double>(count);
+  const int64_t kept = static_cast<int64_t>(std::min(static_cast<double>(count), std::max(0.0, last)));
+  double qr = 1.0, qi = 0.0;
+  for (int64_t k0 = 0; k0 < kept; k0 += m) {
+    const int64_t len = std::min(m, kept - k0);
+    float* __restrict o_re = out_re + k0 * stride;
+    float* __restrict o_im = out_im + k0 * stride;
+    if (stride == 1) {  // the long rows of the inner table: contiguous, in SIMD lanes
+#pragma omp simd
+      for (int64_t j = 0; j < len; ++j) {
+        o_re[j] = static_cast<float>(qr * lo_re[j] - qi * lo_im[j]);
+        o_im[j] = static_cast<float>(qr * lo_im[j] + qi * lo_re[j]);
+      }
+    } else {
+      for (int64_t j = 0; j < len; ++j) {
+        o_re[j * stride] = static_cast<float>(qr * lo_re[j] - qi * lo_im[j]);
+        o_im[j * stride] = static_cast<float>(qr * lo_im[j] + qi * lo_re[j]);
+      }
+    }
+    const double t = qr * mr - qi * mi;
+    qi = qr * mi + qi * mr;
+    qr = t;
+  }
+  for (int64_t k = kept; k < count; ++k) out_re[k * stride] = out_im[k * stride] = 0.0f;
+}
+
+std::vector<at::Tensor> vdm_tables(const at::Tensor& z, const at::Tensor& zT, const at::Tensor& log_mod, int64_t T,
+                                   int64_t A) {
+  check(z, at::kComplexDouble, 2, "z");
+  check(zT, at::kComplexDouble, 2, "zT");
+  check(log_mod, at::kDouble, 2, "log_mod");
+  TORCH_CHECK(z.sizes() == zT.sizes() && z.sizes() == log_mod.sizes(), "z, zT and log_mod must have one shape");
+  TORCH_CHECK(T > 0 && A > 0, "T and A must be positive");
+  const int64_t H = z.size(0), N = z.size(1);
+  auto right = at::empty({H, 2 * N, T}, at::kFloat);
+  auto outer = at::empty({H, A, N}, at::kComplexFloat);
+  const double* zv = reinterpret_cast<const double*>(z.data_ptr<c10::complex<double>>());
+  const double* ztv = reinterpret_cast<const double*>(zT.data_ptr<c10::complex<double>>());
+  const double* lm = log_mod.data_ptr<double>();
+  float* R = right.data_ptr<float>();
+  float* O = reinterpret_cast<float*>(outer.data_ptr<c10::complex<float>>());
+  at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; ++h) {
+      for (int64_t n = 0; n < N; ++n) {
+        const int64_t i = h * N + n;
+        float* row = R + (h * 2 * N + 2 * n) * T;  // Re row, then Im row
+        geometric(zv[2 * i], zv[2 * i + 1], lm[i], T, row, row + T, 1);
+        float* col = O + 2 * (h * A * N + n);  // column n of (A N) complex
+        geometric(ztv[2 * i], ztv[2 * i + 1], lm[i] * static_cast<double>(T), A, col, col + 1, 2 * N);
+      }
+    }
+  });
+  return {right, outer};
+}
+
+// The backward reductions of the blocked Vandermonde product for one group of rows (structured._Vandermonde):
+// with P = sum_b G[s, aT + b] z^b and Pb = sum_b b G[s, aT + b] z^b, both (H s A N) complex64 as GEMM outputs,
+//   grad_coef[s, h, n] = 2 conj(sum_a z^(aT) P)
+//   grad_log_z[h, n]   = 2 conj(sum_s coef[s, h, n] sum_a z^(aT) (Pb + aT P))
+// (grad_log_z (H N) is accumulated into, so the groups of rows can be added one after the other.) Without Pb
+// only grad_coef is computed.
+at::Tensor vdm_backward(const at::Tensor& P, const c10::optional<at::Tensor>& Pb_opt, const at::Tensor& outer,
+                        const at::Tensor& coef, int64_t T, const c10::optional<at::Tensor>& grad_log_z_opt) {
+  check(P, at::kComplexFloat, 4, "P");
+  check(outer, at::kComplexFloat, 3, "outer");
+  check(coef, at::kComplexFloat, 3, "coef");
+  const int64_t H = P.size(0), S = P.size(1), A = P.size(2), N = P.size(3);
+  TORCH_CHECK(outer.size(0) == H && outer.size(1) == A && outer.size(2) == N, "outer must be (H A N)");
+  TORCH_CHECK(coef.size(0) == S && coef.size(1) == H && coef.size(2) == N, "coef must be (S H N)");
+  const bool need_z = Pb_opt.has_value() && Pb_opt->defined();
+  const at::Tensor Pb = need_z ? *Pb_opt : at::Tensor();
+  const at::Tensor grad_log_z = need_z ? grad_log_z_opt.value() : at::Tensor();
+  if (need_z) {
+    check(Pb, at::kComplexFloat, 4, "Pb");
+    TORCH_CHECK(Pb.sizes() == P.sizes(), "Pb must have the shape of P");
+    check(grad_log_z, at::kComplexFloat, 2, "grad_log_z");
+  }
+  auto grad_coef = at::empty({S, H, N}, at::kComplexFloat);
+  const c64* p = reinterpret_cast<const c64*>(P.data_ptr<c10::complex<float>>());
+  const c64* pb = need_z ? reinterpret_cast<const c64*>(Pb.data_ptr<c10::complex<float>>()) : nullptr;
+  const c64* o = reinterpret_cast<const c64*>(outer.data_ptr<c10::complex<float>>());
+  const c64* c = reinterpret_cast<const c64*>(coef.data_ptr<c10::complex<float>>());
+  c64* gc = reinterpret_cast<c64*>(grad_coef.data_ptr<c10::complex<float>>());
+  c64* gz = need_z ? reinterpret_cast<c64*>(grad_log_z.data_ptr<c10::complex<float>>()) : nullptr;
+  at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
+    std::vector<float> acc(4 * N);
+    for (int64_t h = h0; h < h1; ++h) {
+      std::vector<float> zsum(2 * N, 0.0f);
+      for (int64_t s = 0; s < S; ++s) {
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        float* cr = acc.data();
+        float* ci = cr + N;
+        float* kr = ci + N;
+        float* ki = kr + N;
+        for (int64_t a = 0; a < A; ++a) {
+          const float* ov = reinterpret_cast<const float*>(o + (h * A + a) * N);
+          const int64_t row = ((h * S + s) * A + a) * N;
+          const float* pv = reinterpret_cast<const float*>(p + row);
+          const float* pbv = need_z ? reinterpret_cast<const float*>(pb + row) : nullptr;
+          const float aT = static_cast<float>(a * T);
+#pragma omp simd
+          for (int64_t n = 0; n < N; ++n) {
+            const float orr = ov[2 * n], oi = ov[2 * n + 1];
+            const float pr = pv[2 * n], pi = pv[2 * n + 1];
+            cr[n] += orr * pr - oi * pi;
+            ci[n] += orr * pi + oi * pr;
+          }
+          if (need_z) {
+#pragma omp simd
+            for (int64_t n = 0; n < N; ++n) {
+              const float orr = ov[2 * n], oi = ov[2 * n + 1];
+              const float qr = pbv[2 * n] + aT * pv[2 * n], qi = pbv[2 * n + 1] + aT * pv[2 * n + 1];
+              kr[n] += orr * qr - oi * qi;
+              ki[n] += orr * qi + oi * qr;
+            }
+          }
+        }
+        float* g = reinterpret_cast<float*>(gc + (s * H + h) * N);
+        for (int64_t n = 0; n < N; ++n) {
+          g[2 * n] = 2.0f * cr[n];
+          g[2 * n + 1] = -2.0f * ci[n];
+        }
+        if (need_z) {
+          const float* cv = reinterpret_cast<const float*>(c + (s * H + h) * N);
+          for (int64_t n = 0; n < N; ++n) {
+            zsum[2 * n] += cv[2 * n] * kr[n] - cv[2 * n + 1] * ki[n];
+            zsum[2 * n + 1] += cv[2 * n] * ki[n] + cv[2 * n + 1] * kr[n];
+          }
+        }
+      }
+      if (need_z) {
+        float* g = reinterpret_cast<float*>(gz + h * N);
+        for (int64_t n = 0; n < N; ++n) {
+          g[2 * n] += 2.0f * zsum[2 * n];
+          g[2 * n + 1] -= 2.0f * zsum[2 * n + 1];
+        }
+      }
+    }
+  });
+  return grad_coef;
+}
+
+// Rank-1 Woodbury correction in frequency (woodbury._Rank1Woodbury), forward: from the spectra Q (h S+2 F) of
+// the rows (B conj(P), P C~ (S rows), P conj(P)) and s = (1 + w) / 2 (F):
+//   t = s / (1 + s Q11),  tQ01 = t Q01,  W = tQ01 Q10 (h S F).  Returns W, t (h 1 F), tQ01 (h 1 F).
+std::vector<at::Tensor> woodbury_forward(const at::Tensor& Q, const at::Tensor& s) {
+  check(Q, at::kComplexFloat, 3, "Q");
+  check(s, at::kComplexFloat, 1, "s");
+  const int64_t h = Q.size(0), S = Q.size(1) - 2, F = Q.size(2);
+  TORCH_CHECK(S >= 1 && s.size(0) == F, "Q must be (h S+2 F) and s (F)");
+  auto W = at::empty({h, S, F}, at::kComplexFloat);
+  auto t = at::empty({h, 1, F}, at::kComplexFloat);
+  auto tq = at::empty({h, 1, F}, at::kComplexFloat);
+  const c64* q = reinterpret_cast<const c64*>(Q.data_ptr<c10::complex<float>>());
+  const c64* sv = reinterpret_cast<const c64*>(s.data_ptr<c10::complex<float>>());
+  c64* w = reinterpret_cast<c64*>(W.data_ptr<c10::complex<float>>());
+  c64* tv = reinterpret_cast<c64*>(t.data_ptr<c10::complex<float>>());
+  c64* tqv = reinterpret_cast<c64*>(tq.data_ptr<c10::complex<float>>());
+  at::parallel_for(0, h, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const float* q01 = reinterpret_cast<const float*>(q + (i * (S + 2)) * F);
+      const float* q11 = reinterpret_cast<const float*>(q + (i * (S + 2) + S + 1) * F);
+      float* ti = reinterpret_cast<float*>(tv + i * F);
+      float* tqi = reinterpret_cast<float*>(tqv + i * F);
+      const float* sf = reinterpret_cast<const float*>(sv);
+#pragma omp simd
+      for (int64_t f = 0; f < F; ++f) {
+        const float sr = sf[2 * f], si = sf[2 * f + 1];
+        const float dr = 1.0f + sr * q11[2 * f] - si * q11[2 * f + 1];  // 1 + s Q11
+        const float di = sr * q11[2 * f + 1] + si * q11[2 * f];
+        const float inv = 1.0f / (dr * dr + di * di);
+        const float tr = (sr * dr + si * di) * inv, tim = (si * dr - sr * di) * inv;  // s / (1 + s Q11)
+        ti[2 * f] = tr;
+        ti[2 * f + 1] = tim;
+        tqi[2 * f] = tr * q01[2 * f] - tim * q01[2 * f + 1];
+        tqi[2 * f + 1] = tr * q01[2 * f + 1] + tim * q01[2 * f];
+      }
+      for (int64_t j = 0; j < S; ++j) {
+        const float* q10 = reinterpret_cast<const float*>(q + (i * (S + 2) + 1 + j) * F);
+        float* wo = reinterpret_cast<float*>(w + (i * S + j) * F);
+#pragma omp simd
+        for (int64_t f = 0; f < F; ++f) {
+          wo[2 * f] = tqi[2 * f] * q10[2 * f] - tqi[2 * f + 1] * q10[2 * f + 1];
+          wo[2 * f + 1] = tqi[2 * f] * q10[2 * f + 1] + tqi[2 * f + 1] * q10[2 * f];
+        }
+      }
+    }
+  });
+  return {W, t, tq};
+}
+
+// Its backward: from g = rfft of the correction's gradient (h S F; the correction enters the kernel with a
+// minus sign, which is applied here), t, tQ01 and the Q10 rows (h S F, may be a strided view of Q):
+//   gQ10 = -conj(tQ01) g,  m = -sum_s conj(Q10_s) g_s,  gQ01 = conj(t) m,  gQ11 = -conj(tQ01) gQ01.
+// Returns gQ (h S+2 F) in the row order of Q.
+at::Tensor woodbury_backward(const at::Tensor& g, const at::Tensor& t, const at::Tensor& tq, const at::Tensor& Q) {
+  check(g, at::kComplexFloat, 3, "g");
+  check(t, at::kComplexFloat, 3, "t");
+  check(tq, at::kComplexFloat, 3, "tQ01");
+  check(Q, at::kComplexFloat, 3, "Q");
+  const int64_t h = g.size(0), S = g.size(1), F = g.size(2);
+  TORCH_CHECK(Q.size(0) == h && Q.size(1) == S + 2 && Q.size(2) == F, "Q must be (h S+2 F)");
+  auto gQ = at::empty({h, S + 2, F}, at::kComplexFloat);
+  const c64* gv = reinterpret_cast<const c64*>(g.data_ptr<c10::complex<float>>());
+  const c64* tv = reinterpret_cast<const c64*>(t.data_ptr<c10::complex<float>>());
+  const c64* tqv = reinterpret_cast<const c64*>(tq.data_ptr<c10::complex<float>>());
+  const c64* qv = reinterpret_cast<const c64*>(Q.data_ptr<c10::complex<float>>());
+  c64* out = reinterpret_cast<c64*>(gQ.data_ptr<c10::complex<float>>());
+  at::parallel_for(0, h, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const float* ti = reinterpret_cast<const float*>(tv + i * F);
+      const float* tqi = reinterpret_cast<const float*>(tqv + i * F);
+      float* g01 = reinterpret_cast<float*>(out + (i * (S + 2)) * F);
+      float* g11 = reinterpret_cast<float*>(out + (i * (S + 2) + S + 1) * F);
+      for (int64_t f = 0; f < 2 * F; ++f) g01[f] = 0.0f;
+      for (int64_t j = 0; j < S; ++j) {
+        const float* gi = reinterpret_cast<const float*>(gv + (i * S + j) * F);
+        const float* q10 = reinterpret_cast<const float*>(qv + (i * (S + 2) + 1 + j) * F);
+        float* g10 = reinterpret_cast<float*>(out + (i * (S + 2) + 1 + j) * F);
+#pragma omp simd
+        for (int64_t f = 0; f < F; ++f) {
+          const float gr = gi[2 * f], gim = gi[2 * f + 1];
+          const float ar = tqi[2 * f], ai = tqi[2 * f + 1];
+          g10[2 * f] = -(ar * gr + ai * gim);  // -conj(tQ01) g
+          g10[2 * f + 1] = -(ar * gim - ai * gr);
+          const float br = q10[2 * f], bi = q10[2 * f + 1];
+          g01[2 * f] -= br * gr + bi * gim;  // m = -sum conj(Q10) g, kept in the gQ01 row for now
+          g01[2 * f + 1] -= br * gim - bi * gr;
+        }
+      }
+#pragma omp simd
+      for (int64_t f = 0; f < F; ++f) {
+        const float mr = g01[2 * f], mi = g01[2 * f + 1];
+        const float tr = ti[2 * f], tim = ti[2 * f + 1];
+        const float xr = tr * mr + tim * mi, xi = tr * mi - tim * mr;  // conj(t) m
+        g01[2 * f] = xr;
+        g01[2 * f + 1] = xi;
+        const float ar = tqi[2 * f], ai = tqi[2 * f + 1];
+        g11[2 * f] = -(ar * xr + ai * xi);  // -conj(tQ01) gQ01
+        g11[2 * f + 1] = -(ar * xi - ai * xr);
+      }
+    }
+  });
+  return gQ;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("vdm_tables", &vdm_tables, "power tables of the blocked Vandermonde product");
+  m.def("vdm_backward", &vdm_backward, "backward reductions of the blocked Vandermonde product");
+  m.def("woodbury_forward", &woodbury_forward, "rank-1 Woodbury correction in frequency");
+  m.def("woodbury_backward", &woodbury_backward, "its backward");
+}
