@@ -11,6 +11,8 @@ import functools
 
 import torch
 
+from sashimi.ssm import native
+
 
 def fast_size(n: int) -> int:
     """Smallest 2^a * 3^b >= n: FFT lengths the FFT library handles fastest."""
@@ -56,35 +58,47 @@ def rfft(x: torch.Tensor, n: int) -> torch.Tensor:
 
 
 class _FFTConv(torch.autograd.Function):
-    """y = (k + D delta) * u: the kernel plus a lag-0 tap D (the S4 skip term), added to its spectrum."""
+    """y = (k + D delta) * u: the kernel plus a lag-0 tap D (the S4 skip term), added to its spectrum. The
+    spectral products run fused in the native kernel ops where they apply (``native.ops``)."""
 
     @staticmethod
     def forward(ctx, u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None, n: int) -> torch.Tensor:
         L, Lk = u.shape[-1], k.shape[-1]
         U, K = torch.fft.rfft(u, n=n), torch.fft.rfft(k, n=n)
-        if D is not None:
-            K += D[:, None]  # a lag-0 tap has a flat spectrum
-        ctx.save_for_backward(U, K)
-        ctx.sizes = (n, L, Lk)
-        return torch.fft.irfft(U * K, n=n)[..., :L]
+        ext = native.ops(u, k, *([] if D is None else [D])) if u.dim() == 3 and k.dim() == 2 else None
+        if ext is not None:  # K stays without D: the products add it on the fly
+            D = None if D is None else D.detach().contiguous()
+            Y = ext.conv_forward(U, K, D)
+        else:
+            if D is not None:
+                K += D[:, None]  # a lag-0 tap has a flat spectrum
+            D, Y = None, U * K
+        ctx.save_for_backward(U, K, D)
+        ctx.sizes, ctx.ext = (n, L, Lk), ext
+        return torch.fft.irfft(Y, n=n)[..., :L]
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        U, K = ctx.saved_tensors
+        U, K, D = ctx.saved_tensors
         n, L, Lk = ctx.sizes
+        need_u, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
         G = torch.fft.rfft(g, n=n)
+        if ctx.ext is not None:
+            GK, GU = ctx.ext.conv_backward(G.contiguous(), K, D, U, need_u, need_k)
+        else:
+            GK = G * K.conj() if need_u else None  # correlation with the kernel
+            GU = G * U.conj() if need_k else None  # (... H F), summed over the leading (batch) axes below
+            if need_k and GU.dim() > K.dim():
+                GU = GU.reshape(-1, *K.shape)
+                GU = GU[0] if GU.shape[0] == 1 else GU.sum(0)
         gu = gk = gD = None
-        if ctx.needs_input_grad[0]:
-            gu = torch.fft.irfft(G * K.conj(), n=n)[..., :L]  # correlation with the kernel
+        if need_u:
+            gu = torch.fft.irfft(GK, n=n)[..., :L]
             # causal: inputs after the last nonzero gradient get exactly zero, not roundoff (the full scan is
             # skipped in the common case of a nonzero gradient at the last position)
             if n >= L + Lk - 1 and not bool(g[..., -1].any()):
                 gu[..., _last_nonzero(g) + 1 :] = 0
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            GU = G * U.conj()  # (... H F), summed over the leading (batch) axes
-            if GU.dim() > K.dim():
-                GU = GU.reshape(-1, *K.shape)
-                GU = GU[0] if GU.shape[0] == 1 else GU.sum(0)
+        if need_k:
             gk_full = torch.fft.irfft(GU, n=n)
             gk = gk_full[..., :Lk] if ctx.needs_input_grad[1] else None
             gD = gk_full[..., 0] if ctx.needs_input_grad[2] else None

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sashimi.ssm import native
+from sashimi.ssm.fft import fft_conv
 from sashimi.ssm.kernel import DiagKernel, DPLRKernel
 from sashimi.ssm.structured import _block_size, _tables, vandermonde
 from sashimi.ssm.woodbury import _Rank1Woodbury
@@ -90,6 +91,25 @@ def test_woodbury_matches_pytorch(ext, monkeypatch, S):
         results[flag] = out.detach(), q00.grad, q_rest.grad
     for a, b in zip(results["0"], results["1"]):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5 * a.abs().max().item())
+
+
+@pytest.mark.parametrize("B, with_D, n", [(1, True, None), (3, True, None), (2, False, None), (2, True, 64)])
+def test_fft_conv_matches_pytorch(ext, monkeypatch, B, with_D, n):
+    H, L = 5, 40
+    g = torch.Generator().manual_seed(4)
+    u0, k0, D0 = torch.randn(B, H, L, generator=g), torch.randn(H, 33, generator=g), torch.randn(H, generator=g)
+    grad = torch.randn(B, H, L, generator=g)
+    results = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("SASHIMI_NATIVE_KERNEL", flag)
+        u, k, D = (t.clone().requires_grad_() for t in (u0, k0, D0))
+        y = fft_conv(u, k, D if with_D else None, n=n)
+        y.backward(grad)
+        results[flag] = y.detach(), u.grad, k.grad, D.grad
+    for a, b in zip(results["0"], results["1"]):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("make", [

@@ -299,9 +299,109 @@ at::Tensor woodbury_backward(const at::Tensor& g, const at::Tensor& t, const at:
   return gQ;
 }
 
+// The FFT convolution's spectral products (fft._FFTConv), with the skip tap D added to the kernel's spectrum
+// on the fly: Y = U (K + D) for U (B H F), K (H F), D (H) or None.
+at::Tensor conv_forward(const at::Tensor& U, const at::Tensor& K, const c10::optional<at::Tensor>& D) {
+  check(U, at::kComplexFloat, 3, "U");
+  check(K, at::kComplexFloat, 2, "K");
+  const int64_t B = U.size(0), H = U.size(1), F = U.size(2);
+  TORCH_CHECK(K.size(0) == H && K.size(1) == F, "K must be (H F) for U (B H F)");
+  const float* d = nullptr;
+  if (D.has_value()) {
+    check(*D, at::kFloat, 1, "D");
+    TORCH_CHECK(D->size(0) == H, "D must be (H)");
+    d = D->data_ptr<float>();
+  }
+  auto Y = at::empty({B, H, F}, at::kComplexFloat);
+  const float* u = reinterpret_cast<const float*>(U.data_ptr<c10::complex<float>>());
+  const float* k = reinterpret_cast<const float*>(K.data_ptr<c10::complex<float>>());
+  float* y = reinterpret_cast<float*>(Y.data_ptr<c10::complex<float>>());
+  at::parallel_for(0, B * H, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t h = r % H;
+      const float dh = d ? d[h] : 0.0f;
+      const float* ur = u + 2 * r * F;
+      const float* kr = k + 2 * h * F;
+      float* yr = y + 2 * r * F;
+#pragma omp simd
+      for (int64_t f = 0; f < F; ++f) {
+        const float a = kr[2 * f] + dh, b = kr[2 * f + 1];
+        const float c = ur[2 * f], e = ur[2 * f + 1];
+        yr[2 * f] = a * c - b * e;
+        yr[2 * f + 1] = a * e + b * c;
+      }
+    }
+  });
+  return Y;
+}
+
+// Its backward, from G = rfft of the output gradient (B H F): GK = G conj(K + D) (B H F) for the input gradient
+// if need_u, and GU = sum over the batch of G conj(U) (H F) for the kernel (and D) gradient if need_k; an
+// output that is not needed is returned undefined (None).
+std::vector<at::Tensor> conv_backward(const at::Tensor& G, const at::Tensor& K, const c10::optional<at::Tensor>& D,
+                                      const at::Tensor& U, bool need_u, bool need_k) {
+  check(G, at::kComplexFloat, 3, "G");
+  check(K, at::kComplexFloat, 2, "K");
+  check(U, at::kComplexFloat, 3, "U");
+  const int64_t B = G.size(0), H = G.size(1), F = G.size(2);
+  TORCH_CHECK(K.size(0) == H && K.size(1) == F && U.sizes() == G.sizes(), "G, U must be (B H F) and K (H F)");
+  const float* d = nullptr;
+  if (D.has_value()) {
+    check(*D, at::kFloat, 1, "D");
+    TORCH_CHECK(D->size(0) == H, "D must be (H)");
+    d = D->data_ptr<float>();
+  }
+  at::Tensor GK = need_u ? at::empty({B, H, F}, at::kComplexFloat) : at::Tensor();
+  at::Tensor GU = need_k ? at::empty({H, F}, at::kComplexFloat) : at::Tensor();
+  const float* g = reinterpret_cast<const float*>(G.data_ptr<c10::complex<float>>());
+  const float* k = reinterpret_cast<const float*>(K.data_ptr<c10::complex<float>>());
+  const float* u = reinterpret_cast<const float*>(U.data_ptr<c10::complex<float>>());
+  float* gk = need_u ? reinterpret_cast<float*>(GK.data_ptr<c10::complex<float>>()) : nullptr;
+  float* gu = need_k ? reinterpret_cast<float*>(GU.data_ptr<c10::complex<float>>()) : nullptr;
+  at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; ++h) {
+      const float dh = d ? d[h] : 0.0f;
+      const float* kr = k + 2 * h * F;
+      float* gur = need_k ? gu + 2 * h * F : nullptr;
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t r = b * H + h;
+        const float* gr = g + 2 * r * F;
+        const float* ur = u + 2 * r * F;
+        if (need_u) {
+          float* o = gk + 2 * r * F;
+#pragma omp simd
+          for (int64_t f = 0; f < F; ++f) {  // G conj(K + D)
+            const float a = kr[2 * f] + dh, c = kr[2 * f + 1];
+            o[2 * f] = gr[2 * f] * a + gr[2 * f + 1] * c;
+            o[2 * f + 1] = gr[2 * f + 1] * a - gr[2 * f] * c;
+          }
+        }
+        if (need_k) {
+          if (b == 0) {
+#pragma omp simd
+            for (int64_t f = 0; f < F; ++f) {  // G conj(U)
+              gur[2 * f] = gr[2 * f] * ur[2 * f] + gr[2 * f + 1] * ur[2 * f + 1];
+              gur[2 * f + 1] = gr[2 * f + 1] * ur[2 * f] - gr[2 * f] * ur[2 * f + 1];
+            }
+          } else {
+#pragma omp simd
+            for (int64_t f = 0; f < F; ++f) {
+              gur[2 * f] += gr[2 * f] * ur[2 * f] + gr[2 * f + 1] * ur[2 * f + 1];
+              gur[2 * f + 1] += gr[2 * f + 1] * ur[2 * f] - gr[2 * f] * ur[2 * f + 1];
+            }
+          }
+        }
+      }
+    }
+  });
+  return {GK, GU};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("vdm_tables", &vdm_tables, "power tables of the blocked Vandermonde product");
   m.def("vdm_backward", &vdm_backward, "backward reductions of the blocked Vandermonde product");
   m.def("woodbury_forward", &woodbury_forward, "rank-1 Woodbury correction in frequency");
   m.def("woodbury_backward", &woodbury_backward, "its backward");
+  m.def("conv_forward", &conv_forward, "spectral product of the FFT convolution");
+  m.def("conv_backward", &conv_backward, "its backward");
 }
