@@ -20,6 +20,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from sashimi.errors import ConfigError
+from sashimi.ssm import native
 from sashimi.ssm.cmath import cexpm1, clog
 from sashimi.ssm.init import c_init, diag_init, dplr_init, log_dt_init
 from sashimi.ssm.recurrence import DenseSystem, DiagonalSystem, LowRankSystem
@@ -233,18 +234,26 @@ class DPLRKernel(_SSMKernel):
         B, C = _r2c(self.B), _r2c(self.C)
         if Lk != lk:
             C = self._c_tilde(Lk)
-        P = _r2c(self.P)
+        coef, log_z = self._coefficients(Lk, B, C, _r2c(self.P))
+        fn = lambda c, z: dplr_kernel(c, z, Lk, self.rank, self.channels)
+        k = self._chunked(fn, Lk, coef.shape[0], coef, log_z, checkpointed=self.rank > 1)
+        return k[..., :L]
+
+    def _coefficients(self, L: int, B: torch.Tensor, C: torch.Tensor, P: torch.Tensor):
+        """Cauchy coefficients ((1+r)(S+r) H N2) for b in (B, P_1..P_r) and c in (C~_1..C~_S, conj P_1..conj P_r),
+        and log z (H N2) in double precision, for kernel length L (fused in the native kernel ops where they
+        apply; this code is their reference)."""
+        ext = native.ops(B, C, P, self.log_dt, self.A_real, self.A_imag)
+        if ext is not None:
+            return native.dplr_coefficients(ext, self.log_dt, self.A_real, self.A_imag, B, C, P, L)
         dt, Lam = self._dt_lambda64()
         dtA = dt[:, None] * Lam  # (H N2)
         log_z = clog((2 + dtA) / (2 - dtA))  # log of the bilinear-discretized diagonal, in double precision
         # 1/(w - x) over the L-th roots w becomes a geometric sequence z^k / (1 - z^L) (see class docstring).
-        scale = (2 * dt[:, None] / ((2 - dtA) * -cexpm1(Lk * log_z))).to(B.dtype)  # (H N2)
+        scale = (2 * dt[:, None] / ((2 - dtA) * -cexpm1(L * log_z))).to(B.dtype)  # (H N2)
         b_side = torch.cat([B[None], P])  # (1+r H N2)
         c_side = torch.cat([C, P.conj()])  # (S+r H N2)
-        coef = (b_side[:, None] * c_side[None] * scale).flatten(0, 1)  # ((1+r)(S+r) H N2)
-        fn = lambda c, z: dplr_kernel(c, z, Lk, self.rank, self.channels)
-        k = self._chunked(fn, Lk, coef.shape[0], coef, log_z, checkpointed=self.rank > 1)
-        return k[..., :L]
+        return (b_side[:, None] * c_side[None] * scale).flatten(0, 1), log_z  # ((1+r)(S+r) H N2)
 
     def _krylov_kernel(self, L: int) -> torch.Tensor:
         """K[s, h, k] = Re(C_s^T dA^k dB) for k < L, as one blocked product (S H L)."""

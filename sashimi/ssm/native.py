@@ -50,3 +50,28 @@ def _load():
     if not _EXTENSION.built():
         print("sashimi: building the native S4 kernel ops (once per machine, ~40 s)", file=sys.stderr, flush=True)
     return _EXTENSION.load()
+
+
+class _DPLRCoefficients(torch.autograd.Function):
+    """The DPLR kernel's Cauchy coefficients and log z from its parameters (``DPLRKernel._coefficients``), in
+    one native pass each way; the backward pass recomputes the intermediates instead of saving them."""
+
+    @staticmethod
+    def forward(ctx, ext, log_dt, A_real, A_imag, B, C, P, L: int):
+        params = [t.detach().contiguous() for t in (log_dt, A_real, A_imag, B, C, P)]
+        ctx.save_for_backward(*params)
+        ctx.ext, ctx.L = ext, L
+        coef, log_z = ext.dplr_coef(*params, L)
+        return coef, log_z
+
+    @staticmethod
+    def backward(ctx, g_coef, g_log_z):
+        g_coef = None if g_coef is None else g_coef.to(torch.complex64).contiguous()
+        g_log_z = None if g_log_z is None else g_log_z.to(torch.complex128).contiguous()
+        grads = ctx.ext.dplr_coef_backward(*ctx.saved_tensors, ctx.L, g_coef, g_log_z)
+        return (None, *grads, None)
+
+
+def dplr_coefficients(ext, log_dt, A_real, A_imag, B, C, P, L: int):
+    """coef ((1+r)(S+r) H N2) complex64 and log z (H N2) complex128; see csrc/kernel_ops.cpp (dplr_coef)."""
+    return _DPLRCoefficients.apply(ext, log_dt, A_real, A_imag, B, C, P, L)

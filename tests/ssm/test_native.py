@@ -3,6 +3,7 @@
 Each fused op is compared with its PyTorch version on the same inputs, then whole kernels (values and every
 parameter's gradient) with the extension on and off. The extension is built once per machine (about 40 s).
 """
+import copy
 import math
 import warnings
 
@@ -115,24 +116,58 @@ def test_fft_conv_matches_pytorch(ext, monkeypatch, B, with_D, n):
 @pytest.mark.parametrize("make", [
     lambda: DPLRKernel(6, 16, l_max=500),
     lambda: DPLRKernel(6, 16, l_max=500, channels=2),
+    lambda: DPLRKernel(6, 16, l_max=500, init="legt"),  # rank 2
+    lambda: DPLRKernel(6, 16, l_max=300),  # computed at 500: C~ rebuilt for the new length
     lambda: DiagKernel(6, 16),
     lambda: DiagKernel(6, 16, disc="bilinear"),
-], ids=["dplr", "dplr-bidirectional", "s4d-zoh", "s4d-bilinear"])
-def test_kernels_and_gradients_match_pytorch(ext, monkeypatch, make):
+], ids=["dplr", "dplr-bidirectional", "dplr-rank2", "dplr-longer", "s4d-zoh", "s4d-bilinear"])
+def test_kernels_and_gradients_as_accurate_as_pytorch(ext, monkeypatch, make):
+    """Against the float64 kernel (where the native ops are not used): the native float32 kernel and its
+    gradients are at least as close to it as the PyTorch float32 ones (within rounding)."""
     torch.manual_seed(0)
     kernel = make()
-    grad = torch.randn(kernel.channels, kernel.H, 500)
-    results = {}
+    exact = copy.deepcopy(kernel).double()
+    grad = torch.randn(kernel.channels, kernel.H, 500, dtype=torch.float64)
+    k_ref = exact(500)
+    k_ref.backward(grad)
+    ref = {"kernel": k_ref.detach(), **{n: p.grad for n, p in exact.named_parameters()}}
+    errors = {}
     for flag in ("0", "1"):
         monkeypatch.setenv("SASHIMI_NATIVE_KERNEL", flag)
         kernel.zero_grad()
         k = kernel(500)
-        k.backward(grad)
-        results[flag] = k.detach(), {n: p.grad.clone() for n, p in kernel.named_parameters()}
-    (k0, g0), (k1, g1) = results["0"], results["1"]
-    torch.testing.assert_close(k1, k0, rtol=1e-4, atol=1e-5 * k0.abs().max().item())
-    for name in g0:  # float32 gradients of a DPLR kernel carry ~1e-4 relative rounding either way
-        torch.testing.assert_close(g1[name], g0[name], rtol=1e-3, atol=1e-3 * g0[name].abs().max().item(),
+        k.backward(grad.float())
+        got = {"kernel": k.detach(), **{n: p.grad for n, p in kernel.named_parameters()}}
+        errors[flag] = {n: ((got[n].double() - ref[n]).abs().max() / ref[n].abs().max()).item() for n in ref}
+    for name, err in errors["1"].items():
+        assert err <= 1.5 * errors["0"][name] + 2e-5, f"{name}: native {err:.2e}, PyTorch {errors['0'][name]:.2e}"
+
+
+@pytest.mark.parametrize("rank_init, channels", [("legs", 1), ("legt", 1), ("legs", 2)])
+def test_dplr_coefficients_match_pytorch(ext, monkeypatch, rank_init, channels):
+    torch.manual_seed(5)
+    kernel = DPLRKernel(7, 12, l_max=400, init=rank_init, channels=channels)
+    with torch.no_grad():  # away from the init's repeated values
+        for p in kernel.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(6)
+    results = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("SASHIMI_NATIVE_KERNEL", flag)
+        kernel.zero_grad()
+        B, C, P = (torch.view_as_complex(t.contiguous()) for t in (kernel.B, kernel.C, kernel.P))
+        coef, log_z = kernel._coefficients(400, B, C, P)
+        g_coef = torch.randn(coef.shape, dtype=coef.dtype, generator=g)
+        g_log_z = torch.randn(log_z.shape, dtype=log_z.dtype, generator=g)
+        torch.autograd.backward([coef, log_z], [g_coef, g_log_z])
+        g.manual_seed(6)
+        results[flag] = coef.detach(), log_z.detach(), {n: p.grad.clone() for n, p in kernel.named_parameters()}
+    (c0, z0, g0), (c1, z1, g1) = results["0"], results["1"]
+    assert c1.dtype == c0.dtype and z1.dtype == z0.dtype == torch.complex128
+    torch.testing.assert_close(c1, c0, rtol=2e-6, atol=1e-6 * c0.abs().max().item())
+    torch.testing.assert_close(z1, z0, rtol=1e-12, atol=1e-14)
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], rtol=1e-4, atol=1e-5 * g0[name].abs().max().item(),
                                    msg=lambda m: f"{name}: {m}")
 
 

@@ -397,6 +397,174 @@ std::vector<at::Tensor> conv_backward(const at::Tensor& G, const at::Tensor& K, 
   return {GK, GU};
 }
 
+// ----------------------------------------------------------------------------------------------------------
+// The DPLR kernel's Cauchy coefficients from its parameters (kernel.DPLRKernel._coefficients), in double
+// precision, per channel h and mode n:
+//   dt = exp(log_dt), lambda = -exp(A_real) - i A_imag, x = dt lambda, w = (2 + x) / (2 - x),
+//   log_z = log w,  scale = 2 dt / ((2 - x) (1 - w^L)),
+//   coef[i (S+r) + j] = b_i c_j scale  for b = (B, P_1..P_r), c = (C_1..C_S, conj P_1..conj P_r).
+// The backward pass recomputes these and applies the chain rule by hand (PyTorch's convention for complex
+// gradients: grad_in = conj(d out / d in) grad_out for holomorphic maps).
+
+namespace {
+
+struct Point {
+  double dt;
+  c128 lam, x, logw, E, scale;  // E = w^L - 1
+};
+
+inline c128 mul(c128 a, c128 b) {  // written out: std::complex's operator* calls a slow NaN-aware helper
+  return c128(a.real() * b.real() - a.imag() * b.imag(), a.real() * b.imag() + a.imag() * b.real());
+}
+
+inline c128 div(c128 a, c128 b) {
+  const double inv = 1.0 / (b.real() * b.real() + b.imag() * b.imag());
+  return c128((a.real() * b.real() + a.imag() * b.imag()) * inv, (a.imag() * b.real() - a.real() * b.imag()) * inv);
+}
+
+inline Point point(double log_dt, double ar, double ai, int64_t L) {
+  Point p;
+  p.dt = std::exp(log_dt);
+  p.lam = c128(-std::exp(ar), -ai);
+  p.x = p.lam * p.dt;
+  const c128 w = div(c128(2.0, 0.0) + p.x, c128(2.0, 0.0) - p.x);
+  p.logw = c128(std::log(std::hypot(w.real(), w.imag())), std::atan2(w.imag(), w.real()));
+  const double a = p.logw.real() * static_cast<double>(L), b = p.logw.imag() * static_cast<double>(L);
+  const double half = std::sin(b / 2);
+  p.E = c128(std::expm1(a) * std::cos(b) - 2 * half * half, std::exp(a) * std::sin(b));  // expm1(L log w)
+  p.scale = div(c128(2 * p.dt, 0.0), mul(c128(2.0, 0.0) - p.x, -p.E));
+  return p;
+}
+
+inline c128 ld(const c10::complex<float>* v, int64_t i) { return c128(v[i].real(), v[i].imag()); }
+inline c128 ld(const c10::complex<double>* v, int64_t i) { return c128(v[i].real(), v[i].imag()); }
+
+void check_params(const at::Tensor& log_dt, const at::Tensor& A_real, const at::Tensor& A_imag, const at::Tensor& B,
+                  const at::Tensor& C, const at::Tensor& P) {
+  check(log_dt, at::kFloat, 1, "log_dt");
+  check(A_real, at::kFloat, 2, "A_real");
+  check(A_imag, at::kFloat, 2, "A_imag");
+  check(B, at::kComplexFloat, 2, "B");
+  check(C, at::kComplexFloat, 3, "C");
+  check(P, at::kComplexFloat, 3, "P");
+  const int64_t H = A_real.size(0), N = A_real.size(1);
+  TORCH_CHECK(log_dt.size(0) == H && A_imag.sizes() == A_real.sizes() && B.sizes() == A_real.sizes(),
+              "log_dt must be (H) and A_real, A_imag, B (H N)");
+  TORCH_CHECK(C.size(1) == H && C.size(2) == N && P.size(1) == H && P.size(2) == N, "C and P must be (. H N)");
+}
+
+}  // namespace
+
+std::vector<at::Tensor> dplr_coef(const at::Tensor& log_dt, const at::Tensor& A_real, const at::Tensor& A_imag,
+                                  const at::Tensor& B, const at::Tensor& C, const at::Tensor& P, int64_t L) {
+  check_params(log_dt, A_real, A_imag, B, C, P);
+  const int64_t H = A_real.size(0), N = A_real.size(1), S = C.size(0), r = P.size(0), J = S + r;
+  auto coef = at::empty({(1 + r) * J, H, N}, at::kComplexFloat);
+  auto log_z = at::empty({H, N}, at::kComplexDouble);
+  const float *ldt = log_dt.data_ptr<float>(), *are = A_real.data_ptr<float>(), *aim = A_imag.data_ptr<float>();
+  const auto *Bv = B.data_ptr<c10::complex<float>>(), *Cv = C.data_ptr<c10::complex<float>>();
+  const auto* Pv = P.data_ptr<c10::complex<float>>();
+  auto* out = coef.data_ptr<c10::complex<float>>();
+  auto* lz = log_z.data_ptr<c10::complex<double>>();
+  const int64_t HN = H * N;
+  at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; ++h) {
+      for (int64_t n = 0; n < N; ++n) {
+        const int64_t k = h * N + n;
+        const Point p = point(ldt[h], are[k], aim[k], L);
+        lz[k] = c10::complex<double>(p.logw.real(), p.logw.imag());
+        for (int64_t i = 0; i <= r; ++i) {
+          const c128 bs = mul(i == 0 ? ld(Bv, k) : ld(Pv, (i - 1) * HN + k), p.scale);
+          for (int64_t j = 0; j < J; ++j) {
+            const c128 c = j < S ? ld(Cv, j * HN + k) : std::conj(ld(Pv, (j - S) * HN + k));
+            const c128 v = mul(bs, c);
+            out[(i * J + j) * HN + k] = c10::complex<float>(static_cast<float>(v.real()), static_cast<float>(v.imag()));
+          }
+        }
+      }
+    }
+  });
+  return {coef, log_z};
+}
+
+std::vector<at::Tensor> dplr_coef_backward(const at::Tensor& log_dt, const at::Tensor& A_real,
+                                           const at::Tensor& A_imag, const at::Tensor& B, const at::Tensor& C,
+                                           const at::Tensor& P, int64_t L, const c10::optional<at::Tensor>& g_coef,
+                                           const c10::optional<at::Tensor>& g_log_z) {
+  check_params(log_dt, A_real, A_imag, B, C, P);
+  const int64_t H = A_real.size(0), N = A_real.size(1), S = C.size(0), r = P.size(0), J = S + r;
+  const bool has_c = g_coef.has_value() && g_coef->defined(), has_z = g_log_z.has_value() && g_log_z->defined();
+  if (has_c) {
+    check(*g_coef, at::kComplexFloat, 3, "g_coef");
+    TORCH_CHECK(g_coef->size(0) == (1 + r) * J && g_coef->size(1) == H && g_coef->size(2) == N, "g_coef shape");
+  }
+  if (has_z) {
+    check(*g_log_z, at::kComplexDouble, 2, "g_log_z");
+    TORCH_CHECK(g_log_z->size(0) == H && g_log_z->size(1) == N, "g_log_z must be (H N)");
+  }
+  auto g_ldt = at::empty({H}, at::kFloat);
+  auto g_ar = at::empty({H, N}, at::kFloat);
+  auto g_ai = at::empty({H, N}, at::kFloat);
+  auto g_B = at::empty({H, N}, at::kComplexFloat);
+  auto g_C = at::empty({S, H, N}, at::kComplexFloat);
+  auto g_P = at::empty({r, H, N}, at::kComplexFloat);
+  const float *ldt = log_dt.data_ptr<float>(), *are = A_real.data_ptr<float>(), *aim = A_imag.data_ptr<float>();
+  const auto *Bv = B.data_ptr<c10::complex<float>>(), *Cv = C.data_ptr<c10::complex<float>>();
+  const auto* Pv = P.data_ptr<c10::complex<float>>();
+  const auto* gc = has_c ? g_coef->data_ptr<c10::complex<float>>() : nullptr;
+  const auto* gz = has_z ? g_log_z->data_ptr<c10::complex<double>>() : nullptr;
+  auto *oB = g_B.data_ptr<c10::complex<float>>(), *oC = g_C.data_ptr<c10::complex<float>>();
+  auto* oP = g_P.data_ptr<c10::complex<float>>();
+  float *o_ldt = g_ldt.data_ptr<float>(), *o_ar = g_ar.data_ptr<float>(), *o_ai = g_ai.data_ptr<float>();
+  const int64_t HN = H * N;
+  const double Ld = static_cast<double>(L);
+  auto put = [](c10::complex<float>* o, c128 v) {
+    *o = c10::complex<float>(static_cast<float>(v.real()), static_cast<float>(v.imag()));
+  };
+  at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
+    std::vector<c128> b(1 + r), c(J), gb(1 + r), gcj(J);
+    for (int64_t h = h0; h < h1; ++h) {
+      double acc_dt = 0.0;
+      for (int64_t n = 0; n < N; ++n) {
+        const int64_t k = h * N + n;
+        const Point p = point(ldt[h], are[k], aim[k], L);
+        for (int64_t i = 0; i <= r; ++i) b[i] = i == 0 ? ld(Bv, k) : ld(Pv, (i - 1) * HN + k);
+        for (int64_t j = 0; j < J; ++j) c[j] = j < S ? ld(Cv, j * HN + k) : std::conj(ld(Pv, (j - S) * HN + k));
+        c128 g_scale(0.0, 0.0);
+        std::fill(gb.begin(), gb.end(), c128(0.0, 0.0));
+        std::fill(gcj.begin(), gcj.end(), c128(0.0, 0.0));
+        if (has_c) {
+          for (int64_t i = 0; i <= r; ++i) {
+            for (int64_t j = 0; j < J; ++j) {
+              const c128 g = ld(gc, (i * J + j) * HN + k);
+              g_scale += mul(std::conj(mul(b[i], c[j])), g);
+              gb[i] += mul(std::conj(c[j]), g);
+              gcj[j] += mul(std::conj(b[i]), g);
+            }
+          }
+        }
+        const c128 sc = std::conj(p.scale);
+        put(oB + k, mul(sc, gb[0]));
+        for (int64_t j = 0; j < S; ++j) put(oC + j * HN + k, mul(sc, gcj[j]));
+        for (int64_t q = 0; q < r; ++q) put(oP + q * HN + k, mul(sc, gb[1 + q]) + std::conj(mul(sc, gcj[S + q])));
+        // x: d scale / dx = scale (1 / (2 - x) - 4 L w^L / ((4 - x^2) E)),  d log w / dx = 4 / (4 - x^2)
+        const c128 two(2.0, 0.0), four_minus_x2 = c128(4.0, 0.0) - mul(p.x, p.x);
+        const c128 dlogw = div(c128(4.0, 0.0), four_minus_x2);
+        const c128 wL = p.E + c128(1.0, 0.0);
+        const c128 dscale = mul(p.scale, div(c128(1.0, 0.0), two - p.x) - div(mul(dlogw, wL) * Ld, p.E));
+        c128 g_x = mul(std::conj(dscale), g_scale);
+        if (has_z) g_x += mul(std::conj(dlogw), ld(gz, k));
+        const c128 g_lam = g_x * p.dt;
+        acc_dt += mul(std::conj(p.lam), g_x).real() + mul(sc, g_scale).real() / p.dt;
+        o_ar[k] = static_cast<float>(-std::exp(static_cast<double>(are[k])) * g_lam.real());
+        o_ai[k] = static_cast<float>(-g_lam.imag());
+      }
+      o_ldt[h] = static_cast<float>(acc_dt * std::exp(static_cast<double>(ldt[h])));
+    }
+  });
+  return {g_ldt, g_ar, g_ai, g_B, g_C, g_P};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("vdm_tables", &vdm_tables, "power tables of the blocked Vandermonde product");
   m.def("vdm_backward", &vdm_backward, "backward reductions of the blocked Vandermonde product");
@@ -404,4 +572,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("woodbury_backward", &woodbury_backward, "its backward");
   m.def("conv_forward", &conv_forward, "spectral product of the FFT convolution");
   m.def("conv_backward", &conv_backward, "its backward");
+  m.def("dplr_coef", &dplr_coef, "Cauchy coefficients of the DPLR kernel");
+  m.def("dplr_coef_backward", &dplr_coef_backward, "their backward");
 }
