@@ -64,28 +64,32 @@ class _FFTConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None, n: int) -> torch.Tensor:
         L, Lk = u.shape[-1], k.shape[-1]
-        U, K = torch.fft.rfft(u, n=n), torch.fft.rfft(k, n=n)
         ext = native.ops(u, k, *([] if D is None else [D])) if u.dim() == 3 and k.dim() == 2 else None
-        if ext is not None:  # K stays without D: the products add it on the fly
-            D = None if D is None else D.detach().contiguous()
-            Y = ext.conv_forward(U, K, D)
-        else:
+        ctx.sizes, ctx.ext = (n, L, Lk), ext
+        K = torch.fft.rfft(k, n=n)
+        if ext is None:
+            U = torch.fft.rfft(u, n=n)
             if D is not None:
                 K += D[:, None]  # a lag-0 tap has a flat spectrum
-            D, Y = None, U * K
+            ctx.save_for_backward(U, K, None)
+            return torch.fft.irfft(U * K, n=n)[..., :L]
+        # native: (B H L) rows in and out in one tiled pass each (the output's memory is (B L H), the layout
+        # of the layers around it); K stays without D, the product adds it on the fly
+        U = torch.fft.rfft(ext.pad_rows(u, n))
+        D = None if D is None else D.detach().contiguous()
         ctx.save_for_backward(U, K, D)
-        ctx.sizes, ctx.ext = (n, L, Lk), ext
-        return torch.fft.irfft(Y, n=n)[..., :L]
+        return ext.crop_rows(torch.fft.irfft(ext.conv_forward(U, K, D), n=n), L).transpose(1, 2)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         U, K, D = ctx.saved_tensors
         n, L, Lk = ctx.sizes
         need_u, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
-        G = torch.fft.rfft(g, n=n)
         if ctx.ext is not None:
-            GK, GU = ctx.ext.conv_backward(G.contiguous(), K, D, U, need_u, need_k)
+            G = torch.fft.rfft(ctx.ext.pad_rows(g, n))
+            GK, GU = ctx.ext.conv_backward(G, K, D, U, need_u, need_k)
         else:
+            G = torch.fft.rfft(g, n=n)
             GK = G * K.conj() if need_u else None  # correlation with the kernel
             GU = G * U.conj() if need_k else None  # (... H F), summed over the leading (batch) axes below
             if need_k and GU.dim() > K.dim():
@@ -93,7 +97,8 @@ class _FFTConv(torch.autograd.Function):
                 GU = GU[0] if GU.shape[0] == 1 else GU.sum(0)
         gu = gk = gD = None
         if need_u:
-            gu = torch.fft.irfft(GK, n=n)[..., :L]
+            gu = torch.fft.irfft(GK, n=n)
+            gu = gu[..., :L] if ctx.ext is None else ctx.ext.crop_rows(gu, L).transpose(1, 2)
             # causal: inputs after the last nonzero gradient get exactly zero, not roundoff (the full scan is
             # skipped in the common case of a nonzero gradient at the last position)
             if n >= L + Lk - 1 and not bool(g[..., -1].any()):

@@ -54,21 +54,22 @@ def _load():
 
 class _DPLRCoefficients(torch.autograd.Function):
     """The DPLR kernel's Cauchy coefficients and log z from its parameters (``DPLRKernel._coefficients``), in
-    one native pass each way; the backward pass recomputes the intermediates instead of saving them."""
+    one native pass each way (the forward pass also returns the per-mode intermediates the backward needs)."""
 
     @staticmethod
     def forward(ctx, ext, log_dt, A_real, A_imag, B, C, P, L: int):
         params = [t.detach().contiguous() for t in (log_dt, A_real, A_imag, B, C, P)]
-        ctx.save_for_backward(*params)
+        coef, log_z, saved = ext.dplr_coef(*params, L)
+        ctx.save_for_backward(*params, saved)
         ctx.ext, ctx.L = ext, L
-        coef, log_z = ext.dplr_coef(*params, L)
         return coef, log_z
 
     @staticmethod
     def backward(ctx, g_coef, g_log_z):
         g_coef = None if g_coef is None else g_coef.to(torch.complex64).contiguous()
         g_log_z = None if g_log_z is None else g_log_z.to(torch.complex128).contiguous()
-        grads = ctx.ext.dplr_coef_backward(*ctx.saved_tensors, ctx.L, g_coef, g_log_z)
+        *params, saved = ctx.saved_tensors
+        grads = ctx.ext.dplr_coef_backward(*params, saved, ctx.L, g_coef, g_log_z)
         return (None, *grads, None)
 
 

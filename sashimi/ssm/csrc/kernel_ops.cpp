@@ -299,6 +299,64 @@ at::Tensor woodbury_backward(const at::Tensor& g, const at::Tensor& t, const at:
   return gQ;
 }
 
+// Layout changes around the FFT convolution, in cache-sized tiles (the layers run (B L H); the FFTs want
+// (B H n) rows). pad_rows: x (B H L), any strides -> (B H n) contiguous, zero past L. crop_rows: y (B H n)
+// contiguous -> (B L H) contiguous holding y[..., :L] (the caller views it as (B H L) again).
+constexpr int64_t kTile = 32;
+
+at::Tensor pad_rows(const at::Tensor& x, int64_t n) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.dim() == 3, "x must be (B H L) float32");
+  const int64_t B = x.size(0), H = x.size(1), L = x.size(2);
+  TORCH_CHECK(n >= L, "n must be at least the length");
+  const int64_t sb = x.stride(0), sh = x.stride(1), sl = x.stride(2);
+  auto out = at::empty({B, H, n}, at::kFloat);
+  const float* xv = x.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  const int64_t tiles = (L + kTile - 1) / kTile;
+  at::parallel_for(0, B * tiles, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / tiles, t0 = (i % tiles) * kTile, t1 = std::min(L, t0 + kTile);
+      for (int64_t h0 = 0; h0 < H; h0 += kTile) {
+        const int64_t h1 = std::min(H, h0 + kTile);
+        for (int64_t h = h0; h < h1; ++h) {
+          const float* src = xv + b * sb + h * sh;
+          float* dst = o + (b * H + h) * n;
+          for (int64_t t = t0; t < t1; ++t) dst[t] = src[t * sl];
+        }
+      }
+    }
+  });
+  if (n > L) {
+    at::parallel_for(0, B * H, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) std::fill(o + r * n + L, o + (r + 1) * n, 0.0f);
+    });
+  }
+  return out;
+}
+
+at::Tensor crop_rows(const at::Tensor& y, int64_t L) {
+  check(y, at::kFloat, 3, "y");
+  const int64_t B = y.size(0), H = y.size(1), n = y.size(2);
+  TORCH_CHECK(L <= n, "L must be at most the row length");
+  auto out = at::empty({B, L, H}, at::kFloat);
+  const float* yv = y.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  const int64_t tiles = (L + kTile - 1) / kTile;
+  at::parallel_for(0, B * tiles, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / tiles, t0 = (i % tiles) * kTile, t1 = std::min(L, t0 + kTile);
+      for (int64_t h0 = 0; h0 < H; h0 += kTile) {
+        const int64_t h1 = std::min(H, h0 + kTile);
+        for (int64_t t = t0; t < t1; ++t) {
+          float* dst = o + (b * L + t) * H;
+          for (int64_t h = h0; h < h1; ++h) dst[h] = yv[(b * H + h) * n + t];
+        }
+      }
+    }
+  });
+  return out;
+}
+
 // The FFT convolution's spectral products (fft._FFTConv), with the skip tap D added to the kernel's spectrum
 // on the fly: Y = U (K + D) for U (B H F), K (H F), D (H) or None.
 at::Tensor conv_forward(const at::Tensor& U, const at::Tensor& K, const c10::optional<at::Tensor>& D) {
@@ -403,7 +461,7 @@ std::vector<at::Tensor> conv_backward(const at::Tensor& G, const at::Tensor& K, 
 //   dt = exp(log_dt), lambda = -exp(A_real) - i A_imag, x = dt lambda, w = (2 + x) / (2 - x),
 //   log_z = log w,  scale = 2 dt / ((2 - x) (1 - w^L)),
 //   coef[i (S+r) + j] = b_i c_j scale  for b = (B, P_1..P_r), c = (C_1..C_S, conj P_1..conj P_r).
-// The backward pass recomputes these and applies the chain rule by hand (PyTorch's convention for complex
+// The backward pass takes x, E and scale from the forward pass and applies the chain rule by hand (PyTorch's convention for complex
 // gradients: grad_in = conj(d out / d in) grad_out for holomorphic maps).
 
 namespace {
@@ -461,10 +519,12 @@ std::vector<at::Tensor> dplr_coef(const at::Tensor& log_dt, const at::Tensor& A_
   const int64_t H = A_real.size(0), N = A_real.size(1), S = C.size(0), r = P.size(0), J = S + r;
   auto coef = at::empty({(1 + r) * J, H, N}, at::kComplexFloat);
   auto log_z = at::empty({H, N}, at::kComplexDouble);
+  auto saved = at::empty({H, N, 3}, at::kComplexDouble);  // x, E, scale: what the backward pass needs
   const float *ldt = log_dt.data_ptr<float>(), *are = A_real.data_ptr<float>(), *aim = A_imag.data_ptr<float>();
   const auto *Bv = B.data_ptr<c10::complex<float>>(), *Cv = C.data_ptr<c10::complex<float>>();
   const auto* Pv = P.data_ptr<c10::complex<float>>();
   auto* out = coef.data_ptr<c10::complex<float>>();
+  auto* sv = saved.data_ptr<c10::complex<double>>();
   auto* lz = log_z.data_ptr<c10::complex<double>>();
   const int64_t HN = H * N;
   at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
@@ -473,6 +533,9 @@ std::vector<at::Tensor> dplr_coef(const at::Tensor& log_dt, const at::Tensor& A_
         const int64_t k = h * N + n;
         const Point p = point(ldt[h], are[k], aim[k], L);
         lz[k] = c10::complex<double>(p.logw.real(), p.logw.imag());
+        sv[3 * k] = c10::complex<double>(p.x.real(), p.x.imag());
+        sv[3 * k + 1] = c10::complex<double>(p.E.real(), p.E.imag());
+        sv[3 * k + 2] = c10::complex<double>(p.scale.real(), p.scale.imag());
         for (int64_t i = 0; i <= r; ++i) {
           const c128 bs = mul(i == 0 ? ld(Bv, k) : ld(Pv, (i - 1) * HN + k), p.scale);
           for (int64_t j = 0; j < J; ++j) {
@@ -484,14 +547,18 @@ std::vector<at::Tensor> dplr_coef(const at::Tensor& log_dt, const at::Tensor& A_
       }
     }
   });
-  return {coef, log_z};
+  return {coef, log_z, saved};
 }
 
 std::vector<at::Tensor> dplr_coef_backward(const at::Tensor& log_dt, const at::Tensor& A_real,
                                            const at::Tensor& A_imag, const at::Tensor& B, const at::Tensor& C,
-                                           const at::Tensor& P, int64_t L, const c10::optional<at::Tensor>& g_coef,
+                                           const at::Tensor& P, const at::Tensor& saved, int64_t L,
+                                           const c10::optional<at::Tensor>& g_coef,
                                            const c10::optional<at::Tensor>& g_log_z) {
   check_params(log_dt, A_real, A_imag, B, C, P);
+  check(saved, at::kComplexDouble, 3, "saved");
+  TORCH_CHECK(saved.size(0) == A_real.size(0) && saved.size(1) == A_real.size(1) && saved.size(2) == 3,
+              "saved must be (H N 3), as dplr_coef returns it");
   const int64_t H = A_real.size(0), N = A_real.size(1), S = C.size(0), r = P.size(0), J = S + r;
   const bool has_c = g_coef.has_value() && g_coef->defined(), has_z = g_log_z.has_value() && g_log_z->defined();
   if (has_c) {
@@ -513,6 +580,7 @@ std::vector<at::Tensor> dplr_coef_backward(const at::Tensor& log_dt, const at::T
   const auto* Pv = P.data_ptr<c10::complex<float>>();
   const auto* gc = has_c ? g_coef->data_ptr<c10::complex<float>>() : nullptr;
   const auto* gz = has_z ? g_log_z->data_ptr<c10::complex<double>>() : nullptr;
+  const auto* sv = saved.data_ptr<c10::complex<double>>();
   auto *oB = g_B.data_ptr<c10::complex<float>>(), *oC = g_C.data_ptr<c10::complex<float>>();
   auto* oP = g_P.data_ptr<c10::complex<float>>();
   float *o_ldt = g_ldt.data_ptr<float>(), *o_ar = g_ar.data_ptr<float>(), *o_ai = g_ai.data_ptr<float>();
@@ -525,9 +593,15 @@ std::vector<at::Tensor> dplr_coef_backward(const at::Tensor& log_dt, const at::T
     std::vector<c128> b(1 + r), c(J), gb(1 + r), gcj(J);
     for (int64_t h = h0; h < h1; ++h) {
       double acc_dt = 0.0;
+      const double dt = std::exp(static_cast<double>(ldt[h]));
       for (int64_t n = 0; n < N; ++n) {
         const int64_t k = h * N + n;
-        const Point p = point(ldt[h], are[k], aim[k], L);
+        Point p;  // from the forward pass
+        p.dt = dt;
+        p.x = ld(sv, 3 * k);
+        p.E = ld(sv, 3 * k + 1);
+        p.scale = ld(sv, 3 * k + 2);
+        p.lam = p.x / dt;
         for (int64_t i = 0; i <= r; ++i) b[i] = i == 0 ? ld(Bv, k) : ld(Pv, (i - 1) * HN + k);
         for (int64_t j = 0; j < J; ++j) c[j] = j < S ? ld(Cv, j * HN + k) : std::conj(ld(Pv, (j - S) * HN + k));
         c128 g_scale(0.0, 0.0);
@@ -556,10 +630,10 @@ std::vector<at::Tensor> dplr_coef_backward(const at::Tensor& log_dt, const at::T
         if (has_z) g_x += mul(std::conj(dlogw), ld(gz, k));
         const c128 g_lam = g_x * p.dt;
         acc_dt += mul(std::conj(p.lam), g_x).real() + mul(sc, g_scale).real() / p.dt;
-        o_ar[k] = static_cast<float>(-std::exp(static_cast<double>(are[k])) * g_lam.real());
+        o_ar[k] = static_cast<float>(p.lam.real() * g_lam.real());  // d lambda / d A_real = -exp(A_real) = Re lambda
         o_ai[k] = static_cast<float>(-g_lam.imag());
       }
-      o_ldt[h] = static_cast<float>(acc_dt * std::exp(static_cast<double>(ldt[h])));
+      o_ldt[h] = static_cast<float>(acc_dt * dt);
     }
   });
   return {g_ldt, g_ar, g_ai, g_B, g_C, g_P};
@@ -570,6 +644,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("vdm_backward", &vdm_backward, "backward reductions of the blocked Vandermonde product");
   m.def("woodbury_forward", &woodbury_forward, "rank-1 Woodbury correction in frequency");
   m.def("woodbury_backward", &woodbury_backward, "its backward");
+  m.def("pad_rows", &pad_rows, "(B H L) -> (B H n) contiguous, zero-padded");
+  m.def("crop_rows", &crop_rows, "(B H n) -> (B L H) contiguous, cropped to L");
   m.def("conv_forward", &conv_forward, "spectral product of the FFT convolution");
   m.def("conv_backward", &conv_backward, "its backward");
   m.def("dplr_coef", &dplr_coef, "Cauchy coefficients of the DPLR kernel");
