@@ -327,7 +327,7 @@ at::Tensor pad_rows(const at::Tensor& x, int64_t n) {
     }
   });
   if (n > L) {
-    at::parallel_for(0, B * H, 64, [&](int64_t r0, int64_t r1) {
+    at::parallel_for(0, B * H, 1, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) std::fill(o + r * n + L, o + (r + 1) * n, 0.0f);
     });
   }
