@@ -60,7 +60,11 @@ class _Vandermonde(torch.autograd.Function):
         T = _block_size(L, S)
         A = math.ceil(L / T)
         ext = native.ops(coef)
-        outer, right = _tables(log_z, T, A, coef.dtype, ext)  # (H A N) complex, (H 2N T) real
+        # native, with grad: rows of b z^b below the table's (H 4N T), for the backward pass; the forward uses
+        # the top half
+        with_b = ext is not None and ctx.needs_input_grad[1]
+        outer, table = _tables(log_z, T, A, coef.dtype, ext, with_b)  # (H A N) complex, (H 2N or 4N T) real
+        right = table[:, : 2 * N]
         # Re(x y) = Re x Re y + Im(conj x) Im y: one real matmul over the contraction axis (n, re/im).
         c2 = (2 * coef).conj().transpose(0, 1).contiguous()  # (H S N)
         left = torch.view_as_real(c2[:, :, None, :] * outer.conj()[:, None])  # (H S A N 2) = conj(2 c z^(aT))
@@ -68,31 +72,36 @@ class _Vandermonde(torch.autograd.Function):
         for group in left.split(sizes, dim=1):  # (H s A N 2)
             out = torch.matmul(group.reshape(H, -1, 2 * N), right).view(H, group.shape[1], A * T)  # (H s A*T)
             outs.append(out if A * T == L else out[..., :L])
-        ctx.save_for_backward(coef, outer, right)
-        ctx.L, ctx.ext = L, ext
+        ctx.save_for_backward(coef, outer, table)
+        ctx.L, ctx.ext, ctx.with_b = L, ext, with_b
         return tuple(outs)
 
     @staticmethod
     def backward(ctx, *grads: torch.Tensor):
-        coef, outer, right = ctx.saved_tensors
+        coef, outer, table = ctx.saved_tensors
         H, N = coef.shape[1:]
-        A, T = outer.shape[1], right.shape[-1]
+        A, T = outer.shape[1], table.shape[-1]
         need_coef, need_z = ctx.needs_input_grad[:2]
+        ext = ctx.ext if all(g.dtype == table.dtype for g in grads) else None
+        if ext is not None and need_z and not ctx.with_b:  # the forward pass ran without grad mode: no b z^b rows
+            ext = None
+        right = table[:, : 2 * N]
         b = torch.arange(T, device=right.device, dtype=right.dtype)
-        right_b = right * b if need_z else None
-        ext = ctx.ext if all(g.dtype == right.dtype for g in grads) else None
+        right_b = right * b if need_z and ext is None else None
         aT = (torch.arange(A, device=right.device, dtype=right.dtype) * T)[:, None]  # (A 1)
         grad_coef, grad_log_z = [], (torch.zeros(H, N, dtype=coef.dtype) if ext and need_z else 0)
         for g, c in zip(grads, coef.split([g.shape[1] for g in grads])):  # one row group at a time
             G = g.contiguous() if A * T == ctx.L else torch.nn.functional.pad(g, (0, A * T - ctx.L))
             G = G.view(H, -1, T)  # (H s*A T)
+            if ext is not None:  # one product with [z^b; b z^b] (or z^b), then the reductions below, fused
+                rows = table if need_z else right
+                PP = torch.matmul(G, rows.transpose(1, 2)).view(H, c.shape[0], A, rows.shape[1] // (2 * N), N, 2)
+                gz = grad_log_z if need_z else None  # adds 2 conj(...) of this group to it
+                grad_coef.append(ext.vdm_backward(torch.view_as_complex(PP), outer, c.contiguous(), T, need_z, gz))
+                continue
             blocked = lambda table: torch.view_as_complex(  # sum_b G[s, aT + b] table[n, b]: (H s A N)
                 torch.matmul(G, table.transpose(1, 2)).view(H, c.shape[0], A, N, 2))
             P = blocked(right)
-            if ext is not None:  # the reductions below, fused; adds 2 conj(...) of this group to grad_log_z
-                Pb = blocked(right_b) if need_z else None
-                grad_coef.append(ext.vdm_backward(P, Pb, outer, c.contiguous(), T, grad_log_z if need_z else None))
-                continue
             if need_coef:
                 grad_coef.append((outer[:, None] * P).sum(2))  # (H s N)
             if need_z:
@@ -105,13 +114,14 @@ class _Vandermonde(torch.autograd.Function):
         return grad_coef, grad_log_z, None, None
 
 
-def _tables(log_z: torch.Tensor, T: int, A: int, dtype: torch.dtype, ext) -> tuple[torch.Tensor, torch.Tensor]:
+def _tables(log_z: torch.Tensor, T: int, A: int, dtype: torch.dtype, ext, with_b: bool = False):
     """The two factors' powers: outer z^(aT) (H A N) complex ``dtype``; right (H 2N T) real, rows (n, re/im) of
-    z^b for b < T. With ``ext`` (the native kernel ops), in one pass from exp(log z) and exp(T log z)."""
+    z^b for b < T. With ``ext`` (the native kernel ops), in one pass from exp(log z) and exp(T log z), and with
+    ``with_b`` the rows of b z^b follow (H 4N T)."""
     H, N = log_z.shape
     if ext is not None:
         log_z = log_z.to(torch.complex128)
-        right, outer = ext.vdm_tables(torch.exp(log_z), torch.exp(T * log_z), log_z.real.contiguous(), T, A)
+        right, outer = ext.vdm_tables(torch.exp(log_z), torch.exp(T * log_z), log_z.real.contiguous(), T, A, with_b)
         return outer, right
     a = torch.arange(A, device=log_z.device, dtype=torch.float64) * T
     outer = _powers(log_z[:, None, :], a[:, None], dtype)  # (H A N)

@@ -48,6 +48,9 @@ def test_tables_match_pytorch(ext, H, N, L, S):
         assert ((new - old).abs() <= 3e-7 * old.abs() + 1e-18).all()
     assert (right1 == 0).any() and (outer1 == 0).any()  # the cutoff was exercised ...
     assert not (right1.abs() < torch.finfo(torch.float32).tiny).logical_and(right1 != 0).any()  # no subnormals
+    outer2, both = _tables(log_z, T, A, torch.complex64, ext, with_b=True)  # rows of b z^b appended
+    assert both.shape == (H, 4 * N, T) and torch.equal(outer2, outer1) and torch.equal(both[:, : 2 * N], right1)
+    torch.testing.assert_close(both[:, 2 * N :], right1 * torch.arange(T), rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize("sizes", [(1, 3), (4,), (2, 2)])
@@ -183,7 +186,7 @@ def test_used_only_for_single_precision_cpu_tensors(ext, monkeypatch):
 def test_bad_input_is_a_clear_error(ext):
     z = torch.ones(2, 3, dtype=torch.complex128)
     with pytest.raises(RuntimeError, match="log_mod has dtype Float, expected Double"):
-        ext.vdm_tables(z, z, torch.zeros(2, 3), 4, 2)
+        ext.vdm_tables(z, z, torch.zeros(2, 3), 4, 2, False)
     with pytest.raises(RuntimeError, match="Q must be \\(h S\\+2 F\\)"):
         ext.woodbury_backward(torch.zeros(2, 1, 5, dtype=torch.complex64), torch.zeros(2, 1, 5, dtype=torch.complex64),
                               torch.zeros(2, 1, 5, dtype=torch.complex64), torch.zeros(2, 2, 5, dtype=torch.complex64))

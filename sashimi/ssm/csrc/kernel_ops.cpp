@@ -26,7 +26,8 @@ static void check(const at::Tensor& t, at::ScalarType type, int64_t dim, const c
 }
 
 // Powers of the nodes z for the blocked Vandermonde product (structured._Vandermonde), float32:
-//   right (H 2N T): rows (n, re/im) of z^b, b < T (the inner factor of the product);
+//   right (H 2N T): rows (n, re/im) of z^b, b < T (the inner factor of the product); with_b: (H 4N T), the
+//     same rows then those of b z^b (for the backward pass: both in one matrix product);
 //   outer (H A N) complex64: z^(aT), a < A.
 // Inputs in double: z and z^T (H N complex128, from exp(log z) and exp(T log z)), and Re log z (H N) for the
 // cutoff. A power z^(k step) with k = i m + j (j < m = 16) is the product of two double-precision running
@@ -80,14 +81,14 @@ static void geometric(double wr, double wi, double log_mod, int64_t count, float
 }
 
 std::vector<at::Tensor> vdm_tables(const at::Tensor& z, const at::Tensor& zT, const at::Tensor& log_mod, int64_t T,
-                                   int64_t A) {
+                                   int64_t A, bool with_b) {
   check(z, at::kComplexDouble, 2, "z");
   check(zT, at::kComplexDouble, 2, "zT");
   check(log_mod, at::kDouble, 2, "log_mod");
   TORCH_CHECK(z.sizes() == zT.sizes() && z.sizes() == log_mod.sizes(), "z, zT and log_mod must have one shape");
   TORCH_CHECK(T > 0 && A > 0, "T and A must be positive");
-  const int64_t H = z.size(0), N = z.size(1);
-  auto right = at::empty({H, 2 * N, T}, at::kFloat);
+  const int64_t H = z.size(0), N = z.size(1), rows = with_b ? 4 * N : 2 * N;
+  auto right = at::empty({H, rows, T}, at::kFloat);
   auto outer = at::empty({H, A, N}, at::kComplexFloat);
   const double* zv = reinterpret_cast<const double*>(z.data_ptr<c10::complex<double>>());
   const double* ztv = reinterpret_cast<const double*>(zT.data_ptr<c10::complex<double>>());
@@ -98,8 +99,16 @@ std::vector<at::Tensor> vdm_tables(const at::Tensor& z, const at::Tensor& zT, co
     for (int64_t h = h0; h < h1; ++h) {
       for (int64_t n = 0; n < N; ++n) {
         const int64_t i = h * N + n;
-        float* row = R + (h * 2 * N + 2 * n) * T;  // Re row, then Im row
+        float* row = R + (h * rows + 2 * n) * T;  // Re row, then Im row
         geometric(zv[2 * i], zv[2 * i + 1], lm[i], T, row, row + T, 1);
+        if (with_b) {  // b z^b, rows 2N + 2n and 2N + 2n + 1
+          float* rb = row + 2 * N * T;
+#pragma omp simd
+          for (int64_t b = 0; b < T; ++b) {
+            rb[b] = static_cast<float>(b) * row[b];
+            rb[T + b] = static_cast<float>(b) * row[T + b];
+          }
+        }
         float* col = O + 2 * (h * A * N + n);  // column n of (A N) complex
         geometric(ztv[2 * i], ztv[2 * i + 1], lm[i] * static_cast<double>(T), A, col, col + 1, 2 * N);
       }
@@ -109,30 +118,25 @@ std::vector<at::Tensor> vdm_tables(const at::Tensor& z, const at::Tensor& zT, co
 }
 
 // The backward reductions of the blocked Vandermonde product for one group of rows (structured._Vandermonde):
-// with P = sum_b G[s, aT + b] z^b and Pb = sum_b b G[s, aT + b] z^b, both (H s A N) complex64 as GEMM outputs,
+// with P = sum_b G[s, aT + b] z^b and Pb = sum_b b G[s, aT + b] z^b, the two halves of PP (H s A 2 N) complex64
+// (one GEMM output, with the table of vdm_tables(with_b)),
 //   grad_coef[s, h, n] = 2 conj(sum_a z^(aT) P)
 //   grad_log_z[h, n]   = 2 conj(sum_s coef[s, h, n] sum_a z^(aT) (Pb + aT P))
-// (grad_log_z (H N) is accumulated into, so the groups of rows can be added one after the other.) Without Pb
-// only grad_coef is computed.
-at::Tensor vdm_backward(const at::Tensor& P, const c10::optional<at::Tensor>& Pb_opt, const at::Tensor& outer,
-                        const at::Tensor& coef, int64_t T, const c10::optional<at::Tensor>& grad_log_z_opt) {
-  check(P, at::kComplexFloat, 4, "P");
+// (grad_log_z (H N) is accumulated into, so the groups of rows can be added one after the other.) Without
+// need_z, PP is (H s A 1 N) (P only) and only grad_coef is computed.
+at::Tensor vdm_backward(const at::Tensor& PP, const at::Tensor& outer, const at::Tensor& coef, int64_t T,
+                        bool need_z, const c10::optional<at::Tensor>& grad_log_z_opt) {
+  check(PP, at::kComplexFloat, 5, "PP");
   check(outer, at::kComplexFloat, 3, "outer");
   check(coef, at::kComplexFloat, 3, "coef");
-  const int64_t H = P.size(0), S = P.size(1), A = P.size(2), N = P.size(3);
+  const int64_t H = PP.size(0), S = PP.size(1), A = PP.size(2), parts = PP.size(3), N = PP.size(4);
+  TORCH_CHECK(parts == (need_z ? 2 : 1), "PP must be (H s A 2 N) with need_z, else (H s A 1 N)");
   TORCH_CHECK(outer.size(0) == H && outer.size(1) == A && outer.size(2) == N, "outer must be (H A N)");
   TORCH_CHECK(coef.size(0) == S && coef.size(1) == H && coef.size(2) == N, "coef must be (S H N)");
-  const bool need_z = Pb_opt.has_value() && Pb_opt->defined();
-  const at::Tensor Pb = need_z ? *Pb_opt : at::Tensor();
   const at::Tensor grad_log_z = need_z ? grad_log_z_opt.value() : at::Tensor();
-  if (need_z) {
-    check(Pb, at::kComplexFloat, 4, "Pb");
-    TORCH_CHECK(Pb.sizes() == P.sizes(), "Pb must have the shape of P");
-    check(grad_log_z, at::kComplexFloat, 2, "grad_log_z");
-  }
+  if (need_z) check(grad_log_z, at::kComplexFloat, 2, "grad_log_z");
   auto grad_coef = at::empty({S, H, N}, at::kComplexFloat);
-  const c64* p = reinterpret_cast<const c64*>(P.data_ptr<c10::complex<float>>());
-  const c64* pb = need_z ? reinterpret_cast<const c64*>(Pb.data_ptr<c10::complex<float>>()) : nullptr;
+  const c64* p = reinterpret_cast<const c64*>(PP.data_ptr<c10::complex<float>>());
   const c64* o = reinterpret_cast<const c64*>(outer.data_ptr<c10::complex<float>>());
   const c64* c = reinterpret_cast<const c64*>(coef.data_ptr<c10::complex<float>>());
   c64* gc = reinterpret_cast<c64*>(grad_coef.data_ptr<c10::complex<float>>());
@@ -149,9 +153,8 @@ at::Tensor vdm_backward(const at::Tensor& P, const c10::optional<at::Tensor>& Pb
         float* ki = kr + N;
         for (int64_t a = 0; a < A; ++a) {
           const float* ov = reinterpret_cast<const float*>(o + (h * A + a) * N);
-          const int64_t row = ((h * S + s) * A + a) * N;
+          const int64_t row = ((h * S + s) * A + a) * parts * N;
           const float* pv = reinterpret_cast<const float*>(p + row);
-          const float* pbv = need_z ? reinterpret_cast<const float*>(pb + row) : nullptr;
           const float aT = static_cast<float>(a * T);
 #pragma omp simd
           for (int64_t n = 0; n < N; ++n) {
@@ -161,6 +164,7 @@ at::Tensor vdm_backward(const at::Tensor& P, const c10::optional<at::Tensor>& Pb
             ci[n] += orr * pi + oi * pr;
           }
           if (need_z) {
+            const float* pbv = pv + 2 * N;
 #pragma omp simd
             for (int64_t n = 0; n < N; ++n) {
               const float orr = ov[2 * n], oi = ov[2 * n + 1];
