@@ -9,6 +9,11 @@ import time
 
 import torch
 
+from sashimi.runtime import tune_malloc
+
+# The benchmarks run with the process settings of the `sashimi` command (sashimi/runtime.py).
+MALLOC_TUNED = tune_malloc()
+
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
@@ -18,7 +23,9 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
-    return f"{os.cpu_count()} CPU cores ({cpu}){gpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    malloc = "glibc malloc tuned (sashimi.runtime)" if MALLOC_TUNED else "default malloc"
+    return (f"{os.cpu_count()} CPU cores ({cpu}){gpu}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"{malloc}")
 
 
 def timeit(fn, repeat: int = 5, warmup: int = 1, device: str = "cpu") -> tuple[float, float]:

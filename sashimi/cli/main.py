@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from sashimi.errors import SashimiError
+from sashimi.runtime import tune_malloc
 
 # Each sub-command module exposes `register(subparsers)`; the handler it registers takes the parsed args.
 _COMMAND_MODULES = (
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    tune_malloc()  # the command is the application: see sashimi/runtime.py
     try:
         return int(args.handler(args) or 0)
     except SashimiError as err:
