@@ -6,7 +6,7 @@ Two measurements, each forward + backward + AdamW step in float32 (bf16-mixed on
 The official implementation takes 75.6 s for one 16,000-sample sequence forward+backward on this machine,
 i.e. 16000 / 75.6 = 212 samples/s; the target is 40x that.
 
-    python benchmarks/train.py [--steps 3] [--device cpu|cuda]
+    python benchmarks/train.py [--steps 6] [--warmup 2] [--device cpu|cuda]
 """
 from __future__ import annotations
 
@@ -33,13 +33,13 @@ OFFICIAL_SECONDS = 75.6
 LENGTH = 16000
 
 
-def bare_step_seconds(steps: int, device: str) -> list[float]:
+def bare_step_seconds(steps: int, warmup: int, device: str) -> list[float]:
     torch.manual_seed(0)
     model = sashimi.SaShiMiLM(sashimi.preset("sc09")).to(device)
     optimizer = adamw(model, 0.001, 0.0)
     tokens = torch.randint(0, 256, (1, LENGTH), device=device)
     times = []
-    for _ in range(steps + 1):  # the first step is warm-up
+    for _ in range(warmup + steps):
         t0 = time.perf_counter()
         with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
             loss = token_nll(model(tokens), tokens).mean()
@@ -49,7 +49,7 @@ def bare_step_seconds(steps: int, device: str) -> list[float]:
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    return times[1:]
+    return times[warmup:]
 
 
 class StepTimer(pl.Callback):
@@ -65,9 +65,9 @@ class StepTimer(pl.Callback):
         self.times.append(time.perf_counter() - self._t0)
 
 
-def trainer_step_seconds(steps: int, device: str) -> list[float]:
+def trainer_step_seconds(steps: int, warmup: int, device: str) -> list[float]:
     precision = "bf16-mixed" if device == "cuda" else "32-true"
-    config = load_config("sc09", ["trainer.batch_size=1", f"trainer.max_steps={steps + 1}", "trainer.val_every=100000",
+    config = load_config("sc09", ["trainer.batch_size=1", f"trainer.max_steps={warmup + steps}", "trainer.val_every=100000",
                                   "trainer.checkpoint_every=100000", "trainer.progress_bar=false",
                                   f"trainer.precision={precision}", f"trainer.accelerator={device.replace('cuda', 'gpu')}",
                                   "schedule.name=constant", "data.root=unused"])
@@ -79,23 +79,24 @@ def trainer_step_seconds(steps: int, device: str) -> list[float]:
         timer = StepTimer()
         trainer.callbacks.append(timer)
         trainer.fit(task)
-    return timer.times[1:]
+    return timer.times[warmup:]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (build/load, allocator warm-up)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    rows = [("bare model", bare_step_seconds(args.steps, args.device)),
-            ("sashimi train (Lightning)", trainer_step_seconds(args.steps, args.device))]
+    rows = [("bare model", bare_step_seconds(args.steps, args.warmup, args.device)),
+            ("sashimi train (Lightning)", trainer_step_seconds(args.steps, args.warmup, args.device))]
     official = LENGTH / OFFICIAL_SECONDS
     print(f"machine: {machine()}")
     print(f"sc09 preset ({sum(p.numel() for p in sashimi.SaShiMiLM(sashimi.preset('sc09')).parameters()):,} "
           f"parameters), batch 1 x {LENGTH} samples, {'bf16-mixed' if args.device == 'cuda' else 'float32'}, "
-          f"median of {args.steps} steps after 1 warm-up")
+          f"median of {args.steps} steps after {args.warmup} warm-up")
     print(f"| path | s/step (median) | samples/s | x official ({official:.0f} samples/s) |")
     print("|---|---|---|---|")
     print(f"| official implementation (measured) | {OFFICIAL_SECONDS:.1f} | {official:.0f} | 1.0x |")
