@@ -73,45 +73,58 @@ class _Vandermonde(torch.autograd.Function):
             out = torch.matmul(group.reshape(H, -1, 2 * N), right).view(H, group.shape[1], A * T)  # (H s A*T)
             outs.append(out if A * T == L else out[..., :L])
         ctx.save_for_backward(coef, outer, table)
-        ctx.L, ctx.ext, ctx.with_b = L, ext, with_b
+        ctx.L, ctx.ext = L, ext
         return tuple(outs)
 
     @staticmethod
     def backward(ctx, *grads: torch.Tensor):
         coef, outer, table = ctx.saved_tensors
-        H, N = coef.shape[1:]
-        A, T = outer.shape[1], table.shape[-1]
         need_coef, need_z = ctx.needs_input_grad[:2]
-        ext = ctx.ext if all(g.dtype == table.dtype for g in grads) else None
-        if ext is not None and need_z and not ctx.with_b:  # the forward pass ran without grad mode: no b z^b rows
-            ext = None
-        right = table[:, : 2 * N]
-        b = torch.arange(T, device=right.device, dtype=right.dtype)
-        right_b = right * b if need_z and ext is None else None
-        aT = (torch.arange(A, device=right.device, dtype=right.dtype) * T)[:, None]  # (A 1)
-        grad_coef, grad_log_z = [], (torch.zeros(H, N, dtype=coef.dtype) if ext and need_z else 0)
-        for g, c in zip(grads, coef.split([g.shape[1] for g in grads])):  # one row group at a time
-            G = g.contiguous() if A * T == ctx.L else torch.nn.functional.pad(g, (0, A * T - ctx.L))
-            G = G.view(H, -1, T)  # (H s*A T)
-            if ext is not None:  # one product with [z^b; b z^b] (or z^b), then the reductions below, fused
-                rows = table if need_z else right
-                PP = torch.matmul(G, rows.transpose(1, 2)).view(H, c.shape[0], A, rows.shape[1] // (2 * N), N, 2)
-                gz = grad_log_z if need_z else None  # adds 2 conj(...) of this group to it
-                grad_coef.append(ext.vdm_backward(torch.view_as_complex(PP), outer, c.contiguous(), T, need_z, gz))
-                continue
-            blocked = lambda table: torch.view_as_complex(  # sum_b G[s, aT + b] table[n, b]: (H s A N)
-                torch.matmul(G, table.transpose(1, 2)).view(H, c.shape[0], A, N, 2))
-            P = blocked(right)
-            if need_coef:
-                grad_coef.append((outer[:, None] * P).sum(2))  # (H s N)
-            if need_z:
-                P_k = blocked(right_b) + aT * P  # sum_b (aT + b) G[s, aT + b] z^b
-                grad_log_z = grad_log_z + (c.transpose(0, 1) * (outer[:, None] * P_k).sum(2)).sum(1)  # (H N)
-        if ext is not None:
-            return torch.cat(grad_coef) if need_coef else None, grad_log_z if need_z else None, None, None
-        grad_coef = 2 * torch.cat(grad_coef, dim=1).conj().transpose(0, 1) if need_coef else None  # (S H N)
-        grad_log_z = 2 * grad_log_z.conj() if need_z else None
-        return grad_coef, grad_log_z, None, None
+        A, T = outer.shape[1], table.shape[-1]
+        pad = A * T - ctx.L
+        # (H s*A T): the gradient of each row group in blocks of T
+        Gs = [(g.contiguous() if not pad else torch.nn.functional.pad(g, (0, pad))).view(g.shape[0], -1, T)
+              for g in grads]
+        groups = coef.split([g.shape[1] for g in grads])
+        if ctx.ext is not None and all(g.dtype == table.dtype for g in grads):
+            grad_coef, grad_log_z = _backward_native(ctx.ext, Gs, groups, outer, table, need_z)
+        else:
+            grad_coef, grad_log_z = _backward_torch(Gs, groups, outer, table, need_z)
+        return grad_coef if need_coef else None, grad_log_z if need_z else None, None, None
+
+
+def _backward_torch(Gs, groups, outer, table, need_z):
+    """The reductions of _Vandermonde.backward in PyTorch ops: (grad_coef (S H N), grad_log_z (H N) or None)."""
+    H, A, N = outer.shape
+    right = table[:, : 2 * N]
+    T = right.shape[-1]
+    right_b = right * torch.arange(T, device=right.device, dtype=right.dtype) if need_z else None
+    aT = (torch.arange(A, device=right.device, dtype=right.dtype) * T)[:, None]  # (A 1)
+    grad_coef, grad_log_z = [], 0
+    for G, c in zip(Gs, groups):  # one row group at a time
+        blocked = lambda tab: torch.view_as_complex(  # sum_b G[s, aT + b] tab[n, b]: (H s A N)
+            torch.matmul(G, tab.transpose(1, 2)).view(H, c.shape[0], A, N, 2))
+        P = blocked(right)
+        grad_coef.append((outer[:, None] * P).sum(2))  # (H s N)
+        if need_z:
+            P_k = blocked(right_b) + aT * P  # sum_b (aT + b) G[s, aT + b] z^b
+            grad_log_z = grad_log_z + (c.transpose(0, 1) * (outer[:, None] * P_k).sum(2)).sum(1)  # (H N)
+    grad_coef = 2 * torch.cat(grad_coef, dim=1).conj().transpose(0, 1)  # (S H N)
+    return grad_coef, 2 * grad_log_z.conj() if need_z else None
+
+
+def _backward_native(ext, Gs, groups, outer, table, need_z):
+    """The same with the native kernel ops: one product per group with the stacked table [z^b; b z^b] (just
+    z^b without need_z), then the reductions over blocks fused (``vdm_backward``)."""
+    H, A, N = outer.shape
+    rows = table if need_z else table[:, : 2 * N]
+    grad_log_z = torch.zeros(H, N, dtype=outer.dtype) if need_z else None  # each group adds 2 conj(...) to it
+    grad_coef = []
+    for G, c in zip(Gs, groups):
+        PP = torch.matmul(G, rows.transpose(1, 2)).view(H, c.shape[0], A, rows.shape[1] // (2 * N), N, 2)
+        grad_coef.append(ext.vdm_backward(torch.view_as_complex(PP), outer, c.contiguous(), table.shape[-1],
+                                          need_z, grad_log_z))
+    return torch.cat(grad_coef), grad_log_z
 
 
 def _tables(log_z: torch.Tensor, T: int, A: int, dtype: torch.dtype, ext, with_b: bool = False):
