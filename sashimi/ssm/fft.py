@@ -66,7 +66,7 @@ class _FFTConv(torch.autograd.Function):
         L, Lk = u.shape[-1], k.shape[-1]
         ext = native.ops(u, k, *([] if D is None else [D])) if u.dim() == 3 and k.dim() == 2 else None
         ctx.sizes, ctx.ext = (n, L, Lk), ext
-        K = torch.fft.rfft(k, n=n)
+        K = torch.fft.rfft(k, n=n) if ext is None else torch.fft.rfft(ext.pad_rows(k[None], n)[0])
         if ext is None:
             U = torch.fft.rfft(u, n=n)
             if D is not None:

@@ -66,8 +66,11 @@ class _Vandermonde(torch.autograd.Function):
         outer, table = _tables(log_z, T, A, coef.dtype, ext, with_b)  # (H A N) complex, (H 2N or 4N T) real
         right = table[:, : 2 * N]
         # Re(x y) = Re x Re y + Im(conj x) Im y: one real matmul over the contraction axis (n, re/im).
-        c2 = (2 * coef).conj().transpose(0, 1).contiguous()  # (H S N)
-        left = torch.view_as_real(c2[:, :, None, :] * outer.conj()[:, None])  # (H S A N 2) = conj(2 c z^(aT))
+        if ext is not None:
+            left = ext.vdm_left(coef.contiguous(), outer)  # (H S A N 2) = conj(2 c z^(aT))
+        else:
+            c2 = (2 * coef).conj().transpose(0, 1).contiguous()  # (H S N)
+            left = torch.view_as_real(c2[:, :, None, :] * outer.conj()[:, None])  # (H S A N 2) = conj(2 c z^(aT))
         outs = []
         for group in left.split(sizes, dim=1):  # (H s A N 2)
             out = torch.matmul(group.reshape(H, -1, 2 * N), right).view(H, group.shape[1], A * T)  # (H s A*T)

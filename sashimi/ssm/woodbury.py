@@ -79,7 +79,8 @@ class _Rank1Woodbury(torch.autograd.Function):
         if ext is not None:  # the same products, fused
             W, t, tQ01 = ext.woodbury_forward(Q, s)
             ctx.save_for_backward(t, tQ01, Q)
-            return (q00 - torch.fft.irfft(W, n=L)).transpose(0, 1)
+            corr = torch.fft.irfft(W, n=L)
+            return torch.sub(q00, corr, out=corr).transpose(0, 1)  # (S h L), in the correction's memory
         Q01, Q10, Q11 = Q.split([1, S, 1], dim=1)
         t = s / (1 + s * Q11)  # (h 1 F)
         tQ01 = t * Q01

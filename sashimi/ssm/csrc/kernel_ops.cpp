@@ -117,6 +117,37 @@ std::vector<at::Tensor> vdm_tables(const at::Tensor& z, const at::Tensor& zT, co
   return {right, outer};
 }
 
+// The outer factor of the blocked product, left (H S A N 2) float32 = conj(2 coef z^(aT)) for coef (S H N)
+// complex64 and outer (H A N) complex64 from vdm_tables.
+at::Tensor vdm_left(const at::Tensor& coef, const at::Tensor& outer) {
+  check(coef, at::kComplexFloat, 3, "coef");
+  check(outer, at::kComplexFloat, 3, "outer");
+  const int64_t S = coef.size(0), H = coef.size(1), N = coef.size(2), A = outer.size(1);
+  TORCH_CHECK(outer.size(0) == H && outer.size(2) == N, "outer must be (H A N) for coef (S H N)");
+  auto left = at::empty({H, S, A, N, 2}, at::kFloat);
+  const float* c = reinterpret_cast<const float*>(coef.data_ptr<c10::complex<float>>());
+  const float* o = reinterpret_cast<const float*>(outer.data_ptr<c10::complex<float>>());
+  float* out = left.data_ptr<float>();
+  at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; ++h) {
+      for (int64_t s = 0; s < S; ++s) {
+        const float* cv = c + 2 * (s * H + h) * N;
+        for (int64_t a = 0; a < A; ++a) {
+          const float* ov = o + 2 * (h * A + a) * N;
+          float* dst = out + 2 * ((h * S + s) * A + a) * N;
+#pragma omp simd
+          for (int64_t n = 0; n < N; ++n) {  // conj(2 c o)
+            const float cr = 2.0f * cv[2 * n], ci = 2.0f * cv[2 * n + 1], orr = ov[2 * n], oi = ov[2 * n + 1];
+            dst[2 * n] = cr * orr - ci * oi;
+            dst[2 * n + 1] = -(cr * oi + ci * orr);
+          }
+        }
+      }
+    }
+  });
+  return left;
+}
+
 // The backward reductions of the blocked Vandermonde product for one group of rows (structured._Vandermonde):
 // with P = sum_b G[s, aT + b] z^b and Pb = sum_b b G[s, aT + b] z^b, the two halves of PP (H s A 2 N) complex64
 // (one GEMM output, with the table of vdm_tables(with_b)),
@@ -645,6 +676,7 @@ std::vector<at::Tensor> dplr_coef_backward(const at::Tensor& log_dt, const at::T
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("vdm_tables", &vdm_tables, "power tables of the blocked Vandermonde product");
+  m.def("vdm_left", &vdm_left, "outer factor of the blocked Vandermonde product");
   m.def("vdm_backward", &vdm_backward, "backward reductions of the blocked Vandermonde product");
   m.def("woodbury_forward", &woodbury_forward, "rank-1 Woodbury correction in frequency");
   m.def("woodbury_backward", &woodbury_backward, "its backward");
