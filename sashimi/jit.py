@@ -55,8 +55,10 @@ def build_directory() -> Path:
 class Extension:
     """One C++ source, built and loaded on first ``load()``.
 
-    ``what`` names it in error messages; ``openmp`` compiles and links with OpenMP (for ``at::parallel_for``,
-    which then runs on torch's own OpenMP threads: the process has one OpenMP runtime, torch's).
+    ``what`` names it in error messages; ``openmp`` compiles and links with OpenMP (for ``at::parallel_for``).
+    With the pip wheels of torch for Linux, whose bundled runtime is named libgomp.so.1, the extension binds to
+    that same already-loaded runtime and honours ``torch.set_num_threads``; a torch build with another OpenMP
+    runtime (libomp, a renamed libgomp) would load a second one.
     """
 
     def __init__(self, name: str, source: Path, what: str, *, openmp: bool = False):

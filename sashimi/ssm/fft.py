@@ -64,7 +64,8 @@ class _FFTConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None, n: int) -> torch.Tensor:
         L, Lk = u.shape[-1], k.shape[-1]
-        ext = native.ops(u, k, *([] if D is None else [D])) if u.dim() == 3 and k.dim() == 2 else None
+        fits = u.dim() == 3 and k.dim() == 2 and k.shape[0] == u.shape[1] and n >= max(L, Lk)
+        ext = native.ops(u, k, *([] if D is None else [D])) if fits else None
         ctx.sizes, ctx.ext = (n, L, Lk), ext
         K = torch.fft.rfft(k, n=n) if ext is None else torch.fft.rfft(ext.pad_rows(k[None], n)[0])
         if ext is None:
@@ -86,6 +87,7 @@ class _FFTConv(torch.autograd.Function):
         n, L, Lk = ctx.sizes
         need_u, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
         if ctx.ext is not None:
+            native.refuse_double_backward()
             G = torch.fft.rfft(ctx.ext.pad_rows(g, n))
             GK, GU = ctx.ext.conv_backward(G, K, D, U, need_u, need_k)
         else:

@@ -46,6 +46,14 @@ def ops(*tensors: torch.Tensor):
         return None
 
 
+def refuse_double_backward() -> None:
+    """Called by the backward passes that run native ops: those are opaque to autograd, so a backward pass
+    recorded for a second derivative (create_graph=True) would be silently wrong."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("second derivatives through the native S4 kernel ops are not supported; "
+                           "set SASHIMI_NATIVE_KERNEL=0 for double backward")
+
+
 def _load():
     if not _EXTENSION.built():
         print("sashimi: building the native S4 kernel ops (once per machine, ~40 s)", file=sys.stderr, flush=True)
@@ -66,6 +74,7 @@ class _DPLRCoefficients(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_coef, g_log_z):
+        refuse_double_backward()
         g_coef = None if g_coef is None else g_coef.to(torch.complex64).contiguous()
         g_log_z = None if g_log_z is None else g_log_z.to(torch.complex128).contiguous()
         *params, saved = ctx.saved_tensors

@@ -40,7 +40,8 @@ def vandermonde(coef: torch.Tensor, log_z: torch.Tensor, L: int, split: int | No
     graph is kept over the power tables.
     """
     sizes = (coef.shape[0],) if split is None else (split, coef.shape[0] - split)
-    out = _Vandermonde.apply(coef, log_z, L, sizes)
+    grad_z = torch.is_grad_enabled() and log_z.requires_grad  # (inside forward, grad mode is always off)
+    out = _Vandermonde.apply(coef, log_z, L, sizes, grad_z)
     return out[0] if split is None else out
 
 
@@ -55,14 +56,14 @@ class _Vandermonde(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, coef: torch.Tensor, log_z: torch.Tensor, L: int, sizes: tuple[int, ...]):
+    def forward(ctx, coef: torch.Tensor, log_z: torch.Tensor, L: int, sizes: tuple[int, ...], grad_z: bool):
         S, H, N = coef.shape
         T = _block_size(L, S)
         A = math.ceil(L / T)
         ext = native.ops(coef)
         # native, with grad: rows of b z^b below the table's (H 4N T), for the backward pass; the forward uses
         # the top half
-        with_b = ext is not None and ctx.needs_input_grad[1]
+        with_b = ext is not None and grad_z
         outer, table = _tables(log_z, T, A, coef.dtype, ext, with_b)  # (H A N) complex, (H 2N or 4N T) real
         right = table[:, : 2 * N]
         # Re(x y) = Re x Re y + Im(conj x) Im y: one real matmul over the contraction axis (n, re/im).
@@ -90,10 +91,11 @@ class _Vandermonde(torch.autograd.Function):
               for g in grads]
         groups = coef.split([g.shape[1] for g in grads])
         if ctx.ext is not None and all(g.dtype == table.dtype for g in grads):
+            native.refuse_double_backward()
             grad_coef, grad_log_z = _backward_native(ctx.ext, Gs, groups, outer, table, need_z)
         else:
             grad_coef, grad_log_z = _backward_torch(Gs, groups, outer, table, need_z)
-        return grad_coef if need_coef else None, grad_log_z if need_z else None, None, None
+        return grad_coef if need_coef else None, grad_log_z if need_z else None, None, None, None
 
 
 def _backward_torch(Gs, groups, outer, table, need_z):
@@ -136,7 +138,7 @@ def _tables(log_z: torch.Tensor, T: int, A: int, dtype: torch.dtype, ext, with_b
     ``with_b`` the rows of b z^b follow (H 4N T)."""
     H, N = log_z.shape
     if ext is not None:
-        log_z = log_z.to(torch.complex128)
+        log_z = log_z.to(torch.complex128).contiguous()
         right, outer = ext.vdm_tables(torch.exp(log_z), torch.exp(T * log_z), log_z.real.contiguous(), T, A, with_b)
         return outer, right
     a = torch.arange(A, device=log_z.device, dtype=torch.float64) * T

@@ -95,6 +95,7 @@ class _Rank1Woodbury(torch.autograd.Function):
         # halved. Between them sits an element-wise map, so the weights cancel: only the plain pair remains.
         grad = grad.transpose(0, 1)  # (h S L)
         if ctx.ext is not None:  # saved all of Q; the fused op applies the correction's minus sign itself
+            native.refuse_double_backward()
             g = torch.fft.rfft(grad, n=L).contiguous()  # (h S F)
             return grad, torch.fft.irfft(ctx.ext.woodbury_backward(g, t, tQ01, Q10), n=L), None
         h, S, F = Q10.shape

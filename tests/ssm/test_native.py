@@ -223,3 +223,18 @@ def test_failed_build_falls_back_to_pytorch_with_one_warning(monkeypatch):
     monkeypatch.setenv("SASHIMI_NATIVE_KERNEL", "0")
     torch.testing.assert_close(again, kernel(100), rtol=0, atol=0)
     assert len(calls) == 1
+
+
+def test_second_derivatives_are_refused_not_wrong(ext, monkeypatch):
+    monkeypatch.setenv("SASHIMI_NATIVE_KERNEL", "1")
+    kernel = DPLRKernel(3, 8, l_max=64)
+    with pytest.raises(RuntimeError, match="second derivatives through the native S4 kernel ops"):
+        torch.autograd.grad(kernel(64).square().sum(), kernel.log_dt, create_graph=True)
+    (g,) = torch.autograd.grad(kernel(64).square().sum(), kernel.log_dt)  # first derivatives are fine
+    assert torch.isfinite(g).all()
+
+
+def test_fft_conv_falls_back_where_the_native_op_does_not_fit(ext, monkeypatch):
+    monkeypatch.setenv("SASHIMI_NATIVE_KERNEL", "1")
+    u, k = torch.randn(2, 4, 30), torch.randn(1, 20)  # a kernel broadcast over channels
+    torch.testing.assert_close(fft_conv(u, k), fft_conv(u, k.expand(4, -1).contiguous()))

@@ -445,7 +445,8 @@ std::vector<at::Tensor> conv_backward(const at::Tensor& G, const at::Tensor& K, 
     d = D->data_ptr<float>();
   }
   at::Tensor GK = need_u ? at::empty({B, H, F}, at::kComplexFloat) : at::Tensor();
-  at::Tensor GU = need_k ? at::empty({H, F}, at::kComplexFloat) : at::Tensor();
+  at::Tensor GU = need_k ? (B > 0 ? at::empty({H, F}, at::kComplexFloat) : at::zeros({H, F}, at::kComplexFloat))
+                         : at::Tensor();  // an empty batch contributes nothing
   const float* g = reinterpret_cast<const float*>(G.data_ptr<c10::complex<float>>());
   const float* k = reinterpret_cast<const float*>(K.data_ptr<c10::complex<float>>());
   const float* u = reinterpret_cast<const float*>(U.data_ptr<c10::complex<float>>());
