@@ -173,9 +173,9 @@ at::Tensor vdm_backward(const at::Tensor& PP, const at::Tensor& outer, const at:
   c64* gc = reinterpret_cast<c64*>(grad_coef.data_ptr<c10::complex<float>>());
   c64* gz = need_z ? reinterpret_cast<c64*>(grad_log_z.data_ptr<c10::complex<float>>()) : nullptr;
   at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
-    std::vector<float> acc(4 * N);
+    std::vector<float> acc(4 * N), zsum(2 * N);
     for (int64_t h = h0; h < h1; ++h) {
-      std::vector<float> zsum(2 * N, 0.0f);
+      std::fill(zsum.begin(), zsum.end(), 0.0f);
       for (int64_t s = 0; s < S; ++s) {
         std::fill(acc.begin(), acc.end(), 0.0f);
         float* cr = acc.data();
@@ -339,6 +339,19 @@ at::Tensor woodbury_backward(const at::Tensor& g, const at::Tensor& t, const at:
 // contiguous -> (B L H) contiguous holding y[..., :L] (the caller views it as (B H L) again).
 constexpr int64_t kTile = 32;
 
+// f(b, t0, t1, h0, h1) over the kTile x kTile tiles of a (B, L, H) index space, tiles of length split over
+// torch's threads.
+template <typename F>
+static void for_tiles(int64_t B, int64_t L, int64_t H, const F& f) {
+  const int64_t tiles = (L + kTile - 1) / kTile;
+  at::parallel_for(0, B * tiles, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / tiles, t0 = (i % tiles) * kTile, t1 = std::min(L, t0 + kTile);
+      for (int64_t h0 = 0; h0 < H; h0 += kTile) f(b, t0, t1, h0, std::min(H, h0 + kTile));
+    }
+  });
+}
+
 at::Tensor pad_rows(const at::Tensor& x, int64_t n) {
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.dim() == 3, "x must be (B H L) float32");
   const int64_t B = x.size(0), H = x.size(1), L = x.size(2);
@@ -347,18 +360,11 @@ at::Tensor pad_rows(const at::Tensor& x, int64_t n) {
   auto out = at::empty({B, H, n}, at::kFloat);
   const float* xv = x.data_ptr<float>();
   float* o = out.data_ptr<float>();
-  const int64_t tiles = (L + kTile - 1) / kTile;
-  at::parallel_for(0, B * tiles, 1, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t b = i / tiles, t0 = (i % tiles) * kTile, t1 = std::min(L, t0 + kTile);
-      for (int64_t h0 = 0; h0 < H; h0 += kTile) {
-        const int64_t h1 = std::min(H, h0 + kTile);
-        for (int64_t h = h0; h < h1; ++h) {
-          const float* src = xv + b * sb + h * sh;
-          float* dst = o + (b * H + h) * n;
-          for (int64_t t = t0; t < t1; ++t) dst[t] = src[t * sl];
-        }
-      }
+  for_tiles(B, L, H, [&](int64_t b, int64_t t0, int64_t t1, int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; ++h) {
+      const float* src = xv + b * sb + h * sh;
+      float* dst = o + (b * H + h) * n;
+      for (int64_t t = t0; t < t1; ++t) dst[t] = src[t * sl];
     }
   });
   if (n > L) {
@@ -376,17 +382,10 @@ at::Tensor crop_rows(const at::Tensor& y, int64_t L) {
   auto out = at::empty({B, L, H}, at::kFloat);
   const float* yv = y.data_ptr<float>();
   float* o = out.data_ptr<float>();
-  const int64_t tiles = (L + kTile - 1) / kTile;
-  at::parallel_for(0, B * tiles, 1, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t b = i / tiles, t0 = (i % tiles) * kTile, t1 = std::min(L, t0 + kTile);
-      for (int64_t h0 = 0; h0 < H; h0 += kTile) {
-        const int64_t h1 = std::min(H, h0 + kTile);
-        for (int64_t t = t0; t < t1; ++t) {
-          float* dst = o + (b * L + t) * H;
-          for (int64_t h = h0; h < h1; ++h) dst[h] = yv[(b * H + h) * n + t];
-        }
-      }
+  for_tiles(B, L, H, [&](int64_t b, int64_t t0, int64_t t1, int64_t h0, int64_t h1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      float* dst = o + (b * L + t) * H;
+      for (int64_t h = h0; h < h1; ++h) dst[h] = yv[(b * H + h) * n + t];
     }
   });
   return out;
@@ -516,9 +515,9 @@ inline c128 div(c128 a, c128 b) {
   return c128((a.real() * b.real() + a.imag() * b.imag()) * inv, (a.imag() * b.real() - a.real() * b.imag()) * inv);
 }
 
-inline Point point(double log_dt, double ar, double ai, int64_t L) {
+inline Point point(double dt, double ar, double ai, int64_t L) {
   Point p;
-  p.dt = std::exp(log_dt);
+  p.dt = dt;
   p.lam = c128(-std::exp(ar), -ai);
   p.x = p.lam * p.dt;
   const c128 w = div(c128(2.0, 0.0) + p.x, c128(2.0, 0.0) - p.x);
@@ -565,9 +564,10 @@ std::vector<at::Tensor> dplr_coef(const at::Tensor& log_dt, const at::Tensor& A_
   const int64_t HN = H * N;
   at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
     for (int64_t h = h0; h < h1; ++h) {
+      const double dt = std::exp(static_cast<double>(ldt[h]));
       for (int64_t n = 0; n < N; ++n) {
         const int64_t k = h * N + n;
-        const Point p = point(ldt[h], are[k], aim[k], L);
+        const Point p = point(dt, are[k], aim[k], L);
         lz[k] = c10::complex<double>(p.logw.real(), p.logw.imag());
         sv[3 * k] = c10::complex<double>(p.x.real(), p.x.imag());
         sv[3 * k + 1] = c10::complex<double>(p.E.real(), p.E.imag());
