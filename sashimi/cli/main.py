@@ -35,9 +35,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+# Sub-commands that end in a key=value list, and where it goes. argparse ends a positional list at the first
+# option, so the pairs after one (`sashimi train demo --run-dir runs/demo trainer.max_steps=100`) come back
+# unparsed; parse() puts them where they belong.
+_TRAILING = {"train": "args", "evaluate": "overrides"}
+
+
+def parse(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    dest = _TRAILING.get(getattr(args, "command", None))
+    if extra:
+        if dest is None or any(x.startswith("-") for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        setattr(args, dest, [*getattr(args, dest), *extra])
+    return parser, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, args = parse(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2

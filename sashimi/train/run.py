@@ -62,6 +62,10 @@ def resume(run_dir: str | Path, overrides: list[str] = (), *, datasets: dict[str
     run_dir = Path(run_dir)
     checkpoint = read_checkpoint(run_dir / "checkpoints" / LAST)
     config = TrainConfig.from_dict(apply_overrides(checkpoint["hyper_parameters"]["config"], list(overrides)))
+    step = int(checkpoint.get("global_step", 0))
+    if step >= config.trainer.max_steps:  # Lightning would train nothing and export nothing
+        raise ConfigError(f"{run_dir} is already at step {step}, and trainer.max_steps is "
+                          f"{config.trainer.max_steps}: pass a larger trainer.max_steps=... to continue")
     return _fit(config, run_dir, resume=True, datasets=datasets)
 
 

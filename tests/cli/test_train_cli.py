@@ -103,3 +103,14 @@ def test_ddp_two_cpu_processes_match_one_process_on_the_same_global_batch(digits
     a, b = sashimi.load_model(tmp_path / "one" / "model"), sashimi.load_model(tmp_path / "two" / "model")
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.allclose(x, y, rtol=1e-10, atol=1e-12), name
+
+
+def test_overrides_may_follow_options():
+    from sashimi.cli.main import parse
+
+    _, args = parse(["train", "demo", "--run-dir", "runs/x", "trainer.max_steps=3", "optim.lr=0.01"])
+    assert args.args == ["demo", "trainer.max_steps=3", "optim.lr=0.01"] and str(args.run_dir) == "runs/x"
+    _, args = parse(["evaluate", "runs/x", "--split", "test", "data.root=d"])
+    assert args.overrides == ["data.root=d"] and args.split == "test"
+    with pytest.raises(SystemExit):  # a real unknown option is still an error
+        parse(["train", "demo", "--run-dri", "runs/x"])

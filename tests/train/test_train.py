@@ -32,6 +32,8 @@ def test_run_directory_export_and_plain_checkpoints(tone_root, tiny, tmp_path):
         assert key in rows
     with pytest.raises(sashimi.errors.ConfigError, match="already holds a run"):
         train(config, run)
+    with pytest.raises(sashimi.errors.ConfigError, match="already at step 3, and trainer.max_steps is 3"):
+        resume(run)  # nothing left to train: an error, not a claimed export
 
 
 @pytest.mark.parametrize("precision, dtype", [("64-true", torch.float64), ("32-true", torch.float32)])
