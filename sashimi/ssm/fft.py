@@ -67,16 +67,15 @@ class _FFTConv(torch.autograd.Function):
         fits = u.dim() == 3 and k.dim() == 2 and k.shape[0] == u.shape[1] and n >= max(L, Lk)
         ext = native.ops(u, k, *([] if D is None else [D])) if fits else None
         ctx.sizes, ctx.ext = (n, L, Lk), ext
-        K = torch.fft.rfft(k, n=n) if ext is None else torch.fft.rfft(ext.pad_rows(k[None], n)[0])
         if ext is None:
-            U = torch.fft.rfft(u, n=n)
+            U, K = torch.fft.rfft(u, n=n), torch.fft.rfft(k, n=n)
             if D is not None:
                 K += D[:, None]  # a lag-0 tap has a flat spectrum
             ctx.save_for_backward(U, K, None)
             return torch.fft.irfft(U * K, n=n)[..., :L]
         # native: (B H L) rows in and out in one tiled pass each (the output's memory is (B L H), the layout
         # of the layers around it); K stays without D, the product adds it on the fly
-        U = torch.fft.rfft(ext.pad_rows(u, n))
+        U, K = torch.fft.rfft(ext.pad_rows(u, n)), torch.fft.rfft(ext.pad_rows(k[None], n)[0])
         D = None if D is None else D.detach().contiguous()
         ctx.save_for_backward(U, K, D)
         return ext.crop_rows(torch.fft.irfft(ext.conv_forward(U, K, D), n=n), L).transpose(1, 2)

@@ -89,15 +89,16 @@ class _Rank1Woodbury(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        t, tQ01, Q10 = ctx.saved_tensors
+        t, tQ01, Q_rows = ctx.saved_tensors  # all of Q on the native path, its Q10 rows otherwise
         L = ctx.L
         # irfft's adjoint is rfft / L with interior bins doubled; rfft's adjoint is irfft * L with interior bins
         # halved. Between them sits an element-wise map, so the weights cancel: only the plain pair remains.
         grad = grad.transpose(0, 1)  # (h S L)
-        if ctx.ext is not None:  # saved all of Q; the fused op applies the correction's minus sign itself
+        if ctx.ext is not None:  # the fused op applies the correction's minus sign itself
             native.refuse_double_backward()
             g = torch.fft.rfft(grad, n=L).contiguous()  # (h S F)
-            return grad, torch.fft.irfft(ctx.ext.woodbury_backward(g, t, tQ01, Q10), n=L), None
+            return grad, torch.fft.irfft(ctx.ext.woodbury_backward(g, t, tQ01, Q_rows), n=L), None
+        Q10 = Q_rows
         h, S, F = Q10.shape
         g = -torch.fft.rfft(grad, n=L)  # (h S F), the spectrum of the correction's gradient
         gQ = torch.empty(h, S + 2, F, dtype=g.dtype, device=g.device)  # rows of q_rest
