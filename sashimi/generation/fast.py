@@ -235,6 +235,18 @@ class FastLM(nn.Module):
         self._native.threads = n
 
     @property
+    def states(self) -> dict[int, list[torch.Tensor]]:
+        """Per-block SSM states by ``id(block)``: [Re, Im] (B H M). Reading them brings the native step's
+        chunked recurrence up to date first (``native.py``), so they may be read and written in place."""
+        if self._native is not None:
+            self._native.sync()
+        return self._states
+
+    @states.setter
+    def states(self, value: dict[int, list[torch.Tensor]]) -> None:
+        self._states = value
+
+    @property
     def t(self) -> int:
         """Outer steps consumed."""
         return self._native.t if self._native is not None else self._t

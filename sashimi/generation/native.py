@@ -77,6 +77,29 @@ def _ssm_arrays(blk) -> tuple[torch.Tensor, torch.Tensor, int]:
     return w.float().contiguous(), beta.float().contiguous(), r
 
 
+def _chunk_tables(w: torch.Tensor, beta: torch.Tensor, r: int, d_skip: torch.Tensor,
+                  T: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chunked recurrence's tables (``fast_step.cpp``, chunk_advance) from the folded arrays of
+    ``_ssm_arrays`` (as the step reads them, in float64): F (H, M, T, 2), the functionals x -> y_i of the free
+    response, F_i = c Abar^(i+1) as [re, im]; h (H, T), the impulse response h_n = Re(c Abar^n Bt), D added to
+    h_0. Abar x = DE x - sum_j Q_j Re(G_j x), Bt = Db - sum_j Q_j beta_j; F follows the adjoint recursion
+    a -> a DE - sum_j Re(sum_m a Q_j) G_j."""
+    H = w.shape[0]
+    z = w.double().view(H, 2 * r + 3, 2, -1)
+    z = torch.complex(z[:, :, 0], z[:, :, 1])  # (H, 2r+3, M): G_0.., DE, Q_0.., Db, c
+    G, DE, Q, Db, c = z[:, :r], z[:, r], z[:, r + 1 : 2 * r + 1], z[:, 2 * r + 1], z[:, 2 * r + 2]
+    v = Db - (Q * beta.double()[..., None]).sum(1)  # Bt (H M)
+    a, F, h = c, [], []
+    for _ in range(T):
+        h.append((c * v).sum(-1).real)
+        v = DE * v - (Q * (G * v[:, None]).sum(-1).real[..., None]).sum(1)
+        a = a * DE - ((a[:, None] * Q).sum(-1).real[..., None] * G).sum(1)
+        F.append(a)
+    h[0] = h[0] + d_skip.double()
+    F = torch.stack(F, dim=2)  # (H M T)
+    return torch.stack([F.real, F.imag], dim=-1).float().contiguous(), torch.stack(h, dim=1).float().contiguous()
+
+
 class NativeStep:
     """The native step of one ``FastLM`` (its batch size and sampling settings); shares the FastLM's state."""
 
@@ -100,7 +123,8 @@ class NativeStep:
                 w, beta, r = _ssm_arrays(blk)
                 re, im = fast.states[id(blk)]
                 lin = blk.output_linear
-                net.add_s4(group, *_norm(blk.norm), w, beta, _f32(blk.D), r, re, im, _f32(lin.weight), _f32(lin.bias))
+                net.add_s4(group, *_norm(blk.norm), w, beta, _f32(blk.D), r, re, im, _f32(lin.weight), _f32(lin.bias),
+                           *_chunk_tables(w, beta, r, _f32(blk.D), mod.chunk))
             elif isinstance(blk, FastFFBlock):
                 net.add_ff(group, *_norm(blk.norm), _f32(blk.linear_in.weight), _f32(blk.linear_in.bias),
                            _f32(blk.linear_out.weight), _f32(blk.linear_out.bias))
@@ -119,6 +143,7 @@ class NativeStep:
             add(2 * n, blk)
         net.finalize()
         net.threads = _env_threads()
+        net.chunked = os.environ.get("SASHIMI_NATIVE_CHUNK", "1").strip() != "0"
         self.net = net
         self.step = net.step  # token (B), u (B) -> token (B), log p (B), logits (B C)
         self.steps = net.steps  # token (B), u (n B) -> tokens (n B), log p (n B), last logits (B C)
@@ -130,6 +155,19 @@ class NativeStep:
     @threads.setter
     def threads(self, n: int) -> None:
         self.net.threads = int(n)
+
+    @property
+    def chunked(self) -> bool:
+        return self.net.chunked
+
+    @chunked.setter
+    def chunked(self, on: bool) -> None:
+        self.net.chunked = bool(on)
+
+    def sync(self) -> None:
+        """Bring the shared SSM state tensors up to the current step (the chunked recurrence keeps them at the
+        start of its chunk; ``FastLM.states`` calls this)."""
+        self.net.sync()
 
     @property
     def t(self) -> int:

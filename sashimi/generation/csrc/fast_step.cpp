@@ -206,6 +206,7 @@ struct Ctx {
                         // whole row itself, which costs less than a barrier
   float* t2 = nullptr;  // this thread's output panels of the S4 output Linear (B rows of stride SW)
   Team* team = nullptr;
+  float* xs = nullptr;  // this thread's chunk scratch: B rows of 2 M LH floats (M: the most modes of a layer)
 };
 
 // Part t of n parts of [0, count): the ranges of consecutive threads are adjacent.
@@ -434,6 +435,172 @@ static inline void ssm_group(const float* __restrict wg, int M, int rank, int nl
 }
 
 // ----------------------------------------------------------------------------------------------------------
+// The chunked recurrence (Net::chunked, the default). Within a chunk of T = kChunk steps of a layer, starting
+// from the state x_0 (before the chunk's first input), with x' = Abar x + Bt u (Abar x = DE x - sum_j Q_j
+// Re(G_j x), Bt = Db - sum_j Q_j beta_j) and y = Re(c x') + D u:
+//     y_i = f_i + sum_{j <= i} h_{i-j} u_j,   f_i = Re(sum_m F_im x_0m),   F_i = c Abar^(i+1) (as a functional),
+//     h_0 = Re(c Bt) + D,   h_n = Re(c Abar^n Bt)
+// (tables from native.py, in float64). So a step of a layer costs a (i + 1)-tap convolution per channel, and
+// the state is touched once per chunk: at the first step of the next chunk, x_0 advances T steps with the
+// buffered inputs (the step above, run in L1 on 16 lanes at a time) and the table F gives the next chunk's
+// f_0 .. f_{T-1}. Per-step parameters and state no longer stream through the caches every step (at batch 1
+// they were ~40 KB per lane group per step; the whole step then ran ~1.8x faster with the recurrence skipped).
+// The state tensors hold x_0 between calls: Net::sync() advances them to the current step (native.py calls it
+// whenever Python reads the states).
+
+constexpr int kChunk = 16;  // T
+constexpr int LH = 16;      // lanes of a chunk kernel (half a lane group: its state and parameters fit in L1)
+constexpr int kMaxM = 256;  // modes a chunk kernel supports (d_state 512)
+
+// Chunk tables of a lane group (Block::ctab, lane group g at g ctab_stride): h (T L), then per half lane group
+// (16 lanes, so that a kernel's data fill whole cache lines and all L1 sets) at T L + half chunk_half_stride:
+// beta (R LH); per mode m: G_j re / im (j < R), DE re / im, Q_j re / im, Db re / im, c re / im (4R + 6
+// entries of LH); then, at batch >= kFreeTableBatch, F (M T 2 LH).
+constexpr int kFreeTableBatch = 4;  // from this batch on f comes from the table F, below it from T free steps
+static inline int64_t chunk_param_floats(int M, int R) { return static_cast<int64_t>(LH) * (R + M * (4 * R + 6)); }
+static inline int64_t chunk_half_stride(int M, int R, bool table) {
+  return chunk_param_floats(M, R) + (table ? static_cast<int64_t>(M) * kChunk * 2 * LH : 0);
+}
+
+// n steps of one row's half lane group: x (M LH) re / im in place. FORCED: with the inputs u_s = ub[s us + l],
+// else u = 0 (the free response); OUT: y_s = Re(sum_m c x') into fb[s fs + l]. P: the half's parameters.
+template <int R, bool FORCED, bool OUT>
+static void chunk_run(const float* __restrict P, int M, int rank, float* __restrict xr, float* __restrict xi,
+                      const float* __restrict ub, int64_t us, float* __restrict fb, int64_t fs, int n) {
+  const int NR = R >= 0 ? R : rank;
+  constexpr int KR = R > 0 ? R : (R == 0 ? 1 : RMAX);
+  const float* __restrict beta = P;
+  const float* __restrict pm = P + NR * LH;
+  const int64_t E = static_cast<int64_t>(4 * NR + 6) * LH;  // floats per mode
+  for (int s = 0; s < n; ++s) {
+    float u[LH];
+    for (int l = 0; l < LH; ++l) u[l] = FORCED ? ub[s * us + l] : 0.0f;
+    float k[KR][LH];
+    for (int j = 0; j < NR; ++j) {  // k_j = beta_j u + Re(sum_m G_j x), four partial sums over m
+      float k0[LH], k1[LH], k2[LH], k3[LH];
+      for (int l = 0; l < LH; ++l) k0[l] = FORCED ? beta[j * LH + l] * u[l] : 0.0f, k1[l] = k2[l] = k3[l] = 0.0f;
+      const float* __restrict g = pm + 2 * j * LH;
+      int m = 0;
+      for (; m + 4 <= M; m += 4) {
+        const float* __restrict g0 = g + m * E;
+        const float* __restrict x0 = xr + m * LH;
+        const float* __restrict y0 = xi + m * LH;
+        for (int l = 0; l < LH; ++l) {
+          k0[l] += g0[l] * x0[l] - g0[LH + l] * y0[l];
+          k1[l] += g0[E + l] * x0[LH + l] - g0[E + LH + l] * y0[LH + l];
+          k2[l] += g0[2 * E + l] * x0[2 * LH + l] - g0[2 * E + LH + l] * y0[2 * LH + l];
+          k3[l] += g0[3 * E + l] * x0[3 * LH + l] - g0[3 * E + LH + l] * y0[3 * LH + l];
+        }
+      }
+      for (; m < M; ++m)
+        for (int l = 0; l < LH; ++l) k0[l] += g[m * E + l] * xr[m * LH + l] - g[m * E + LH + l] * xi[m * LH + l];
+      for (int l = 0; l < LH; ++l) k[j][l] = (k0[l] + k1[l]) + (k2[l] + k3[l]);
+    }
+    float y0[LH] = {}, y1[LH] = {};
+    for (int m = 0; m < M; ++m) {  // x' = DE x - sum_j Q_j k_j + Db u; y += Re(c x')
+      const float* __restrict a = pm + m * E + 2 * NR * LH;
+      const float* __restrict q = a + 2 * LH;
+      const float* __restrict db = q + 2 * NR * LH;
+      const float* __restrict c = db + 2 * LH;
+      float* __restrict pr = xr + m * LH;
+      float* __restrict pi = xi + m * LH;
+      float* __restrict y = (m & 1) ? y1 : y0;
+      for (int l = 0; l < LH; ++l) {
+        float nr = a[l] * pr[l] - a[LH + l] * pi[l];
+        float ni = a[l] * pi[l] + a[LH + l] * pr[l];
+        if (FORCED) {
+          nr += db[l] * u[l];
+          ni += db[LH + l] * u[l];
+        }
+        for (int j = 0; j < NR; ++j) {
+          nr -= q[2 * j * LH + l] * k[j][l];
+          ni -= q[(2 * j + 1) * LH + l] * k[j][l];
+        }
+        pr[l] = nr;
+        pi[l] = ni;
+        if (OUT) y[l] += c[l] * nr - c[LH + l] * ni;
+      }
+    }
+    if (OUT)
+      for (int l = 0; l < LH; ++l) fb[s * fs + l] = y0[l] + y1[l];
+  }
+}
+
+// f_i = Re(sum_m F_im x_m) for i in [i0, i0 + 4) and RB rows: F (M T 2 LH), row r's x at X + r xs (re (M LH),
+// then im), its f_i at fb + r L + i fi.
+template <int RB>
+static inline void chunk_table_block(const float* __restrict F, int M, const float* __restrict X, int64_t xs,
+                                     float* __restrict fb, int64_t fi, int i0) {
+  float acc[RB][4][LH] = {};
+  const int64_t im = static_cast<int64_t>(M) * LH;
+  for (int m = 0; m < M; ++m) {
+    const float* __restrict f = F + (static_cast<int64_t>(m) * kChunk + i0) * 2 * LH;
+    for (int r = 0; r < RB; ++r) {
+      const float* __restrict xr = X + r * xs + m * LH;
+      for (int q = 0; q < 4; ++q)
+        for (int l = 0; l < LH; ++l) acc[r][q][l] += f[2 * q * LH + l] * xr[l] - f[(2 * q + 1) * LH + l] * xr[im + l];
+    }
+  }
+  for (int r = 0; r < RB; ++r)
+    for (int q = 0; q < 4; ++q)
+      for (int l = 0; l < LH; ++l) fb[r * L + (i0 + q) * fi + l] = acc[r][q][l];
+}
+
+// The next chunk's f from the table F for `rows` rows of a half lane group (x of row r at X + r 2 M LH, its
+// f_i at fb + r L + i fi), in blocks of 4 rows x 4 outputs: each block of F is read from L1 by up to four rows.
+static void chunk_table(const float* F, int M, const float* X, int rows, float* fb, int64_t fi) {
+  const int64_t xs = 2 * static_cast<int64_t>(M) * LH;
+  for (int i0 = 0; i0 < kChunk; i0 += 4) {
+    int r = 0;
+    for (; r + 4 <= rows; r += 4) chunk_table_block<4>(F, M, X + r * xs, xs, fb + r * L, fi, i0);
+    switch (rows - r) {
+      case 3: chunk_table_block<3>(F, M, X + r * xs, xs, fb + r * L, fi, i0); break;
+      case 2: chunk_table_block<2>(F, M, X + r * xs, xs, fb + r * L, fi, i0); break;
+      case 1: chunk_table_block<1>(F, M, X + r * xs, xs, fb + r * L, fi, i0); break;
+      default: break;
+    }
+  }
+}
+
+// Copy nh lanes of a row's state (re / im at lane 0 of the half, mode stride sm) into x (re (M LH), then im;
+// zero beyond nh), or back (store).
+static inline void chunk_state(float* re, float* im, int64_t sm, int M, int nh, float* x, bool store) {
+  float* xi = x + static_cast<int64_t>(M) * LH;
+  for (int m = 0; m < M; ++m) {
+    if (store) {
+      std::memcpy(re + m * sm, x + m * LH, sizeof(float) * nh);
+      std::memcpy(im + m * sm, xi + m * LH, sizeof(float) * nh);
+    } else {
+      for (int l = 0; l < LH; ++l) {
+        x[m * LH + l] = l < nh ? re[m * sm + l] : 0.0f;
+        xi[m * LH + l] = l < nh ? im[m * sm + l] : 0.0f;
+      }
+    }
+  }
+}
+
+// Rows [b0, b1) of a lane group at chunk position p. Buffers (T B L): the inputs ub, f fb. ub[p] = u;
+// z = f_p + sum_{j <= p} h_{p-j} ub[j] (lanes < nl); u / z rows at stride ld.
+static void chunk_out(const float* __restrict h, int p, int nl, int B, int b0, int b1, float* __restrict ub,
+                      const float* __restrict fb, const float* __restrict u, float* __restrict z, int64_t ld) {
+  for (int b = b0; b < b1; ++b) {
+    float* __restrict up = ub + (static_cast<int64_t>(p) * B + b) * L;
+    const float* __restrict ur = u + b * ld;
+    for (int l = 0; l < L; ++l) up[l] = l < nl ? ur[l] : 0.0f;
+    float acc[L];
+    const float* __restrict fr = fb + (static_cast<int64_t>(p) * B + b) * L;
+    for (int l = 0; l < L; ++l) acc[l] = fr[l];
+    for (int j = 0; j <= p; ++j) {
+      const float* __restrict hj = h + (p - j) * L;
+      const float* __restrict uj = ub + (static_cast<int64_t>(j) * B + b) * L;
+      for (int l = 0; l < L; ++l) acc[l] += hj[l] * uj[l];
+    }
+    float* __restrict zr = z + b * ld;
+    for (int l = 0; l < nl; ++l) zr[l] = acc[l];
+  }
+}
+
+// ----------------------------------------------------------------------------------------------------------
 // The team of a multi-threaded step: nt - 1 persistent workers (std::thread; torch's thread pool is left
 // alone), started with the first step that asks for nt threads and stopped when the Net is destroyed.
 // post() starts one step on every worker (a generation counter); an idle worker spins on it for up to
@@ -573,6 +740,14 @@ struct Block {
   float* own = nullptr;    // the private copy of the state during a multi-threaded steps() call (see there):
   int64_t own_stride = 0;  // lane group g: re (B M L) at own + g own_stride, im 384 bytes after its end (as
   int64_t own_im = 0;      // in native.py's state buffer: no 4K aliasing of the re and im rows): re + own_im
+  // chunked recurrence (see chunk_run): per lane group its tables (chunk_half_stride) and buffers: the inputs
+  // since the state's x_0 (T B L), then f (T B L); how many inputs are buffered, whether f is for this x_0
+  Arr ctab;
+  int64_t ctab_stride = 0;
+  at::Tensor cbuf_;
+  float* cbuf = nullptr;
+  int pos = 0;
+  bool fvalid = false;
   Linear out;
   // FF: Linear(H, F), GELU, Linear(F, H)
   Linear ff_in, ff_out;
@@ -642,9 +817,11 @@ class Net {
   // group: 2 i = tier i's down blocks, 2 i + 1 its up blocks, 2 n = the centre. ssm (H, (4R + 6) M): per
   // channel G_0 .. G_{R-1}, DE, Q_0 .. Q_{R-1}, Db, c, each M real then M imaginary parts; beta (H, R); state
   // re / im (B, H, M) with strides (M H, 1, H).
+  // chunk_f (H, M, T, 2) and chunk_h (H, T): the chunked recurrence's tables (see chunk_run).
   void add_s4(int64_t group, const at::Tensor& ln_w, const at::Tensor& ln_b, double eps, const at::Tensor& ssm,
               const at::Tensor& beta, const at::Tensor& dskip, int64_t rank, at::Tensor re, at::Tensor im,
-              const at::Tensor& out_w, const c10::optional<at::Tensor>& out_b) {
+              const at::Tensor& out_w, const c10::optional<at::Tensor>& out_b, const at::Tensor& chunk_f,
+              const at::Tensor& chunk_h) {
     Block k;
     k.s4 = true;
     set_norm(k, ln_w, ln_b, eps);
@@ -681,6 +858,40 @@ class Net {
       }
     }
     k.ssm.staging = packed;
+    TORCH_CHECK(M <= kMaxM, "the native step supports at most ", kMaxM, " modes, got ", M);
+    at::Tensor cf = f32(chunk_f), ch = f32(chunk_h);
+    TORCH_CHECK(cf.numel() == static_cast<int64_t>(H) * M * kChunk * 2 && ch.numel() == static_cast<int64_t>(H) * kChunk,
+                "chunk tables have the wrong size (expected (H, M, ", kChunk, ", 2) and (H, ", kChunk, "))");
+    const bool table = B_ >= kFreeTableBatch;
+    const int64_t half = chunk_half_stride(M, NR, table), E = 4 * NR + 6;
+    k.ctab_stride = static_cast<int64_t>(kChunk) * L + 2 * half;
+    at::Tensor ctab = at::zeros({groups * k.ctab_stride}, at::kFloat);
+    const float* CF = cf.data_ptr<float>();
+    const float* CH = ch.data_ptr<float>();
+    float* CT = ctab.data_ptr<float>();
+    for (int h = 0; h < H; ++h) {
+      const int g = h / L, l = h % LH;
+      float* base = CT + g * k.ctab_stride;
+      for (int i = 0; i < kChunk; ++i) base[i * L + h % L] = CH[h * kChunk + i];
+      float* P = base + kChunk * L + (h % L) / LH * half;  // this channel's half lane group
+      for (int j = 0; j < NR; ++j) P[j * LH + l] = BT[h * NR + j];
+      float* pm = P + NR * LH;
+      for (int m = 0; m < M; ++m) {
+        float* e = pm + m * E * LH;
+        for (int a = 0; a < 2 * NR; ++a) e[a * LH + l] = src(h, a, m);  // G_j re / im
+        for (int a = 0; a < 2 + 2 * NR; ++a) e[(2 * NR + a) * LH + l] = src(h, 2 * NR + a, m);  // DE, Q_j
+        for (int a = 0; a < 4; ++a) e[(4 * NR + 2 + a) * LH + l] = src(h, 4 * NR + 2 + a, m);  // Db, c
+      }
+      float* F = P + chunk_param_floats(M, NR);
+      for (int m = 0; table && m < M; ++m)
+        for (int i = 0; i < kChunk; ++i)
+          for (int a = 0; a < 2; ++a)
+            F[((static_cast<int64_t>(m) * kChunk + i) * 2 + a) * LH + l] =
+                CF[((static_cast<int64_t>(h) * M + m) * kChunk + i) * 2 + a];
+    }
+    k.ctab.staging = ctab;
+    k.cbuf_ = zeros_huge(static_cast<int64_t>(groups) * B_ * 2 * kChunk * L);
+    k.cbuf = k.cbuf_.data_ptr<float>();
     k.re_ = state_tensor(re, {B_, H, M}, {static_cast<int64_t>(M) * H, 1, H});
     k.im_ = state_tensor(im, {B_, H, M}, {static_cast<int64_t>(M) * H, 1, H});
     k.re = k.re_.data_ptr<float>();
@@ -759,6 +970,40 @@ class Net {
     t_ = t;
   }
   int64_t weight_bytes() const { return arena_.bytes(); }
+
+  // Bring the SSM state tensors up to the current step: advance each chunked recurrence's x_0 by the inputs
+  // buffered since (the next step starts a new chunk from there). Call before reading or writing the states.
+  void sync() {
+    std::lock_guard<std::mutex> guard(mutex_);
+    check_ready();
+    std::vector<float> xs(2 * kMaxM * LH);
+    for_each_block([&](Block& k) {
+      if (!k.s4) return;
+      for (int g = 0, h0 = 0; k.pos > 0 && h0 < k.H; ++g, h0 += L) {
+        const float* tab = k.ctab.p + g * k.ctab_stride;
+        const int nl = std::min(L, k.H - h0);
+        for (int b = 0; b < B_; ++b) {
+          const float* ub = k.cbuf + static_cast<int64_t>(g) * 2 * kChunk * B_ * L + b * L;
+          for (int o = 0; o < nl; o += LH) {
+            const int64_t at = static_cast<int64_t>(b) * k.M * k.H + h0 + o;
+            const float* P = tab + kChunk * L + o / LH * chunk_half_stride(k.M, k.R, B_ >= kFreeTableBatch);
+            chunk_state(k.re + at, k.im + at, k.H, k.M, std::min(LH, nl - o), xs.data(), false);
+            chunk_run<-1, true, false>(P, k.M, k.R, xs.data(), xs.data() + k.M * LH, ub + o,
+                                       static_cast<int64_t>(B_) * L, nullptr, 0, k.pos);
+            chunk_state(k.re + at, k.im + at, k.H, k.M, std::min(LH, nl - o), xs.data(), true);
+          }
+        }
+      }
+      k.pos = 0;
+      k.fvalid = false;
+    });
+  }
+  bool get_chunked() const { return chunked_; }
+  void set_chunked(bool on) {
+    sync();
+    std::lock_guard<std::mutex> guard(mutex_);
+    chunked_ = on;
+  }
   int64_t get_threads() const { return threads_; }
   void set_threads(int64_t n) {
     TORCH_CHECK(n >= 1 && n <= 64, "threads must be in 1..64");
@@ -819,6 +1064,7 @@ class Net {
   int B_, C_, H0_ = 0;
   int threads_ = 1;
   bool unet_, ready_ = false;
+  bool chunked_ = true;  // the chunked recurrence (chunk_advance); else ssm_group every step
   int64_t t_ = 0;
   Settings settings_;
   at::Tensor emb_;
@@ -843,6 +1089,7 @@ class Net {
     int64_t tau;
   } job_{};
   std::vector<at::Tensor> scratch_;  // threads 1..: their u and t2 (B SW_ each)
+  std::vector<at::Tensor> chunk_scratch_;  // per thread: Ctx::xs
   at::Tensor own_state_;             // the private SSM states (see steps())
   bool own_active_ = false;
   std::unique_ptr<Team> team_;     // started by the first step on more than one thread
@@ -886,6 +1133,7 @@ class Net {
     arena_.place(k.ln_b);
     if (k.s4) {
       arena_.place(k.ssm);
+      arena_.place(k.ctab);
       place_linear(k.out);
     } else {
       place_linear(k.ff_in);
@@ -933,12 +1181,23 @@ class Net {
   void run(const int64_t* token, const float* u, int64_t* out_tok, float* out_lp, float* logits) {
     job_ = Job{token, u, out_tok, out_lp, logits, t_};
     if (threads_ <= 1) {
-      step_share(Ctx{0, 1, u_p_, t2_p_, nullptr});
+      step_share(Ctx{0, 1, u_p_, t2_p_, nullptr, chunk_scratch(0)});
       return;
     }
     if (team_ && team_->forked()) team_.release();  // its workers live in the parent process: leak it
     if (!team_ || team_->size() != threads_) start_team(threads_);
     team_->run();
+  }
+
+  // Thread tid's chunk scratch (Ctx::xs), allocated on first use.
+  float* chunk_scratch(int tid) {
+    if (static_cast<int>(chunk_scratch_.size()) <= tid) chunk_scratch_.resize(tid + 1);
+    if (!chunk_scratch_[tid].defined()) {
+      int M = 1;
+      for_each_block([&](Block& k) { M = std::max(M, k.M); });
+      chunk_scratch_[tid] = zeros_huge(static_cast<int64_t>(B_) * 2 * M * LH);
+    }
+    return chunk_scratch_[tid].data_ptr<float>();
   }
 
   // Copy every SSM state into its private layout (load) or back (on thread 0, the team idle: after a step the
@@ -995,9 +1254,11 @@ class Net {
   void start_team(int n) {
     team_.reset();
     while (static_cast<int>(scratch_.size()) < n) scratch_.push_back(zeros_huge(2 * B_ * SW_));
+    for (int tid = 0; tid < n; ++tid) chunk_scratch(tid);
     team_.reset(new Team(n, [this, n](Team& team, int tid) {
       float* own = scratch_[tid].data_ptr<float>();
-      step_share(tid == 0 ? Ctx{0, n, u_p_, t2_p_, &team} : Ctx{tid, n, own, own + B_ * SW_, &team});
+      float* xs = chunk_scratch_[tid].data_ptr<float>();
+      step_share(tid == 0 ? Ctx{0, n, u_p_, t2_p_, &team, xs} : Ctx{tid, n, own, own + B_ * SW_, &team, xs});
     }));
   }
 
@@ -1133,6 +1394,41 @@ class Net {
     }
   }
 
+  // The chunked recurrence on lane groups [g0, g1), rows [b0, b1): u (B SW) -> z (B SW). mode 0: a step
+  // within the chunk; 1: compute f first (a new x_0); 2: the chunk is full: advance x_0 and compute f first.
+  template <int R>
+  void chunk_groups(const Block& k, int g0, int g1, int b0, int b1, const float* u, float* z, int mode, float* xs) {
+    const int H = k.H, M = k.M;
+    const bool own = own_active_, table = B_ >= kFreeTableBatch;
+    const int64_t sb = static_cast<int64_t>(M) * (own ? L : H), sm = own ? L : H;
+    const int p = mode == 2 ? 0 : k.pos;
+    const int64_t BL = static_cast<int64_t>(B_) * L, xstride = 2 * static_cast<int64_t>(M) * LH;
+    for (int g = g0; g < g1; ++g) {
+      const int h0 = g * L;
+      const int nl = std::min(L, H - h0);
+      const float* tab = k.ctab.p + g * k.ctab_stride;
+      float* re = own ? k.own + g * k.own_stride : k.re + h0;
+      float* im = own ? k.own + g * k.own_stride + k.own_im : k.im + h0;
+      float* ub = k.cbuf + g * 2 * kChunk * BL;  // (T B L)
+      float* fb = ub + kChunk * BL;               // (T B L)
+      for (int o = 0; mode > 0 && o < nl; o += LH) {  // each half: advance x_0, then the next chunk's f
+        const int nh = std::min(LH, nl - o);
+        const float* P = tab + kChunk * L + o / LH * chunk_half_stride(M, k.R, table);
+        for (int b = b0; b < b1; ++b) {
+          float* x = xs + (table ? (b - b0) * xstride : 0);
+          chunk_state(re + b * sb + o, im + b * sb + o, sm, M, nh, x, false);
+          if (mode == 2) {
+            chunk_run<R, true, false>(P, M, k.R, x, x + M * LH, ub + b * L + o, BL, nullptr, 0, kChunk);
+            chunk_state(re + b * sb + o, im + b * sb + o, sm, M, nh, x, true);
+          }
+          if (!table) chunk_run<R, false, true>(P, M, k.R, x, x + M * LH, nullptr, 0, fb + b * L + o, BL, kChunk);
+        }
+        if (table) chunk_table(P + chunk_param_floats(M, k.R), M, xs, b1 - b0, fb + b0 * L + o, BL);
+      }
+      chunk_out(tab, p, nl, B_, b0, b1, ub, fb, u + h0, z + h0, SW_);
+    }
+  }
+
   // x (B H) <- block(x): x + GLU(Linear(GELU(SSM(LN x) + D LN x))) for S4, x + Linear(GELU(Linear(LN x))) for
   // FF. Every thread normalises all of x into its own c.u; then this thread's lane groups / panels. Scratch
   // rows have the fixed stride SW_.
@@ -1149,14 +1445,29 @@ class Net {
         part(B_, c, b0, b1);
       else
         part(g1, c, g0, g1);
-      switch (k.R) {
-        case 0: ssm_groups<0>(k, g0, g1, b0, b1, c.u, t1_p_); break;
-        case 1: ssm_groups<1>(k, g0, g1, b0, b1, c.u, t1_p_); break;
-        default: ssm_groups<-1>(k, g0, g1, b0, b1, c.u, t1_p_); break;
+      // all threads read k.pos / k.fvalid before the barrier below; thread 0 updates them after it
+      const int mode = !chunked_ ? -1 : k.pos == kChunk ? 2 : k.fvalid ? 0 : 1;
+      if (mode >= 0) {
+        switch (k.R) {
+          case 0: chunk_groups<0>(k, g0, g1, b0, b1, c.u, t1_p_, mode, c.xs); break;
+          case 1: chunk_groups<1>(k, g0, g1, b0, b1, c.u, t1_p_, mode, c.xs); break;
+          default: chunk_groups<-1>(k, g0, g1, b0, b1, c.u, t1_p_, mode, c.xs); break;
+        }
+      } else {
+        switch (k.R) {
+          case 0: ssm_groups<0>(k, g0, g1, b0, b1, c.u, t1_p_); break;
+          case 1: ssm_groups<1>(k, g0, g1, b0, b1, c.u, t1_p_); break;
+          default: ssm_groups<-1>(k, g0, g1, b0, b1, c.u, t1_p_); break;
+        }
       }
       const int c0 = std::min(H, g0 * L), c1 = std::min(H, g1 * L);
       for (int r = b0; r < b1; ++r) gelu_inplace(t1_p_ + r * SW_ + c0, c1 - c0);
       barrier(c);
+      if (mode >= 0 && c.tid == 0) {
+        if (mode == 2) k.pos = 0;
+        k.fvalid = true;
+        ++k.pos;
+      }
       gemm(k.out, t1_p_, SW_, c.t2, SW_, B_, false, c);
       int p0, p1;
       part(k.out.panels, c, p0, p1);
@@ -1335,6 +1646,7 @@ at::Tensor elementwise(const std::string& name, const at::Tensor& x) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "sashimi: fused native generation step (see sashimi/generation/native.py)";
   m.def("elementwise", &elementwise, "gelu / sigmoid / exp of the native step, elementwise (for tests)");
+  m.attr("chunk") = kChunk;
   m.def("zeros", &zeros_huge, "n zeroed float32, 64-byte aligned, on huge pages from 1 MB up where possible");
   py::class_<Net>(m, "Net")
       .def(py::init<int64_t, int64_t, std::vector<int64_t>, bool, double, double, int64_t>(), py::arg("batch"),
@@ -1348,6 +1660,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def_property("t", &Net::get_t, &Net::set_t)
       .def_property_readonly("weight_bytes", &Net::weight_bytes)
       .def_property("threads", &Net::get_threads, &Net::set_threads)
+      .def_property("chunked", &Net::get_chunked, &Net::set_chunked)
+      .def("sync", &Net::sync, py::call_guard<py::gil_scoped_release>())
       .def("step", &Net::step, py::call_guard<py::gil_scoped_release>())
       .def("steps", &Net::steps, py::call_guard<py::gil_scoped_release>());
 }
