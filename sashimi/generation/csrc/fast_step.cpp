@@ -462,6 +462,16 @@ static inline int64_t chunk_half_stride(int M, int R, bool table) {
   return chunk_param_floats(M, R) + (table ? static_cast<int64_t>(M) * kChunk * 2 * LH : 0);
 }
 
+// 16 floats as one vector (GCC / Clang vector extension, lowered to the target's SIMD): kernels whose
+// accumulators must stay in registers.
+typedef float v16 __attribute__((vector_size(LH * sizeof(float))));
+static inline v16 ld16(const float* p) {
+  v16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+static inline void st16(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
+
 // n steps of one row's half lane group: x (M LH) re / im in place. FORCED: with the inputs u_s = ub[s us + l],
 // else u = 0 (the free response); OUT: y_s = Re(sum_m c x') into fb[s fs + l]. P: the half's parameters.
 template <int R, bool FORCED, bool OUT>
@@ -469,60 +479,53 @@ static void chunk_run(const float* __restrict P, int M, int rank, float* __restr
                       const float* __restrict ub, int64_t us, float* __restrict fb, int64_t fs, int n) {
   const int NR = R >= 0 ? R : rank;
   constexpr int KR = R > 0 ? R : (R == 0 ? 1 : RMAX);
-  const float* __restrict beta = P;
   const float* __restrict pm = P + NR * LH;
   const int64_t E = static_cast<int64_t>(4 * NR + 6) * LH;  // floats per mode
   for (int s = 0; s < n; ++s) {
-    float u[LH];
-    for (int l = 0; l < LH; ++l) u[l] = FORCED ? ub[s * us + l] : 0.0f;
-    float k[KR][LH];
+    const v16 u = FORCED ? ld16(ub + s * us) : v16{};
+    v16 k[KR];
     for (int j = 0; j < NR; ++j) {  // k_j = beta_j u + Re(sum_m G_j x), four partial sums over m
-      float k0[LH], k1[LH], k2[LH], k3[LH];
-      for (int l = 0; l < LH; ++l) k0[l] = FORCED ? beta[j * LH + l] * u[l] : 0.0f, k1[l] = k2[l] = k3[l] = 0.0f;
       const float* __restrict g = pm + 2 * j * LH;
+      v16 a0 = FORCED ? ld16(P + j * LH) * u : v16{}, a1 = {}, a2 = {}, a3 = {};
       int m = 0;
       for (; m + 4 <= M; m += 4) {
         const float* __restrict g0 = g + m * E;
         const float* __restrict x0 = xr + m * LH;
         const float* __restrict y0 = xi + m * LH;
-        for (int l = 0; l < LH; ++l) {
-          k0[l] += g0[l] * x0[l] - g0[LH + l] * y0[l];
-          k1[l] += g0[E + l] * x0[LH + l] - g0[E + LH + l] * y0[LH + l];
-          k2[l] += g0[2 * E + l] * x0[2 * LH + l] - g0[2 * E + LH + l] * y0[2 * LH + l];
-          k3[l] += g0[3 * E + l] * x0[3 * LH + l] - g0[3 * E + LH + l] * y0[3 * LH + l];
-        }
+        a0 += ld16(g0) * ld16(x0) - ld16(g0 + LH) * ld16(y0);
+        a1 += ld16(g0 + E) * ld16(x0 + LH) - ld16(g0 + E + LH) * ld16(y0 + LH);
+        a2 += ld16(g0 + 2 * E) * ld16(x0 + 2 * LH) - ld16(g0 + 2 * E + LH) * ld16(y0 + 2 * LH);
+        a3 += ld16(g0 + 3 * E) * ld16(x0 + 3 * LH) - ld16(g0 + 3 * E + LH) * ld16(y0 + 3 * LH);
       }
-      for (; m < M; ++m)
-        for (int l = 0; l < LH; ++l) k0[l] += g[m * E + l] * xr[m * LH + l] - g[m * E + LH + l] * xi[m * LH + l];
-      for (int l = 0; l < LH; ++l) k[j][l] = (k0[l] + k1[l]) + (k2[l] + k3[l]);
+      for (; m < M; ++m) a0 += ld16(g + m * E) * ld16(xr + m * LH) - ld16(g + m * E + LH) * ld16(xi + m * LH);
+      k[j] = (a0 + a1) + (a2 + a3);
     }
-    float y0[LH] = {}, y1[LH] = {};
+    v16 y0 = {}, y1 = {};
     for (int m = 0; m < M; ++m) {  // x' = DE x - sum_j Q_j k_j + Db u; y += Re(c x')
       const float* __restrict a = pm + m * E + 2 * NR * LH;
       const float* __restrict q = a + 2 * LH;
       const float* __restrict db = q + 2 * NR * LH;
-      const float* __restrict c = db + 2 * LH;
-      float* __restrict pr = xr + m * LH;
-      float* __restrict pi = xi + m * LH;
-      float* __restrict y = (m & 1) ? y1 : y0;
-      for (int l = 0; l < LH; ++l) {
-        float nr = a[l] * pr[l] - a[LH + l] * pi[l];
-        float ni = a[l] * pi[l] + a[LH + l] * pr[l];
-        if (FORCED) {
-          nr += db[l] * u[l];
-          ni += db[LH + l] * u[l];
-        }
-        for (int j = 0; j < NR; ++j) {
-          nr -= q[2 * j * LH + l] * k[j][l];
-          ni -= q[(2 * j + 1) * LH + l] * k[j][l];
-        }
-        pr[l] = nr;
-        pi[l] = ni;
-        if (OUT) y[l] += c[l] * nr - c[LH + l] * ni;
+      const v16 pr = ld16(xr + m * LH), pi = ld16(xi + m * LH), er = ld16(a), ei = ld16(a + LH);
+      v16 nr = er * pr - ei * pi, ni = er * pi + ei * pr;
+      if (FORCED) {
+        nr += ld16(db) * u;
+        ni += ld16(db + LH) * u;
+      }
+      for (int j = 0; j < NR; ++j) {
+        nr -= ld16(q + 2 * j * LH) * k[j];
+        ni -= ld16(q + (2 * j + 1) * LH) * k[j];
+      }
+      st16(xr + m * LH, nr);
+      st16(xi + m * LH, ni);
+      if (OUT) {
+        const v16 t = ld16(db + 2 * LH) * nr - ld16(db + 3 * LH) * ni;
+        if (m & 1)
+          y1 += t;
+        else
+          y0 += t;
       }
     }
-    if (OUT)
-      for (int l = 0; l < LH; ++l) fb[s * fs + l] = y0[l] + y1[l];
+    if (OUT) st16(fb + s * fs, y0 + y1);
   }
 }
 
@@ -531,19 +534,28 @@ static void chunk_run(const float* __restrict P, int M, int rank, float* __restr
 template <int RB>
 static inline void chunk_table_block(const float* __restrict F, int M, const float* __restrict X, int64_t xs,
                                      float* __restrict fb, int64_t fi, int i0) {
-  float acc[RB][4][LH] = {};
+  v16 acc[RB][4];
+#pragma GCC unroll 16
+  for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) acc[r][q] = v16{};
   const int64_t im = static_cast<int64_t>(M) * LH;
   for (int m = 0; m < M; ++m) {
     const float* __restrict f = F + (static_cast<int64_t>(m) * kChunk + i0) * 2 * LH;
+    v16 fr[4], fm[4];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) fr[q] = ld16(f + 2 * q * LH), fm[q] = ld16(f + (2 * q + 1) * LH);
+#pragma GCC unroll 16
     for (int r = 0; r < RB; ++r) {
-      const float* __restrict xr = X + r * xs + m * LH;
-      for (int q = 0; q < 4; ++q)
-        for (int l = 0; l < LH; ++l) acc[r][q][l] += f[2 * q * LH + l] * xr[l] - f[(2 * q + 1) * LH + l] * xr[im + l];
+      const v16 xr = ld16(X + r * xs + m * LH), xi = ld16(X + r * xs + im + m * LH);
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) acc[r][q] += fr[q] * xr - fm[q] * xi;
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < RB; ++r)
-    for (int q = 0; q < 4; ++q)
-      for (int l = 0; l < LH; ++l) fb[r * L + (i0 + q) * fi + l] = acc[r][q][l];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) st16(fb + r * L + (i0 + q) * fi, acc[r][q]);
 }
 
 // The next chunk's f from the table F for `rows` rows of a half lane group (x of row r at X + r 2 M LH, its
@@ -583,20 +595,29 @@ static inline void chunk_state(float* re, float* im, int64_t sm, int M, int nh, 
 // z = f_p + sum_{j <= p} h_{p-j} ub[j] (lanes < nl); u / z rows at stride ld.
 static void chunk_out(const float* __restrict h, int p, int nl, int B, int b0, int b1, float* __restrict ub,
                       const float* __restrict fb, const float* __restrict u, float* __restrict z, int64_t ld) {
+  static_assert(L == 2 * LH, "a lane group is two vectors");
   for (int b = b0; b < b1; ++b) {
     float* __restrict up = ub + (static_cast<int64_t>(p) * B + b) * L;
     const float* __restrict ur = u + b * ld;
     for (int l = 0; l < L; ++l) up[l] = l < nl ? ur[l] : 0.0f;
-    float acc[L];
     const float* __restrict fr = fb + (static_cast<int64_t>(p) * B + b) * L;
-    for (int l = 0; l < L; ++l) acc[l] = fr[l];
+    v16 a0 = ld16(fr), a1 = ld16(fr + LH);
     for (int j = 0; j <= p; ++j) {
       const float* __restrict hj = h + (p - j) * L;
       const float* __restrict uj = ub + (static_cast<int64_t>(j) * B + b) * L;
-      for (int l = 0; l < L; ++l) acc[l] += hj[l] * uj[l];
+      a0 += ld16(hj) * ld16(uj);
+      a1 += ld16(hj + LH) * ld16(uj + LH);
     }
     float* __restrict zr = z + b * ld;
-    for (int l = 0; l < nl; ++l) zr[l] = acc[l];
+    if (nl == L) {
+      st16(zr, a0);
+      st16(zr + LH, a1);
+    } else {
+      float acc[L];
+      st16(acc, a0);
+      st16(acc + LH, a1);
+      for (int l = 0; l < nl; ++l) zr[l] = acc[l];
+    }
   }
 }
 
