@@ -3,12 +3,15 @@
     python benchmarks/generate.py                    # batch 1 and 16: native and compiled fast step, references
     python benchmarks/generate.py --batch 1 --backends native --depths
     python benchmarks/generate.py --batch 1 --profile
+    python benchmarks/generate.py --batch 1 16 --backends native --compare-chunked 8
 
 Random weights (speed does not depend on them). Each row times ``--steps`` calls of ``step(token, u)`` after a
 warm-up, best of ``--repeat``; "samples/s" counts every sequence of the batch. "native, chunk" times the same
 steps as one ``steps(token, u)`` call (the loop in C++, as ``Sampler`` runs it). The official implementation's
 figures (its recurrent generation of the same model measured on this machine, per the issue) are printed
 beside ours. ``--depths`` prints the native step's median time per step depth (how many pooled tiers run).
+``--compare-chunked R`` times R rounds of ``steps()`` alternating the native step's chunked recurrence on and
+off in one process (on this noisy VM, the only fair A/B).
 """
 from __future__ import annotations
 
@@ -74,6 +77,8 @@ def main() -> None:
     ap.add_argument("--reference-steps", type=int, default=32, help="steps for the slow eager rows (0: skip)")
     ap.add_argument("--depths", action="store_true", help="median native step time per step depth")
     ap.add_argument("--profile", action="store_true", help="print where the time of the compiled step goes")
+    ap.add_argument("--compare-chunked", type=int, default=0, metavar="ROUNDS",
+                    help="alternate the native chunked recurrence on / off for ROUNDS rounds of steps()")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -99,6 +104,8 @@ def main() -> None:
                           f"({fast.threads} threads; set-up {build:.1f} s)", flush=True)
                     if args.depths:
                         depths(fast, B)
+                    if args.compare_chunked:
+                        compare_chunked(fast, B, args.steps, args.compare_chunked)
             if "inductor" in args.backends:
                 t0 = time.perf_counter()
                 fast = FastLM(model, B, settings, backend="inductor")
@@ -140,6 +147,20 @@ def depths(fast: FastLM, B: int, steps: int = 2048) -> None:
         med = statistics.median(ts)
         print(f"  depth {d}: median {med * 1e6:,.0f} us per step, {share * period:.0f} of every {period} steps, "
               f"{med * share * 1e6:,.0f} us per step on average")
+
+
+def compare_chunked(fast: FastLM, B: int, steps: int, rounds: int) -> None:
+    """samples/s of steps() with the native chunked recurrence on and off, alternating round by round."""
+    rates = {True: [], False: []}
+    for _ in range(rounds):
+        for on in (False, True):
+            fast._native.chunked = on
+            rates[on].append(chunk_rate(fast, B, steps, 1))
+    for on in (False, True):
+        v = sorted(rates[on])
+        print(f"  batch {B}, chunked recurrence {'on ' if on else 'off'}: best {v[-1]:,.0f}, median "
+              f"{statistics.median(v):,.0f}, worst {v[0]:,.0f} samples/s over {rounds} rounds")
+    fast._native.chunked = True
 
 
 def profile(fast: FastLM, B: int) -> None:

@@ -11,6 +11,12 @@ S4 recurrences folded as described in ``fast_step.cpp``) and shares its state te
 updates in place: ``FastLM.load_state`` and the eager fast step see the same state (a multi-threaded ``steps``
 call of 256 steps or more works on a private copy of the SSM states and writes it back before it returns).
 
+Chunked recurrence (the default; ``SASHIMI_NATIVE_CHUNK=0``, read when a ``FastLM`` is built, or
+``NativeStep.chunked = False`` turns it off): the S4 layers keep their state at the start of a 16-step chunk
+and compute outputs from a free response plus a short convolution (``fast_step.cpp``, chunk_run), with tables
+from ``_chunk_tables``. ``FastLM.states`` calls ``NativeStep.sync()`` before handing the states out, which
+advances them to the current step, so Python always sees (and may overwrite) the current state.
+
 Threads: a step runs on ``threads`` threads: the caller and ``threads - 1`` persistent workers of the step (its
 own threads, not torch's pool, so ``torch.set_num_threads`` does not limit them), which split every layer by
 output columns and every S4 recurrence by channels (``fast_step.cpp``). Results are bit-identical for any

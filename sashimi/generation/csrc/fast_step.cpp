@@ -33,6 +33,9 @@
 // which for DPLR is the Woodbury step of FastS4Block._dplr with its products folded once at setup (in float64,
 // see native.py): DE = D E, Q_j = D P_j, Db = D 2B, G_j = sum_k (I - S)_jk 2 conj(P_k) + R_j E,
 // S_jk = Re(sum R_j P_k), beta_j = Re(sum R_j 2B); for S4D it is x' = mu x + b u.
+// By default (Net::chunked) a layer steps this recurrence only once per chunk of 16 of its steps, for all 16
+// at once; between, its outputs come from a free response and a 16-tap convolution (see chunk_run). The
+// per-step form (ssm_group) stays for chunked = false.
 #include <torch/extension.h>
 
 #include <algorithm>
