@@ -1440,6 +1440,11 @@ class Net {
         const float* P = tab + kChunk * L + o / LH * chunk_half_stride(M, k.R, table);
         for (int b = b0; b < b1; ++b) {
           float* x = xs + (table ? (b - b0) * xstride : 0);
+          if (b + 1 < b1)  // the next row's state arrives while this one runs (it is read once per chunk: cold)
+            for (int m = 0; m < M; ++m) {
+              __builtin_prefetch(re + (b + 1) * sb + o + m * sm, 1);
+              __builtin_prefetch(im + (b + 1) * sb + o + m * sm, 1);
+            }
           chunk_state(re + b * sb + o, im + b * sb + o, sm, M, nh, x, false);
           if (mode == 2) {
             chunk_run<R, true, false>(P, M, k.R, x, x + M * LH, ub + b * L + o, BL, nullptr, 0, kChunk);
