@@ -13,7 +13,7 @@ from tests.generation.test_native import _assert_identical, _run, _threaded_run,
 def _model(layer: str = "s4", **overrides) -> sashimi.SaShiMiLM:
     """Widths 24 / 48 / 96: lane groups of 32 with a partial one, a half group of 8 lanes; 8 modes."""
     torch.manual_seed(0)
-    cfg = dict(layer=layer, d_model=24, d_state=16, n_layers=1, l_max=64, pool=(4, 4), **overrides)
+    cfg = {**dict(layer=layer, d_model=24, d_state=16, n_layers=1, l_max=64, pool=(4, 4)), **overrides}
     return sashimi.SaShiMiLM(sashimi.preset("tiny", **cfg)).eval()
 
 
@@ -149,6 +149,17 @@ def test_threads_give_bit_identical_results_with_the_f_table(built, B):
     ref = _threaded_run(model, B, settings, 1, u, [260, 277])
     for threads, chunks in ((2, [260, 277]), (2, None), (3, [23, 283])):
         _assert_identical(_threaded_run(model, B, settings, threads, u, chunks), ref)
+
+
+@pytest.mark.parametrize("B", [1, 4])
+@torch.no_grad()
+def test_many_modes(built, B):
+    # d_state 320: 160 modes per channel, more than fit in L1 (the chunk kernels size their scratch by the model)
+    model = _model("s4", d_state=320, d_model=16)
+    logits, logits_e, states, states_e = _teacher_forced(model, B, 40)
+    torch.testing.assert_close(logits, logits_e, atol=2e-5, rtol=1e-4)
+    for a, b in zip(states, states_e):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
 def test_chunked_recurrence_can_be_turned_off(built, monkeypatch):

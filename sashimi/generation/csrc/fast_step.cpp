@@ -445,15 +445,16 @@ static inline void ssm_group(const float* __restrict wg, int M, int rank, int nl
 //     h_0 = Re(c Bt) + D,   h_n = Re(c Abar^n Bt)
 // (tables from native.py, in float64). So a step of a layer costs a (i + 1)-tap convolution per channel, and
 // the state is touched once per chunk: at the first step of the next chunk, x_0 advances T steps with the
-// buffered inputs (the step above, run in L1 on 16 lanes at a time) and the table F gives the next chunk's
-// f_0 .. f_{T-1}. Per-step parameters and state no longer stream through the caches every step (at batch 1
-// they were ~40 KB per lane group per step; the whole step then ran ~1.8x faster with the recurrence skipped).
+// buffered inputs (the step above, on 16 lanes at a time: with d_state 64 their state and parameters fit in
+// L1), then the next chunk's f_0 .. f_{T-1} come from the table F (batch >= kFreeTableBatch: read once per
+// chunk for all rows) or from T steps of the free recurrence (smaller batches: no table traffic). Per-step
+// parameters and state no longer stream through the caches every step (they were ~40 KB per lane group per
+// step; with the recurrence skipped altogether the step ran ~1.8x faster, see benchmarks/RESULTS.md).
 // The state tensors hold x_0 between calls: Net::sync() advances them to the current step (native.py calls it
 // whenever Python reads the states).
 
 constexpr int kChunk = 16;  // T
 constexpr int LH = 16;      // lanes of a chunk kernel (half a lane group: its state and parameters fit in L1)
-constexpr int kMaxM = 256;  // modes a chunk kernel supports (d_state 512)
 
 // Chunk tables of a lane group (Block::ctab, lane group g at g ctab_stride): h (T L), then per half lane group
 // (16 lanes, so that a kernel's data fill whole cache lines and all L1 sets) at T L + half chunk_half_stride:
@@ -882,7 +883,6 @@ class Net {
       }
     }
     k.ssm.staging = packed;
-    TORCH_CHECK(M <= kMaxM, "the native step supports at most ", kMaxM, " modes, got ", M);
     at::Tensor cf = f32(chunk_f), ch = f32(chunk_h);
     TORCH_CHECK(cf.numel() == static_cast<int64_t>(H) * M * kChunk * 2 && ch.numel() == static_cast<int64_t>(H) * kChunk,
                 "chunk tables have the wrong size (expected (H, M, ", kChunk, ", 2) and (H, ", kChunk, "))");
@@ -1000,7 +1000,9 @@ class Net {
   void sync() {
     std::lock_guard<std::mutex> guard(mutex_);
     check_ready();
-    std::vector<float> xs(2 * kMaxM * LH);
+    int maxM = 1;
+    for_each_block([&](Block& k) { maxM = std::max(maxM, k.M); });
+    std::vector<float> xs(2 * static_cast<int64_t>(maxM) * LH);
     for_each_block([&](Block& k) {
       if (!k.s4) return;
       for (int g = 0, h0 = 0; k.pos > 0 && h0 < k.H; ++g, h0 += L) {
