@@ -165,7 +165,9 @@ class FastLM(nn.Module):
     State: ``self.t`` (outer steps consumed), per-block SSM states, and per-tier pooling shift registers
     ``down[i]`` (B H_i p_i) holding the last inputs and ``up[i]`` (B H_i p_i) holding the outputs still due.
     Every backend updates these same tensors in place (the native one stores the SSM states (B H M) with
-    strides of a (B M H) tensor, its channels-in-SIMD-lanes layout).
+    strides of a (B M H) tensor, its channels-in-SIMD-lanes layout). The native step's chunked recurrence
+    keeps an SSM state at the start of its 16-step chunk between reads of ``states``: take the tensors from
+    ``states`` after the last step to read or write them, not from a reference held across steps.
 
     ``backend``: "native", "inductor" or "eager"; default "native", or "eager" when ``compile`` is False.
     ``self.backend`` says which one runs after any fallback. The native step is float32 on CPU only.
@@ -244,6 +246,9 @@ class FastLM(nn.Module):
 
     @states.setter
     def states(self, value: dict[int, list[torch.Tensor]]) -> None:
+        if getattr(self, "_native", None) is not None:  # the native step holds the tensors it was built with
+            raise ConfigError("the native step's states are updated in place: write into fast.states[...] "
+                              "(or use load_state) instead of replacing the dict")
         self._states = value
 
     @property

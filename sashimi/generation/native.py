@@ -15,7 +15,8 @@ Chunked recurrence (the default; ``SASHIMI_NATIVE_CHUNK=0``, read when a ``FastL
 ``NativeStep.chunked = False`` turns it off): the S4 layers keep their state at the start of a 16-step chunk
 and compute outputs from a free response plus a short convolution (``fast_step.cpp``, chunk_run), with tables
 from ``_chunk_tables``. ``FastLM.states`` calls ``NativeStep.sync()`` before handing the states out, which
-advances them to the current step, so Python always sees (and may overwrite) the current state.
+advances them to the current step, so Python always sees (and may overwrite) the current state; a tensor
+kept from an earlier read of ``states`` holds the start of the chunk once the step has gone on.
 
 Threads: a step runs on ``threads`` threads: the caller and ``threads - 1`` persistent workers of the step (its
 own threads, not torch's pool, so ``torch.set_num_threads`` does not limit them), which split every layer by
@@ -85,7 +86,7 @@ def _ssm_arrays(blk) -> tuple[torch.Tensor, torch.Tensor, int]:
 
 def _chunk_tables(w: torch.Tensor, beta: torch.Tensor, r: int, d_skip: torch.Tensor,
                   T: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The chunked recurrence's tables (``fast_step.cpp``, chunk_advance) from the folded arrays of
+    """The chunked recurrence's tables (``fast_step.cpp``, chunk_run) from the folded arrays of
     ``_ssm_arrays`` (as the step reads them, in float64): F (H, M, T, 2), the functionals x -> y_i of the free
     response, F_i = c Abar^(i+1) as [re, im]; h (H, T), the impulse response h_n = Re(c Abar^n Bt), D added to
     h_0. Abar x = DE x - sum_j Q_j Re(G_j x), Bt = Db - sum_j Q_j beta_j; F follows the adjoint recursion

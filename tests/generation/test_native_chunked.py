@@ -167,3 +167,11 @@ def test_chunked_recurrence_can_be_turned_off(built, monkeypatch):
     assert FastLM(model, 1, backend="native")._native.chunked
     monkeypatch.setenv("SASHIMI_NATIVE_CHUNK", "0")
     assert not FastLM(model, 1, backend="native")._native.chunked
+
+
+def test_replacing_the_native_states_is_refused(built):
+    from sashimi.errors import ConfigError
+
+    fast = FastLM(_model("s4"), 1, backend="native")
+    with pytest.raises(ConfigError, match="in place"):
+        fast.states = {}

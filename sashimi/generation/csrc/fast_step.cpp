@@ -999,6 +999,17 @@ class Net {
   // buffered since (the next step starts a new chunk from there). Call before reading or writing the states.
   void sync() {
     std::lock_guard<std::mutex> guard(mutex_);
+    sync_locked();
+  }
+  bool get_chunked() const { return chunked_; }
+  void set_chunked(bool on) {  // the state is brought up to date and the flag set under one lock
+    std::lock_guard<std::mutex> guard(mutex_);
+    sync_locked();
+    chunked_ = on;
+  }
+
+ private:
+  void sync_locked() {
     check_ready();
     int maxM = 1;
     for_each_block([&](Block& k) { maxM = std::max(maxM, k.M); });
@@ -1024,12 +1035,8 @@ class Net {
       k.fvalid = false;
     });
   }
-  bool get_chunked() const { return chunked_; }
-  void set_chunked(bool on) {
-    sync();
-    std::lock_guard<std::mutex> guard(mutex_);
-    chunked_ = on;
-  }
+
+ public:
   int64_t get_threads() const { return threads_; }
   void set_threads(int64_t n) {
     TORCH_CHECK(n >= 1 && n <= 64, "threads must be in 1..64");
@@ -1090,7 +1097,7 @@ class Net {
   int B_, C_, H0_ = 0;
   int threads_ = 1;
   bool unet_, ready_ = false;
-  bool chunked_ = true;  // the chunked recurrence (chunk_advance); else ssm_group every step
+  bool chunked_ = true;  // the chunked recurrence (chunk_run, chunk_groups); else ssm_group every step
   int64_t t_ = 0;
   Settings settings_;
   at::Tensor emb_;
