@@ -107,6 +107,11 @@ def _chunk_tables(w: torch.Tensor, beta: torch.Tensor, r: int, d_skip: torch.Ten
     return torch.stack([F.real, F.imag], dim=-1).float().contiguous(), torch.stack(h, dim=1).float().contiguous()
 
 
+def _net_setting(name: str, cast, doc: str) -> property:
+    """A NativeStep property read from and written to its extension Net (values cast on the way in)."""
+    return property(lambda self: getattr(self.net, name), lambda self, v: setattr(self.net, name, cast(v)), doc=doc)
+
+
 class NativeStep:
     """The native step of one ``FastLM`` (its batch size and sampling settings); shares the FastLM's state."""
 
@@ -155,34 +160,14 @@ class NativeStep:
         self.step = net.step  # token (B), u (B) -> token (B), log p (B), logits (B C)
         self.steps = net.steps  # token (B), u (n B) -> tokens (n B), log p (n B), last logits (B C)
 
-    @property
-    def threads(self) -> int:
-        return self.net.threads
-
-    @threads.setter
-    def threads(self, n: int) -> None:
-        self.net.threads = int(n)
-
-    @property
-    def chunked(self) -> bool:
-        return self.net.chunked
-
-    @chunked.setter
-    def chunked(self, on: bool) -> None:
-        self.net.chunked = bool(on)
+    threads = _net_setting("threads", int, "threads of the step (see the module docstring)")
+    chunked = _net_setting("chunked", bool, "whether the S4 layers use the chunked recurrence")
+    t = _net_setting("t", int, "outer steps consumed")
 
     def sync(self) -> None:
         """Bring the shared SSM state tensors up to the current step (the chunked recurrence keeps them at the
         start of its chunk; ``FastLM.states`` calls this)."""
         self.net.sync()
-
-    @property
-    def t(self) -> int:
-        return self.net.t
-
-    @t.setter
-    def t(self, value: int) -> None:
-        self.net.t = int(value)
 
 
 def _rehome_state(fast, zeros) -> None:

@@ -886,7 +886,7 @@ class Net {
     at::Tensor cf = f32(chunk_f), ch = f32(chunk_h);
     TORCH_CHECK(cf.numel() == static_cast<int64_t>(H) * M * kChunk * 2 && ch.numel() == static_cast<int64_t>(H) * kChunk,
                 "chunk tables have the wrong size (expected (H, M, ", kChunk, ", 2) and (H, ", kChunk, "))");
-    const bool table = B_ >= kFreeTableBatch;
+    const bool table = f_table();
     const int64_t half = chunk_half_stride(M, NR, table), E = 4 * NR + 6;
     k.ctab_stride = static_cast<int64_t>(kChunk) * L + 2 * half;
     at::Tensor ctab = at::zeros({groups * k.ctab_stride}, at::kFloat);
@@ -1023,7 +1023,7 @@ class Net {
           const float* ub = k.cbuf + static_cast<int64_t>(g) * 2 * kChunk * B_ * L + b * L;
           for (int o = 0; o < nl; o += LH) {
             const int64_t at = static_cast<int64_t>(b) * k.M * k.H + h0 + o;
-            const float* P = tab + kChunk * L + o / LH * chunk_half_stride(k.M, k.R, B_ >= kFreeTableBatch);
+            const float* P = tab + kChunk * L + o / LH * chunk_half_stride(k.M, k.R, f_table());
             chunk_state(k.re + at, k.im + at, k.H, k.M, std::min(LH, nl - o), xs.data(), false);
             chunk_run<-1, true, false>(P, k.M, k.R, xs.data(), xs.data() + k.M * LH, ub + o,
                                        static_cast<int64_t>(B_) * L, nullptr, 0, k.pos);
@@ -1098,6 +1098,7 @@ class Net {
   int threads_ = 1;
   bool unet_, ready_ = false;
   bool chunked_ = true;  // the chunked recurrence (chunk_run, chunk_groups); else ssm_group every step
+  bool f_table() const { return B_ >= kFreeTableBatch; }  // the chunks' f from the table F (else free steps)
   int64_t t_ = 0;
   Settings settings_;
   at::Tensor emb_;
@@ -1432,7 +1433,7 @@ class Net {
   template <int R>
   void chunk_groups(const Block& k, int g0, int g1, int b0, int b1, const float* u, float* z, int mode, float* xs) {
     const int H = k.H, M = k.M;
-    const bool own = own_active_, table = B_ >= kFreeTableBatch;
+    const bool own = own_active_, table = f_table();
     const int64_t sb = static_cast<int64_t>(M) * (own ? L : H), sm = own ? L : H;
     const int p = mode == 2 ? 0 : k.pos;
     const int64_t BL = static_cast<int64_t>(B_) * L, xstride = 2 * static_cast<int64_t>(M) * LH;
