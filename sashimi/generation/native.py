@@ -19,14 +19,17 @@ advances them to the current step, so Python always sees (and may overwrite) the
 kept from an earlier read of ``states`` holds the start of the chunk once the step has gone on.
 
 Threads: a step runs on ``threads`` threads: the caller and ``threads - 1`` persistent workers of the step (its
-own threads, not torch's pool, so ``torch.set_num_threads`` does not limit them), which split every layer by
-output columns and every S4 recurrence by channels (``fast_step.cpp``). Results are bit-identical for any
-number of threads. The default is 2 where the process may run on at least 2 CPUs, else 1:
-``SASHIMI_NATIVE_THREADS=n`` (read when a ``FastLM`` is built) or ``NativeStep.threads = n`` sets it. On the
-2-core machine of ``benchmarks/RESULTS.md`` two threads gave 1.8x (a call per step) to 2.1x (``steps``) the
-samples/s of one at batch 1 and 1.75-1.8x at batch 16, and won at every batch size from 1 to 64; more than 2
-was not measured. The workers spin for up to 0.5 ms after a step, then sleep. Use 1 thread when the other core
-is busy with other work: the threads meet at 35-50 barriers per step, and a descheduled worker stalls the step
+own threads, not torch's pool, so ``torch.set_num_threads`` does not limit them). Below ``rows_from`` (batch 8
+by default) they split every layer by output columns and every S4 recurrence by channels; from there on the
+outermost ``row_levels`` levels (2: tiers 0 and 1 of the sc09 preset) are split by batch rows, each thread
+running them alone for its rows with no barrier, and only the deeper levels by columns (``fast_step.cpp``).
+Results are bit-identical for any number of threads and either split. The default is 2 threads where the
+process may run on at least 2 CPUs, else 1: ``SASHIMI_NATIVE_THREADS=n`` (read when a ``FastLM`` is built) or
+``NativeStep.threads = n`` sets it. On the 2-core machine of ``benchmarks/RESULTS.md`` two threads gave 1.8x (a
+call per step) to 2.1x (``steps``) the samples/s of one at batch 1 and 1.75-1.8x at batch 16, and won at every
+batch size from 1 to 64; more than 2 was not measured. The row split gave +16% at batch 16 and +8% at batch 8.
+The workers spin for up to 0.5 ms after a step, then sleep. Use 1 thread when the other core is busy with other
+work: in the column split the threads meet at 35-50 barriers per step, and a descheduled worker stalls the step
 (with a busy loop on the other core, two threads gave ~40% fewer samples/s than one).
 """
 from __future__ import annotations
@@ -162,6 +165,8 @@ class NativeStep:
 
     threads = _net_setting("threads", int, "threads of the step (see the module docstring)")
     chunked = _net_setting("chunked", bool, "whether the S4 layers use the chunked recurrence")
+    rows_from = _net_setting("rows_from", int, "the smallest batch whose outer levels are split by rows")
+    row_levels = _net_setting("row_levels", int, "how many outer levels the row split covers (tier 0 is 1)")
     t = _net_setting("t", int, "outer steps consumed")
 
     def sync(self) -> None:

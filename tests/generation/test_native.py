@@ -91,12 +91,17 @@ def test_steps_runs_the_loop_in_one_call(built):
     assert many.t == 40
 
 
-def _threaded_run(model, B, settings, threads, u, chunks):
+def _threaded_run(model, B, settings, threads, u, chunks, rows_from=None, row_levels=None):
     """Tokens, log-probs, last logits and final state of steps() over u (n B) cut at ``chunks`` (None: one
-    step() call per step) on ``threads`` threads."""
+    step() call per step) on ``threads`` threads (with the row split from batch ``rows_from`` over ``row_levels``
+    levels, where given)."""
     fast = FastLM(model, B, settings, backend="native")
     assert fast.backend == "native"
     fast._native.threads = threads
+    if rows_from is not None:
+        fast._native.rows_from = rows_from
+    if row_levels is not None:
+        fast._native.row_levels = row_levels
     prev, toks, lps, logits = torch.full((B,), model.bos), [], [], None
     if chunks is None:
         for k in range(u.shape[0]):
@@ -127,6 +132,26 @@ def test_threads_give_bit_identical_samples_and_state(built, layer, unet, B, set
     ref = _threaded_run(model, B, settings, 1, u, [260, 277])
     for threads, chunks in ((2, [260, 277]), (2, None), (3, [23, 283])):
         _assert_identical(_threaded_run(model, B, settings, threads, u, chunks), ref)
+
+
+@pytest.mark.parametrize("unet", [False, True])
+@pytest.mark.parametrize("B,rows_from,row_levels", [
+    (8, None, None),  # the defaults: tiers 0 and 1 by rows from batch 8
+    (2, 2, 1),  # one row per thread, tier 0 by rows
+    (5, 1, 2),  # 2 + 3 rows (row blocks of the kernels differ from the one-thread step's 4 + 1)
+    (3, 1, 3),  # every level by rows, centre included (the tiny preset has 2 pooled tiers)
+    (4, 4, 64),  # more levels than there are
+])
+@torch.no_grad()
+def test_row_split_gives_bit_identical_samples_and_state(built, unet, B, rows_from, row_levels):
+    # the outer levels split by batch rows between threads, the deeper ones by columns: the same bits as one
+    # thread, through steps() with private (260) and shared (17) states and through step()
+    model = small_model("s4", unet)
+    u = torch.rand(300, B)
+    settings = SamplingSettings(top_p=0.9)
+    ref = _threaded_run(model, B, settings, 1, u, [260, 277])
+    for threads, chunks in ((2, [260, 277]), (2, None), (3, [23, 283])):
+        _assert_identical(_threaded_run(model, B, settings, threads, u, chunks, rows_from, row_levels), ref)
 
 
 @pytest.mark.parametrize("overrides", [
@@ -164,6 +189,12 @@ def test_threads_setting_is_checked(built):
         fast._native.threads = 0
     fast._native.threads = 1
     assert fast._native.threads == 1
+    with pytest.raises(RuntimeError, match="rows_from"):
+        fast._native.rows_from = 0
+    with pytest.raises(RuntimeError, match="row_levels"):
+        fast._native.row_levels = 0
+    fast._native.rows_from, fast._native.row_levels = 4, 1
+    assert (fast._native.rows_from, fast._native.row_levels) == (4, 1)
 
 
 _LIFECYCLE = """

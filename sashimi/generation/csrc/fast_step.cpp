@@ -13,19 +13,26 @@
 // Activations are row-major with the batch first.
 //
 // Threads (Net::threads; native.py sets it from SASHIMI_NATIVE_THREADS, default 2 where the process may use 2
-// CPUs): a column split. Thread 0 is the caller, the others persistent workers of this Net (Team; not torch's
-// pool). Each thread owns a fixed share of every layer, the same every step: whole output panels of every
-// Linear (GLU pairs together), whole lane groups of every recurrence (its parameters and state), 32-column
-// units of every elementwise op; all rows of the batch. So each thread streams about half the weights (and
-// of the state). Dependent stages meet at a barrier (two per block). Every
-// output element is computed by one thread with the operations of the one-thread step in the same order: the
-// results are bit-identical for any number of threads. Measured on the 2-core machine of
-// benchmarks/RESULTS.md, two threads against one: 1.8x (a call per step) to 2.1x (steps()) the samples/s at
-// batch 1, 1.75-1.8x at batch 16 (the batch row split this replaced streamed all the weights on each thread
-// and was slower than one thread).
-// Two exceptions to the column split, both because of the state layout (see Net::steps): during a long
-// steps() call the states are copied into a private layout, lane group by lane group; in step() at batch
-// >= threads the recurrences split the batch rows instead of the lane groups.
+// CPUs). Thread 0 is the caller, the others persistent workers of this Net (Team; not torch's pool). Two ways
+// to share a step:
+// - Column split (batch < Net::rows_from, and the deeper levels at any batch). Each thread owns a fixed share
+//   of every layer, the same every step: whole output panels of every Linear (GLU pairs together), whole lane
+//   groups of every recurrence (its parameters and state), 32-column units of every elementwise op; all rows
+//   of the batch. So each thread streams about half the weights (and of the state). Dependent stages meet at
+//   a barrier (two per block). Two exceptions, both because of the state layout (see Net::steps): during a
+//   long steps() call the states are copied into a private layout, lane group by lane group; in step() at
+//   batch >= threads the recurrences split the batch rows instead of the lane groups.
+// - Row split (batch >= Net::rows_from, over the outermost Net::row_levels levels: tier 0, tier 1, ...; see
+//   step_rows). Each thread runs those levels for its own rows of the batch, all columns, alone: embedding,
+//   blocks, pooling, head and sampling, with no barrier. The team meets only where a level deeper than that
+//   runs (split by columns as above) and at the end of the step. Each thread streams all of the outer levels'
+//   weights (L2 / L3 resident at the sc09 preset's sizes), in exchange for ~30 fewer barriers per step and no
+//   LayerNorm done twice. Measured on the 2-core machine of benchmarks/RESULTS.md at the sc09 preset: +16%
+//   samples/s at batch 16 and +8% at batch 8 with tiers 0 and 1 by rows; a wash at batch 4; slower at 2.
+// Every output element is computed by one thread with the operations of the one-thread step in the same order
+// (the kernels do not depend on how many rows they are given at once): the results are bit-identical for any
+// number of threads and either split. Column split, two threads against one: 1.8x (a call per step) to 2.1x
+// (steps()) the samples/s at batch 1, 1.75-1.8x at batch 16.
 //
 // The S4 recurrences (real and imaginary parts apart, as in FastS4Block) use one form for both layers:
 //     k_j = beta_j u + Re(sum_m G_j x)             (j < R; R = 0 for S4D)
@@ -67,6 +74,18 @@ namespace {
 constexpr int kOwnStateSteps = 256;  // multi-threaded steps() calls this long use private SSM states (see there)
 constexpr int L = 32;   // SSM channels per lane group
 constexpr int RMAX = 8; // largest DPLR rank supported
+constexpr int LH = 16;  // floats per vector; lanes of a chunk kernel (half a lane group: its state and
+                        // parameters fit in L1)
+
+// 16 floats as one vector (GCC / Clang vector extension, lowered to the target's SIMD): kernels whose
+// accumulators must stay in registers.
+typedef float v16 __attribute__((vector_size(LH * sizeof(float))));
+static inline v16 ld16(const float* p) {
+  v16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+static inline void st16(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
 
 // ----------------------------------------------------------------------------------------------------------
 // Elementwise math: branch-free so that loops over it vectorize; NaN in gives NaN out (the sampler's check
@@ -210,6 +229,10 @@ struct Ctx {
   float* t2 = nullptr;  // this thread's output panels of the S4 output Linear (B rows of stride SW)
   Team* team = nullptr;
   float* xs = nullptr;  // this thread's chunk scratch: B rows of 2 M LH floats (M: the most modes of a layer)
+  int b0 = 0, b1 = 0;   // the rows of the batch this share covers
+  // Row split (Net::rows_from): the share of the outermost level, all columns of rows [b0, b1) on one thread
+  // (nt = 1, no barriers); `team` is then the whole team's context, for the deeper tiers.
+  const Ctx* team_ctx = nullptr;
 };
 
 // Part t of n parts of [0, count): the ranges of consecutive threads are adjacent.
@@ -291,26 +314,40 @@ static Linear make_linear(const at::Tensor& weight, const c10::optional<at::Tens
 }
 
 // RB rows of x (stride ldx) times one panel -> RB rows of y (stride ldy), ncols <= NBW valid columns.
-// ACC: y += x W^T + b (a residual branch added in place), else y = x W^T + b.
+// ACC: y += x W^T + b (a residual branch added in place), else y = x W^T + b. Written in explicit vectors, one
+// FMA per weight and row in k order: an output's value does not depend on RB (so neither on how rows are
+// shared between threads).
 template <int NBW, int RB, bool ACC>
 static inline void gemm_panel(const float* __restrict w, const float* __restrict bias, const float* __restrict x,
                               int64_t ldx, int K, float* __restrict y, int64_t ldy, int ncols) {
-  float acc[RB][NBW];
+  constexpr int V = NBW / LH;
+  v16 acc[RB][V];
+#pragma GCC unroll 4
   for (int r = 0; r < RB; ++r)
-    for (int c = 0; c < NBW; ++c) acc[r][c] = bias[c];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) acc[r][v] = ld16(bias + v * LH);
   for (int k = 0; k < K; ++k) {
     const float* __restrict wk = w + static_cast<int64_t>(k) * NBW;
+    v16 wv[V];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) wv[v] = ld16(wk + v * LH);
+#pragma GCC unroll 4
     for (int r = 0; r < RB; ++r) {
       const float xv = x[r * ldx + k];
-      for (int c = 0; c < NBW; ++c) acc[r][c] += xv * wk[c];
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) acc[r][v] += xv * wv[v];
     }
   }
   for (int r = 0; r < RB; ++r) {
     float* __restrict yr = y + r * ldy;
     if (ncols == NBW) {
-      for (int c = 0; c < NBW; ++c) yr[c] = ACC ? yr[c] + acc[r][c] : acc[r][c];
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) st16(yr + v * LH, ACC ? ld16(yr + v * LH) + acc[r][v] : acc[r][v]);
     } else {
-      for (int c = 0; c < ncols; ++c) yr[c] = ACC ? yr[c] + acc[r][c] : acc[r][c];
+      float out[NBW];
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) st16(out + v * LH, acc[r][v]);
+      for (int c = 0; c < ncols; ++c) yr[c] = ACC ? yr[c] + out[c] : out[c];
     }
   }
 }
@@ -454,7 +491,6 @@ static inline void ssm_group(const float* __restrict wg, int M, int rank, int nl
 // whenever Python reads the states).
 
 constexpr int kChunk = 16;  // T
-constexpr int LH = 16;      // lanes of a chunk kernel (half a lane group: its state and parameters fit in L1)
 
 // Chunk tables of a lane group (Block::ctab, lane group g at g ctab_stride): h (T L), then per half lane group
 // (16 lanes, so that a kernel's data fill whole cache lines and all L1 sets) at T L + half chunk_half_stride:
@@ -465,16 +501,6 @@ static inline int64_t chunk_param_floats(int M, int R) { return static_cast<int6
 static inline int64_t chunk_half_stride(int M, int R, bool table) {
   return chunk_param_floats(M, R) + (table ? static_cast<int64_t>(M) * kChunk * 2 * LH : 0);
 }
-
-// 16 floats as one vector (GCC / Clang vector extension, lowered to the target's SIMD): kernels whose
-// accumulators must stay in registers.
-typedef float v16 __attribute__((vector_size(LH * sizeof(float))));
-static inline v16 ld16(const float* p) {
-  v16 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-static inline void st16(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
 
 // n steps of one row's half lane group: x (M LH) re / im in place. FORCED: with the inputs u_s = ub[s us + l],
 // else u = 0 (the free response); OUT: y_s = Re(sum_m c x') into fb[s fs + l]. P: the half's parameters.
@@ -553,7 +579,10 @@ static inline void chunk_table_block(const float* __restrict F, int M, const flo
     for (int r = 0; r < RB; ++r) {
       const v16 xr = ld16(X + r * xs + m * LH), xi = ld16(X + r * xs + im + m * LH);
 #pragma GCC unroll 4
-      for (int q = 0; q < 4; ++q) acc[r][q] += fr[q] * xr - fm[q] * xi;
+      for (int q = 0; q < 4; ++q) {  // two statements: the same two FMAs whatever RB (bit-identical rows)
+        acc[r][q] += fr[q] * xr;
+        acc[r][q] -= fm[q] * xi;
+      }
     }
   }
 #pragma GCC unroll 16
@@ -1044,6 +1073,19 @@ class Net {
     threads_ = static_cast<int>(n);
   }
 
+  int64_t get_rows_from() const { return rows_from_; }
+  void set_rows_from(int64_t b) {
+    TORCH_CHECK(b >= 1, "rows_from must be >= 1");
+    std::lock_guard<std::mutex> guard(mutex_);
+    rows_from_ = static_cast<int>(std::min<int64_t>(b, 1 << 30));
+  }
+  int64_t get_row_levels() const { return row_levels_; }
+  void set_row_levels(int64_t n) {
+    TORCH_CHECK(n >= 1 && n <= 64, "row_levels must be in 1..64");
+    std::lock_guard<std::mutex> guard(mutex_);
+    row_levels_ = static_cast<int>(n);
+  }
+
   ~Net() {
     if (team_ && team_->forked()) team_.release();  // see run()
     team_.reset();  // stops and joins the workers (idle: a step holds mutex_ until the team is done with it)
@@ -1098,6 +1140,9 @@ class Net {
   int threads_ = 1;
   bool unet_, ready_ = false;
   bool chunked_ = true;  // the chunked recurrence (chunk_run, chunk_groups); else ssm_group every step
+  int rows_from_ = 8;   // the row split (step_rows) from this batch on, over the outermost row_levels_ levels
+  int row_levels_ = 2;  // (defaults: the fastest measured for the sc09 preset, see benchmarks/RESULTS.md)
+  std::vector<Block*> deferred_;  // row split: the blocks whose chunk positions advance at the end of the step
   bool f_table() const { return B_ >= kFreeTableBatch; }  // the chunks' f from the table F (else free steps)
   int64_t t_ = 0;
   Settings settings_;
@@ -1215,7 +1260,7 @@ class Net {
   void run(const int64_t* token, const float* u, int64_t* out_tok, float* out_lp, float* logits) {
     job_ = Job{token, u, out_tok, out_lp, logits, t_};
     if (threads_ <= 1) {
-      step_share(Ctx{0, 1, u_p_, t2_p_, nullptr, chunk_scratch(0)});
+      step_share(Ctx{0, 1, u_p_, t2_p_, nullptr, chunk_scratch(0), 0, B_});
       return;
     }
     if (team_ && team_->forked()) team_.release();  // its workers live in the parent process: leak it
@@ -1292,7 +1337,8 @@ class Net {
     team_.reset(new Team(n, [this, n](Team& team, int tid) {
       float* own = scratch_[tid].data_ptr<float>();
       float* xs = chunk_scratch_[tid].data_ptr<float>();
-      step_share(tid == 0 ? Ctx{0, n, u_p_, t2_p_, &team, xs} : Ctx{tid, n, own, own + B_ * SW_, &team, xs});
+      step_share(tid == 0 ? Ctx{0, n, u_p_, t2_p_, &team, xs, 0, B_}
+                          : Ctx{tid, n, own, own + B_ * SW_, &team, xs, 0, B_});
     }));
   }
 
@@ -1302,6 +1348,10 @@ class Net {
 
   // One thread's share of the step: embedding, tiers, final norm, head; sampling is split by rows.
   void step_share(const Ctx& c) {
+    if (c.nt > 1 && B_ >= rows_from_) {
+      step_rows(c);
+      return;
+    }
     const Job& job = job_;
     const int H = H0_;
     int h0, h1;
@@ -1324,16 +1374,44 @@ class Net {
     if (B_ > 1) barrier(c);
   }
 
+  // The step with the outermost level split by rows (B >= rows_from_): this thread runs all of it for its rows,
+  // alone, from the embedding to the sampled token; the team meets only where a deeper tier runs (see run_tier)
+  // and once at the end. Its chunk positions advance after that barrier (no thread reads them any more).
+  void step_rows(const Ctx& c) {
+    const Job& job = job_;
+    const int H = H0_;
+    Ctx r = c;
+    r.tid = 0;
+    r.nt = 1;
+    r.team_ctx = &c;
+    part(B_, c, r.b0, r.b1);
+    const int rows = r.b1 - r.b0;
+    const float* emb = emb_.data_ptr<float>();
+    for (int b = r.b0; b < r.b1; ++b)
+      std::memcpy(x0_p_ + static_cast<int64_t>(b) * H, emb + job.token[b] * H, sizeof(float) * H);
+    run_tier(0, x0_p_, y0_p_, job.tau, r);
+    layer_norm(y0_p_ + r.b0 * H, H, r.u + r.b0 * SW_, SW_, rows, H, norm_w_.p, norm_b_.p, norm_eps_);
+    gemm(head_, r.u + r.b0 * SW_, SW_, job.logits + static_cast<int64_t>(r.b0) * C_, C_, rows, false, r);
+    for (int b = r.b0; b < r.b1; ++b)
+      sample_row(job.logits + static_cast<int64_t>(b) * C_, job.u[b], job.out_tok + b, job.out_lp + b,
+                 t1_p_ + b * SW_, order_.data() + static_cast<int64_t>(b) * 4 * C_);
+    barrier(c);
+    if (c.tid == 0) {
+      for (Block* k : deferred_) advance_pos(*k, chunk_mode(*k));
+      deferred_.clear();
+    }
+  }
+
   // Tier i at its own step tau: x (B H_i) -> out (B H_i). As FastLM._tier. Elementwise work on this thread's
   // columns [h0, h1); a barrier wherever the next stage reads what other threads wrote.
   void run_tier(size_t i, const float* x, float* out, int64_t tau, const Ctx& c) {
     if (i == tiers_.size()) {
       int h0, h1;
       columns(Hc_, c, h0, h1);
-      for_columns(Hc_, h0, h1, [&](int64_t e) { out[e] = x[e]; });
+      for_columns(Hc_, h0, h1, c, [&](int64_t e) { out[e] = x[e]; });
       for (Block& k : center_) run_block(k, out, c);
       if (!center_.empty()) barrier(c);
-      for_columns(Hc_, h0, h1, [&](int64_t e) { out[e] += x[e]; });
+      for_columns(Hc_, h0, h1, c, [&](int64_t e) { out[e] += x[e]; });
       return;
     }
     Tier& T = tiers_[i];
@@ -1342,19 +1420,19 @@ class Net {
     int h0, h1;
     columns(H, c, h0, h1);
     float* skips = T.skips;  // skips[j]: the tier input after j down blocks
-    for_columns(H, h0, h1, [&](int64_t e) { skips[e] = x[e]; });
+    for_columns(H, h0, h1, c, [&](int64_t e) { skips[e] = x[e]; });
     float* cur = skips;
     for (size_t j = 0; j < T.down.size(); ++j) {
       float* next = skips + static_cast<int64_t>(j + 1) * BH;
       if (j > 0) barrier(c);  // cur was written by the threads that own the previous block's output panels
-      for_columns(H, h0, h1, [&](int64_t e) { next[e] = cur[e]; });
+      for_columns(H, h0, h1, c, [&](int64_t e) { next[e] = cur[e]; });
       run_block(T.down[j], next, c);
       cur = next;
     }
     if (!T.down.empty()) barrier(c);
     // push cur into the down register; y = the oldest output still due + skip
     float* y = out;
-    for_columns(H, h0, h1, [&](int64_t e) {
+    for_columns(H, h0, h1, c, [&](int64_t e) {
       float* d = T.dreg + e * p;
       for (int s = 0; s + 1 < p; ++s) d[s] = d[s + 1];
       d[p - 1] = cur[e];
@@ -1362,15 +1440,18 @@ class Net {
     });
     if (tau % p == p - 1) {  // pool full: run the deeper tier, refill the outputs of the next p steps
       const int H2 = T.down_linear.N;
-      barrier(c);
-      gemm(T.down_linear, T.dreg, static_cast<int64_t>(H) * p, T.pooled, H2, B_, false, c);
-      barrier(c);
-      run_tier(i + 1, T.pooled, T.deeper, tau / p, c);
-      barrier(c);
+      const bool split = c.team_ctx && static_cast<int>(i) + 1 >= row_levels_;
+      const Ctx& d = split ? *c.team_ctx : c;  // the deeper tiers: split by columns on the whole team
+      const int64_t Hp = static_cast<int64_t>(H) * p;
+      barrier(d);
+      gemm(T.down_linear, T.dreg + d.b0 * Hp, Hp, T.pooled + d.b0 * H2, H2, d.b1 - d.b0, false, d);
+      barrier(d);
+      run_tier(i + 1, T.pooled, T.deeper, tau / p, d);
+      barrier(d);
       // ureg is next read at the next step, after this step's later barriers
-      gemm(T.up_linear, T.deeper, H2, T.ureg, static_cast<int64_t>(H) * p, B_, false, c);
+      gemm(T.up_linear, T.deeper + d.b0 * H2, H2, T.ureg + d.b0 * Hp, Hp, d.b1 - d.b0, false, d);
     } else {
-      for_columns(H, h0, h1, [&](int64_t e) {
+      for_columns(H, h0, h1, c, [&](int64_t e) {
         float* r = T.ureg + e * p;
         for (int s = 0; s + 1 < p; ++s) r[s] = r[s + 1];
         r[p - 1] = 0.0f;
@@ -1381,21 +1462,21 @@ class Net {
         run_block(T.up[j], y, c);
         barrier(c);
         const float* skip = skips + static_cast<int64_t>(T.down.size() - 1 - j) * BH;
-        for_columns(H, h0, h1, [&](int64_t e) { y[e] += skip[e]; });
+        for_columns(H, h0, h1, c, [&](int64_t e) { y[e] += skip[e]; });
       }
       return;
     }
     float* res = T.res;
-    for_columns(H, h0, h1, [&](int64_t e) { res[e] = y[e]; });
+    for_columns(H, h0, h1, c, [&](int64_t e) { res[e] = y[e]; });
     for (Block& k : T.up) run_block(k, y, c);
     if (!T.up.empty()) barrier(c);
-    for_columns(H, h0, h1, [&](int64_t e) { y[e] += res[e]; });
+    for_columns(H, h0, h1, c, [&](int64_t e) { y[e] += res[e]; });
   }
 
-  // f(e) for the elements e = b H + h of rows b < B, columns h in [h0, h1).
+  // f(e) for the elements e = b H + h of this share's rows b, columns h in [h0, h1).
   template <typename F>
-  void for_columns(int H, int h0, int h1, F&& f) const {
-    for (int b = 0; b < B_; ++b) {
+  void for_columns(int H, int h0, int h1, const Ctx& c, F&& f) const {
+    for (int b = c.b0; b < c.b1; ++b) {
       const int64_t row = static_cast<int64_t>(b) * H;
       for (int64_t e = row + h0; e < row + h1; ++e) f(e);
     }
@@ -1468,24 +1549,35 @@ class Net {
     }
   }
 
+  // -1: the per-step recurrence; 0: a step within the chunk; 1: compute f first; 2: advance x_0, then f.
+  int chunk_mode(const Block& k) const { return !chunked_ ? -1 : k.pos == kChunk ? 2 : k.fvalid ? 0 : 1; }
+  static void advance_pos(Block& k, int mode) {
+    if (mode < 0) return;
+    if (mode == 2) k.pos = 0;
+    k.fvalid = true;
+    ++k.pos;
+  }
+
   // x (B H) <- block(x): x + GLU(Linear(GELU(SSM(LN x) + D LN x))) for S4, x + Linear(GELU(Linear(LN x))) for
   // FF. Every thread normalises all of x into its own c.u; then this thread's lane groups / panels. Scratch
   // rows have the fixed stride SW_.
   void run_block(Block& k, float* x, const Ctx& c) {
     const int H = k.H;
     barrier(c);  // x is complete
-    layer_norm(x, H, c.u, SW_, B_, H, k.ln_w.p, k.ln_b.p, k.eps);
+    const int rows = c.b1 - c.b0;
+    layer_norm(x + c.b0 * H, H, c.u + c.b0 * SW_, SW_, rows, H, k.ln_w.p, k.ln_b.p, k.eps);
     if (k.s4) {
       // this thread's lane groups, or at batch >= nt on the shared state its rows (each row's state is a
       // region of its own there; lane groups interleave, see steps())
       const bool by_rows = c.nt > 1 && !own_active_ && B_ >= c.nt;
-      int g0 = 0, g1 = (H + L - 1) / L, b0 = 0, b1 = B_;
+      int g0 = 0, g1 = (H + L - 1) / L, b0 = c.b0, b1 = c.b1;
       if (by_rows)
         part(B_, c, b0, b1);
       else
         part(g1, c, g0, g1);
-      // all threads read k.pos / k.fvalid before the barrier below; thread 0 updates them after it
-      const int mode = !chunked_ ? -1 : k.pos == kChunk ? 2 : k.fvalid ? 0 : 1;
+      // all threads read k.pos / k.fvalid before the barrier below; thread 0 updates them after it (after the
+      // step's last barrier in a row split: see step_rows)
+      const int mode = chunk_mode(k);
       if (mode >= 0) {
         switch (k.R) {
           case 0: chunk_groups<0>(k, g0, g1, b0, b1, c.u, t1_p_, mode, c.xs); break;
@@ -1502,16 +1594,16 @@ class Net {
       const int c0 = std::min(H, g0 * L), c1 = std::min(H, g1 * L);
       for (int r = b0; r < b1; ++r) gelu_inplace(t1_p_ + r * SW_ + c0, c1 - c0);
       barrier(c);
-      if (mode >= 0 && c.tid == 0) {
-        if (mode == 2) k.pos = 0;
-        k.fvalid = true;
-        ++k.pos;
+      if (c.team_ctx) {
+        if (c.team_ctx->tid == 0) deferred_.push_back(&k);
+      } else if (c.tid == 0) {
+        advance_pos(k, mode);
       }
-      gemm(k.out, t1_p_, SW_, c.t2, SW_, B_, false, c);
+      gemm(k.out, t1_p_ + c.b0 * SW_, SW_, c.t2 + c.b0 * SW_, SW_, rows, false, c);
       int p0, p1;
       part(k.out.panels, c, p0, p1);
       const int nb = k.out.nb, w = nb / 2;
-      for (int r = 0; r < B_; ++r) {
+      for (int r = c.b0; r < c.b1; ++r) {
         for (int pn = p0; pn < p1; ++pn) {
           const int n = std::min(w, H - pn * w);
           float* __restrict xr = x + static_cast<int64_t>(r) * H + pn * w;
@@ -1522,13 +1614,13 @@ class Net {
       }
     } else {
       const int F = k.ff_in.N;
-      gemm(k.ff_in, c.u, SW_, t1_p_, SW_, B_, false, c);
+      gemm(k.ff_in, c.u + c.b0 * SW_, SW_, t1_p_ + c.b0 * SW_, SW_, rows, false, c);
       int p0, p1;
       part(k.ff_in.panels, c, p0, p1);
       const int c0 = std::min(F, p0 * k.ff_in.nb), c1 = std::min(F, p1 * k.ff_in.nb);
-      for (int r = 0; r < B_; ++r) gelu_inplace(t1_p_ + r * SW_ + c0, c1 - c0);
+      for (int r = c.b0; r < c.b1; ++r) gelu_inplace(t1_p_ + r * SW_ + c0, c1 - c0);
       barrier(c);
-      gemm(k.ff_out, t1_p_, SW_, x, H, B_, true, c);
+      gemm(k.ff_out, t1_p_ + c.b0 * SW_, SW_, x + c.b0 * H, H, rows, true, c);
     }
   }
   // ----- sampling, as sashimi.generation.sampling.sample -----
@@ -1700,6 +1792,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def_property_readonly("weight_bytes", &Net::weight_bytes)
       .def_property("threads", &Net::get_threads, &Net::set_threads)
       .def_property("chunked", &Net::get_chunked, &Net::set_chunked)
+      .def_property("rows_from", &Net::get_rows_from, &Net::set_rows_from)
+      .def_property("row_levels", &Net::get_row_levels, &Net::set_row_levels)
       .def("sync", &Net::sync, py::call_guard<py::gil_scoped_release>())
       .def("step", &Net::step, py::call_guard<py::gil_scoped_release>())
       .def("steps", &Net::steps, py::call_guard<py::gil_scoped_release>());
