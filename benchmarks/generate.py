@@ -4,6 +4,7 @@
     python benchmarks/generate.py --batch 1 --backends native --depths
     python benchmarks/generate.py --batch 1 --profile
     python benchmarks/generate.py --batch 1 16 --backends native --compare-chunked 8
+    python benchmarks/generate.py --batch 8 16 --backends native --reference-steps 0 --compare-split 10
 
 Random weights (speed does not depend on them). Each row times ``--steps`` calls of ``step(token, u)`` after a
 warm-up, best of ``--repeat``; "samples/s" counts every sequence of the batch. "native, chunk" times the same
@@ -11,7 +12,8 @@ steps as one ``steps(token, u)`` call (the loop in C++, as ``Sampler`` runs it).
 figures (its recurrent generation of the same model measured on this machine, per the issue) are printed
 beside ours. ``--depths`` prints the native step's median time per step depth (how many pooled tiers run).
 ``--compare-chunked R`` times R rounds of ``steps()`` alternating the native step's chunked recurrence on and
-off in one process (on this noisy VM, the only fair A/B).
+off in one process (on this noisy VM, the only fair A/B); ``--compare-split R`` alternates the row split of the
+outer levels off / over tier 0 / over tiers 0 and 1 / over every level the same way.
 """
 from __future__ import annotations
 
@@ -79,6 +81,8 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="print where the time of the compiled step goes")
     ap.add_argument("--compare-chunked", type=int, default=0, metavar="ROUNDS",
                     help="alternate the native chunked recurrence on / off for ROUNDS rounds of steps()")
+    ap.add_argument("--compare-split", type=int, default=0, metavar="ROUNDS",
+                    help="alternate the native row split off / 1 / 2 / all levels for ROUNDS rounds of steps()")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -105,7 +109,14 @@ def main() -> None:
                     if args.depths:
                         depths(fast, B)
                     if args.compare_chunked:
-                        compare_chunked(fast, B, args.steps, args.compare_chunked)
+                        alternate(fast, B, args.steps, args.compare_chunked, "chunked recurrence",
+                                  {"off": dict(chunked=False), "on": dict(chunked=True)})
+                    if args.compare_split:
+                        off = dict(rows_from=B + 1, row_levels=fast._native.row_levels)
+                        alternate(fast, B, args.steps, args.compare_split, "row split",
+                                  {"off": off, "tier 0": dict(rows_from=1, row_levels=1),
+                                   "tiers 0-1": dict(rows_from=1, row_levels=2),
+                                   "all levels": dict(rows_from=1, row_levels=64)})
             if "inductor" in args.backends:
                 t0 = time.perf_counter()
                 fast = FastLM(model, B, settings, backend="inductor")
@@ -127,10 +138,10 @@ def main() -> None:
           "(reference) | official dense | official diagonal | target |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        off = OFFICIAL.get(r["B"], ("-", "-"))
+        off = OFFICIAL.get(r["B"], (float("nan"), float("nan")))
         print(f"| {r['B']} | {fmt(r['native'])} | {fmt(r['chunk'])} | "
               f"{fmt(r['inductor'])}{'' if r['compiled'] else ' (compile failed: eager)'} | {fmt(r['eager'])} | "
-              f"{fmt(r['ref'])} | {off[0]:,} | {off[1]:,} | {TARGET.get(r['B'], '-'):,} |")
+              f"{fmt(r['ref'])} | {fmt(off[0])} | {fmt(off[1])} | {fmt(TARGET.get(r['B'], float('nan')))} |")
 
 
 def depths(fast: FastLM, B: int, steps: int = 2048) -> None:
@@ -149,18 +160,22 @@ def depths(fast: FastLM, B: int, steps: int = 2048) -> None:
               f"{med * share * 1e6:,.0f} us per step on average")
 
 
-def compare_chunked(fast: FastLM, B: int, steps: int, rounds: int) -> None:
-    """samples/s of steps() with the native chunked recurrence on and off, alternating round by round."""
-    rates = {True: [], False: []}
+def alternate(fast: FastLM, B: int, steps: int, rounds: int, what: str, variants: dict[str, dict]) -> None:
+    """samples/s of steps() under each variant (native step settings), alternating round by round; the settings
+    in force before are restored."""
+    before = {k: getattr(fast._native, k) for v in variants.values() for k in v}
+    rates = {label: [] for label in variants}
     for _ in range(rounds):
-        for on in (False, True):
-            fast._native.chunked = on
-            rates[on].append(chunk_rate(fast, B, steps, 1))
-    for on in (False, True):
-        v = sorted(rates[on])
-        print(f"  batch {B}, chunked recurrence {'on ' if on else 'off'}: best {v[-1]:,.0f}, median "
-              f"{statistics.median(v):,.0f}, worst {v[0]:,.0f} samples/s over {rounds} rounds")
-    fast._native.chunked = True
+        for label, settings in variants.items():
+            for k, v in settings.items():
+                setattr(fast._native, k, v)
+            rates[label].append(chunk_rate(fast, B, steps, 1))
+    for k, v in before.items():
+        setattr(fast._native, k, v)
+    for label, v in rates.items():
+        v = sorted(v)
+        print(f"  batch {B}, {what} {label}: best {v[-1]:,.0f}, median {statistics.median(v):,.0f}, "
+              f"worst {v[0]:,.0f} samples/s over {rounds} rounds")
 
 
 def profile(fast: FastLM, B: int) -> None:
