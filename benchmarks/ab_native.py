@@ -1,0 +1,75 @@
+"""A/B of native step sources: samples/s of ``steps()`` for two or more versions of ``fast_step.cpp``, built as
+separate extensions and timed in one process, round by round in turn (on a noisy VM, the only fair comparison).
+
+    git show 8411f78:sashimi/generation/csrc/fast_step.cpp > /tmp/old.cpp
+    python benchmarks/ab_native.py /tmp/old.cpp sashimi/generation/csrc/fast_step.cpp --batch 16 --rounds 16
+
+Each source is built once (about a minute; cached by content) with the flags of ``sashimi.jit``. The model is
+the sc09 preset with random weights; each round times ``--steps`` steps of every version.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402
+
+import sashimi  # noqa: E402
+from sashimi.generation import native  # noqa: E402
+from sashimi.generation.fast import FastLM  # noqa: E402
+from sashimi.jit import Extension  # noqa: E402
+
+
+def build(src: Path, model, batch: int) -> FastLM:
+    """A FastLM whose native step comes from ``src``."""
+    digest = hashlib.md5(src.read_bytes()).hexdigest()[:12]
+    saved = native._EXTENSION
+    native._EXTENSION = Extension(f"sashimi_ab_{digest}", src.resolve(), f"native step from {src}")
+    try:
+        fast = FastLM(model, batch, backend="native")
+    finally:
+        native._EXTENSION = saved
+    if fast.backend != "native":
+        raise SystemExit(f"{src}: the native step did not build")
+    return fast
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sources", nargs="+", type=Path, help="fast_step.cpp versions")
+    ap.add_argument("--preset", default="sc09")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=512, help="steps per round and version")
+    ap.add_argument("--rounds", type=int, default=10)
+    args = ap.parse_args()
+    for src in args.sources:
+        if not src.is_file():
+            raise SystemExit(f"{src}: no such file")
+    torch.manual_seed(0)
+    model = sashimi.SaShiMiLM(sashimi.preset(args.preset)).eval()
+    print(f"# {args.preset}, batch {args.batch}, {args.steps} steps x {args.rounds} rounds, {machine()}")
+    fasts = [build(src, model, args.batch) for src in args.sources]
+    token = torch.zeros(args.batch, dtype=torch.long)
+    for fast in fasts:  # warm-up
+        fast.steps(token, torch.rand(args.steps, args.batch))
+    rates: list[list[float]] = [[] for _ in fasts]
+    for _ in range(args.rounds):
+        for fast, r in zip(fasts, rates):
+            u = torch.rand(args.steps, args.batch)
+            t0 = time.perf_counter()
+            fast.steps(token, u)
+            r.append(args.steps * args.batch / (time.perf_counter() - t0))
+    print("\n| source | best | median | worst |\n|---|---|---|---|")
+    for src, r in zip(args.sources, rates):
+        print(f"| {src} | {max(r):,.0f} | {statistics.median(r):,.0f} | {min(r):,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
