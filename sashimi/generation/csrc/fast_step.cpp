@@ -172,7 +172,6 @@ static void gelu_inplace(float* __restrict x, int64_t n) {
 
 static inline float sigmoid_f(float x) { return 1.0f / (1.0f + exp_f(-x)); }
 
-
 // n zeroed floats, 4 KB aligned; from 1 MB up on 2 MB transparent huge pages where the OS has them. A step
 // streams megabytes of weights and state: 4 KB pages cost a TLB miss every 4 KB (measured: the weight arena on
 // huge pages is 5-7% faster at batch 1, the state 4% at batch 16). Page alignment: the 32-column slices that
@@ -248,8 +247,8 @@ struct Ctx {
   Team* team = nullptr;
   float* xs = nullptr;  // this thread's chunk scratch: B rows of 2 M LH floats (M: the most modes of a layer)
   int b0 = 0, b1 = 0;   // the rows of the batch this share covers
-  // Row split (Net::rows_from): the share of the outermost level, all columns of rows [b0, b1) on one thread
-  // (nt = 1, no barriers); `team` is then the whole team's context, for the deeper tiers.
+  // Row split (Net::rows_from): the share of the outer levels, all columns of rows [b0, b1) on one thread
+  // (nt = 1, no barriers); team_ctx is then the whole team's context, for the deeper levels.
   const Ctx* team_ctx = nullptr;
 };
 
