@@ -390,11 +390,14 @@ static void gemm_panels(const Linear& lin, int p0, int p1, const float* x, int64
   }
 }
 
-// This thread's panels of y = x W^T + b (or y += ..., accumulate) for all rows.
-static void gemm(const Linear& lin, const float* x, int64_t ldx, float* y, int64_t ldy, int rows, bool accumulate,
-                 const Ctx& c) {
+// This thread's panels of y = x W^T + b (or y += ..., accumulate) for the rows [c.b0, c.b1) of its share (x and
+// y point at row 0).
+static void gemm(const Linear& lin, const float* x, int64_t ldx, float* y, int64_t ldy, bool accumulate, const Ctx& c) {
   int p0, p1;
   part(lin.panels, c, p0, p1);
+  const int rows = c.b1 - c.b0;
+  x += c.b0 * ldx;
+  y += c.b0 * ldy;
   switch (lin.nb * 2 + (accumulate ? 1 : 0)) {
     case 128: gemm_panels<64, false>(lin, p0, p1, x, ldx, y, ldy, rows); break;
     case 129: gemm_panels<64, true>(lin, p0, p1, x, ldx, y, ldy, rows); break;
@@ -1388,7 +1391,7 @@ class Net {
     run_tier(0, x0_p_, y0_p_, job.tau, c);
     barrier(c);
     layer_norm(y0_p_, H, c.u, SW_, B_, H, norm_w_.p, norm_b_.p, norm_eps_);
-    gemm(head_, c.u, SW_, job.logits, C_, B_, false, c);
+    gemm(head_, c.u, SW_, job.logits, C_, false, c);
     barrier(c);
     // rows: thread 0 takes the last part, so that at batch 1 it samples and no final barrier is needed
     const Ctx rev{c.nt - 1 - c.tid, c.nt, nullptr, nullptr, nullptr};
@@ -1417,7 +1420,7 @@ class Net {
       std::memcpy(x0_p_ + static_cast<int64_t>(b) * H, emb + job.token[b] * H, sizeof(float) * H);
     run_tier(0, x0_p_, y0_p_, job.tau, r);
     layer_norm(y0_p_ + r.b0 * H, H, r.u + r.b0 * SW_, SW_, rows, H, norm_w_.p, norm_b_.p, norm_eps_);
-    gemm(head_, r.u + r.b0 * SW_, SW_, job.logits + static_cast<int64_t>(r.b0) * C_, C_, rows, false, r);
+    gemm(head_, r.u, SW_, job.logits, C_, false, r);
     for (int b = r.b0; b < r.b1; ++b)
       sample_row(job.logits + static_cast<int64_t>(b) * C_, job.u[b], job.out_tok + b, job.out_lp + b,
                  t1_p_ + b * SW_, order_.data() + static_cast<int64_t>(b) * 4 * C_);
@@ -1470,12 +1473,12 @@ class Net {
       const Ctx& d = split ? *c.team_ctx : c;  // the deeper tiers: split by columns on the whole team
       const int64_t Hp = static_cast<int64_t>(H) * p;
       barrier(d);
-      gemm(T.down_linear, T.dreg + d.b0 * Hp, Hp, T.pooled + d.b0 * H2, H2, d.b1 - d.b0, false, d);
+      gemm(T.down_linear, T.dreg, Hp, T.pooled, H2, false, d);
       barrier(d);
       run_tier(i + 1, T.pooled, T.deeper, tau / p, d);
       barrier(d);
       // ureg is next read at the next step, after this step's later barriers
-      gemm(T.up_linear, T.deeper + d.b0 * H2, H2, T.ureg + d.b0 * Hp, Hp, d.b1 - d.b0, false, d);
+      gemm(T.up_linear, T.deeper, H2, T.ureg, Hp, false, d);
     } else {
       for_columns(H, h0, h1, c, [&](int64_t e) {
         float* r = T.ureg + e * p;
@@ -1636,7 +1639,7 @@ class Net {
       } else if (c.tid == 0) {
         advance_pos(k, mode);
       }
-      gemm(k.out, t1_p_ + c.b0 * SW_, SW_, c.t2 + c.b0 * SW_, SW_, rows, false, c);
+      gemm(k.out, t1_p_, SW_, c.t2, SW_, false, c);
       int p0, p1;
       part(k.out.panels, c, p0, p1);
       const int nb = k.out.nb, w = nb / 2;
@@ -1651,13 +1654,13 @@ class Net {
       }
     } else {
       const int F = k.ff_in.N;
-      gemm(k.ff_in, c.u + c.b0 * SW_, SW_, t1_p_ + c.b0 * SW_, SW_, rows, false, c);
+      gemm(k.ff_in, c.u, SW_, t1_p_, SW_, false, c);
       int p0, p1;
       part(k.ff_in.panels, c, p0, p1);
       const int c0 = std::min(F, p0 * k.ff_in.nb), c1 = std::min(F, p1 * k.ff_in.nb);
       for (int r = c.b0; r < c.b1; ++r) gelu_inplace(t1_p_ + r * SW_ + c0, c1 - c0);
       barrier(c);
-      gemm(k.ff_out, t1_p_ + c.b0 * SW_, SW_, x + c.b0 * H, H, rows, true, c);
+      gemm(k.ff_out, t1_p_, SW_, x, H, true, c);
     }
   }
   // ----- sampling, as sashimi.generation.sampling.sample -----
