@@ -78,7 +78,7 @@ class _SSMKernel(nn.Module):
         The fused paths (Vandermonde, rank-1 Woodbury) keep only O(h N sqrt(L) + h L) complex numbers for their
         backward pass, so chunking bounds the forward transients; an autograd path (``checkpointed``) would
         keep every chunk's intermediates, so its chunks are recomputed in the backward pass instead."""
-        per_h = per_channel_rows * L * 16  # real sequences plus their spectra
+        per_h = per_channel_rows * L * 2 * tensors[0].element_size()  # real sequences plus their spectra
         h = max(1, CHUNK_BYTES // per_h)
         if h >= self.H:
             return fn(*tensors)
@@ -143,9 +143,15 @@ class DPLRKernel(_SSMKernel):
     ``disc="zoh"``: dA = exp(dt A) has no Cauchy form, so the kernel C dA^k dB is built as a blocked Krylov
     product (C dA^(aT)) @ (dA^b dB) from O(log L) N x N products; A is dissipative, so dA is a contraction and
     its powers stay bounded. ``C`` is the plain C (``l_kernel`` stays 0). Step modes: dense or diagonal.
+
+    Inits in ``DOUBLE_INITS`` (LegT, FouT) compute their kernel in float64 whatever the parameters' dtype. In
+    float32 their Woodbury correction loses the gradients of log_dt, A_real and A_imag (up to 60-100% relative
+    error, ``benchmarks/kernel_precision.py``); in float64 they are exact to float32 rounding, for about twice
+    the time. LegS stays in float32 (its log_dt gradient is up to ~1% off, the rest < 4e-4).
     """
 
     ssm_param_names = _SSMKernel.ssm_param_names + ("P",)
+    DOUBLE_INITS = ("legt", "fout")
 
     def __init__(self, H: int, N: int, *, channels: int = 1, init: str = "legs", l_max: int | None = None,
                  disc: str = "bilinear", dt_min: float = 0.001, dt_max: float = 0.1, lr: float | None = 0.001):
@@ -154,6 +160,7 @@ class DPLRKernel(_SSMKernel):
         Lambda, P, B = dplr_init(init, N)
         super().__init__(H, N, channels, Lambda, B, dt_min, dt_max, lr)
         self.disc = disc
+        self.in_double = init in self.DOUBLE_INITS
         l_max = l_max if disc == "bilinear" else None
         self.rank = P.shape[0]
         self.P = nn.Parameter(torch.view_as_real(P[:, None, :].expand(-1, H, -1)).float().contiguous())
@@ -227,6 +234,9 @@ class DPLRKernel(_SSMKernel):
     # ----- convolution kernel -----
     def forward(self, L: int) -> torch.Tensor:
         """Kernel (S H L): computed at length max(L, l_kernel), truncated to L."""
+        if self.in_double and self.B.dtype != torch.float64:  # the same kernel on float64 copies of the parameters
+            params = {name: p.double() for name, p in self.named_parameters()}
+            return torch.func.functional_call(self, params, (L,)).float()
         if self.disc == "zoh":
             return self._krylov_kernel(L)
         lk = int(self.l_kernel)
