@@ -1,9 +1,12 @@
 """Optional C++ extensions, JIT-built once per machine with the system compiler.
 
 Each ``Extension`` is one C++ source built on first use (``torch.utils.cpp_extension.load``, ninja,
-``-O3 -march=native``) into ``$SASHIMI_CACHE/torch_extensions`` or ``~/.cache/sashimi/torch_extensions``, in a
-folder named after the extension, the Python and torch versions and the CPU, so a build made for one machine is never loaded
-on another. Later processes load the cached build in well under a second. Loading is serialised by a lock; a
+``-O3 -march=native``) into ``$SASHIMI_CACHE/torch_extensions`` or ``~/.cache/sashimi/torch_extensions``, under a
+folder named after the Python and torch versions and the CPU, so a build made for one machine is never loaded
+on another. Within it each build has a folder named after the extension and a hash of its source and flags,
+holding a copy of the source that it is built from: checkouts or environments with the same source share one
+build, and different versions keep theirs side by side instead of rebuilding over each other (ninja rebuilds
+whenever the source's path changes). Later processes load the cached build in well under a second. Loading is serialised by a lock; a
 failure is remembered, so a process tries to build each extension only once. Every extension has a pure-PyTorch
 equivalent that its callers fall back to, so nothing here is required: without a compiler, sashimi still works.
 """
@@ -67,16 +70,29 @@ class Extension:
         self._module = None
         self._error: Exception | None = None
 
+    def _flags(self) -> list[str]:
+        return CFLAGS + (["-fopenmp"] if self.openmp else [])
+
+    def _build_folder(self) -> Path:
+        """This machine's build folder for the current source and flags."""
+        digest = hashlib.sha1(self.source.read_bytes() + " ".join(self._flags()).encode()).hexdigest()[:12]
+        return build_directory() / f"{self.name}-{digest}"
+
     def _compile(self):
         from torch.utils import cpp_extension
 
-        build = build_directory() / self.name
+        build = self._build_folder()
         build.mkdir(parents=True, exist_ok=True)
+        source = build / self.source.name
+        if not source.exists():  # written once, atomically: concurrent builders see the whole file or none
+            tmp = source.with_name(f"{source.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(self.source.read_bytes())
+            os.replace(tmp, source)
         lock = build / "lock"
         if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
             lock.unlink(missing_ok=True)  # else cpp_extension waits forever for a build that died
         omp = ["-fopenmp"] if self.openmp else []
-        return cpp_extension.load(name=self.name, sources=[str(self.source)], extra_cflags=CFLAGS + omp,
+        return cpp_extension.load(name=self.name, sources=[str(source)], extra_cflags=self._flags(),
                                   extra_ldflags=omp, build_directory=str(build), verbose=False)
 
     def load(self):
@@ -103,7 +119,7 @@ class Extension:
 
     def built(self) -> bool:
         """Whether a build for this machine is on disk or loaded (a ``load()`` will not compile)."""
-        return self._module is not None or any((build_directory() / self.name).glob(f"{self.name}*.so"))
+        return self._module is not None or any(self._build_folder().glob(f"{self.name}*.so"))
 
     def failed(self) -> bool:
         """Whether a build was tried in this process and failed (builds nothing)."""
