@@ -3,10 +3,10 @@
 Each ``Extension`` is one C++ source built on first use (``torch.utils.cpp_extension.load``, ninja,
 ``-O3 -march=native``) into ``$SASHIMI_CACHE/torch_extensions`` or ``~/.cache/sashimi/torch_extensions``, under a
 folder named after the Python and torch versions and the CPU, so a build made for one machine is never loaded
-on another. Within it each build has a folder named after the extension and a hash of its source and flags,
-holding a copy of the source that it is built from: checkouts or environments with the same source share one
-build, and different versions keep theirs side by side instead of rebuilding over each other (ninja rebuilds
-whenever the source's path changes). Later processes load the cached build in well under a second. Loading is serialised by a lock; a
+on another. Within it each build has a folder named after the extension and a hash of its source, its flags
+and the torch installation it compiles against (ninja rebuilds whenever a path in its commands changes),
+holding a copy of the source that it is built from. Checkouts of the same source share one build, and other
+versions or environments keep theirs side by side instead of rebuilding over each other. Later processes load the cached build in well under a second. Loading is serialised by a lock; a
 failure is remembered, so a process tries to build each extension only once. Every extension has a pure-PyTorch
 equivalent that its callers fall back to, so nothing here is required: without a compiler, sashimi still works.
 """
@@ -16,6 +16,7 @@ import hashlib
 import os
 import platform
 import sys
+import sysconfig
 import threading
 import time
 from pathlib import Path
@@ -75,7 +76,8 @@ class Extension:
 
     def _build_folder(self) -> Path:
         """This machine's build folder for the current source and flags."""
-        digest = hashlib.sha1(self.source.read_bytes() + " ".join(self._flags()).encode()).hexdigest()[:12]
+        setting = " ".join(self._flags() + [torch.__file__, sysconfig.get_paths()["include"]])
+        digest = hashlib.sha1(self.source.read_bytes() + setting.encode()).hexdigest()[:12]
         return build_directory() / f"{self.name}-{digest}"
 
     def _compile(self):
