@@ -1,8 +1,11 @@
 """A/B of native step sources: samples/s of ``steps()`` for two or more versions of ``fast_step.cpp``, built as
 separate extensions and timed in one process, round by round in turn (on a noisy VM, the only fair comparison).
 
-    git show 8411f78:sashimi/generation/csrc/fast_step.cpp > /tmp/old.cpp
-    python benchmarks/ab_native.py /tmp/old.cpp sashimi/generation/csrc/fast_step.cpp --batch 16 --rounds 16
+    mkdir -p /tmp/old && git archive 8411f78 sashimi/generation/csrc | tar -x -C /tmp/old --strip-components=3
+    python benchmarks/ab_native.py /tmp/old/fast_step.cpp sashimi/generation/csrc/fast_step.cpp --batch 16 --rounds 16
+
+A version's headers (``*.h``) lie beside its ``fast_step.cpp``, as in the repository; versions from before the
+split into headers are one self-contained file.
 
 Each source is built once (about a minute; cached by content) with the flags of ``sashimi.jit``. The model is
 the sc09 preset with random weights; each round times ``--steps`` steps of every version.
@@ -29,7 +32,7 @@ from sashimi.jit import Extension  # noqa: E402
 
 def build(src: Path, model, batch: int) -> FastLM:
     """A FastLM whose native step comes from ``src``."""
-    digest = hashlib.md5(src.read_bytes()).hexdigest()[:12]
+    digest = hashlib.md5(b"".join(p.read_bytes() for p in [src, *sorted(src.parent.glob("*.h"))])).hexdigest()[:12]
     saved = native._EXTENSION
     native._EXTENSION = Extension(f"sashimi_ab_{digest}", src.resolve(), f"native step from {src}")
     try:

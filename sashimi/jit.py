@@ -3,9 +3,9 @@
 Each ``Extension`` is one C++ source built on first use (``torch.utils.cpp_extension.load``, ninja,
 ``-O3 -march=native``) into ``$SASHIMI_CACHE/torch_extensions`` or ``~/.cache/sashimi/torch_extensions``, under a
 folder named after the Python and torch versions and the CPU, so a build made for one machine is never loaded
-on another. Within it each build has a folder named after the extension and a hash of its source, its flags
-and the torch installation it compiles against (ninja rebuilds whenever a path in its commands changes),
-holding a copy of the source that it is built from. Checkouts of the same source share one build, and other
+on another. Within it each build has a folder named after the extension and a hash of its source (with the
+headers beside it), its flags and the torch installation it compiles against (ninja rebuilds whenever a path in
+its commands changes), holding a copy of the sources that it is built from. Checkouts of the same source share one build, and other
 versions or environments keep theirs side by side instead of rebuilding over each other. Later processes load the cached build in well under a second. Loading is serialised by a lock; a
 failure is remembered, so a process tries to build each extension only once. Every extension has a pure-PyTorch
 equivalent that its callers fall back to, so nothing here is required: without a compiler, sashimi still works.
@@ -74,22 +74,30 @@ class Extension:
     def _flags(self) -> list[str]:
         return CFLAGS + (["-fopenmp"] if self.openmp else [])
 
+    def _files(self) -> list[Path]:
+        """The source and the headers beside it, which it may include."""
+        headers = sorted(p for p in self.source.parent.iterdir() if p.suffix in (".h", ".hpp"))
+        return [self.source] + headers
+
     def _build_folder(self) -> Path:
-        """This machine's build folder for the current source and flags."""
-        setting = " ".join(self._flags() + [torch.__file__, sysconfig.get_paths()["include"]])
-        digest = hashlib.sha1(self.source.read_bytes() + setting.encode()).hexdigest()[:12]
-        return build_directory() / f"{self.name}-{digest}"
+        """This machine's build folder for the current sources and flags."""
+        digest = hashlib.sha1(" ".join(self._flags() + [torch.__file__, sysconfig.get_paths()["include"]]).encode())
+        for path in self._files():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        return build_directory() / f"{self.name}-{digest.hexdigest()[:12]}"
 
     def _compile(self):
         from torch.utils import cpp_extension
 
         build = self._build_folder()
         build.mkdir(parents=True, exist_ok=True)
+        for path in self._files():
+            copy = build / path.name
+            if not copy.exists():  # written once, atomically: concurrent builders see the whole file or none
+                tmp = copy.with_name(f"{copy.name}.{os.getpid()}.tmp")
+                tmp.write_bytes(path.read_bytes())
+                os.replace(tmp, copy)
         source = build / self.source.name
-        if not source.exists():  # written once, atomically: concurrent builders see the whole file or none
-            tmp = source.with_name(f"{source.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(self.source.read_bytes())
-            os.replace(tmp, source)
         lock = build / "lock"
         if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
             lock.unlink(missing_ok=True)  # else cpp_extension waits forever for a build that died

@@ -49,3 +49,15 @@ def test_another_source_or_flags_get_their_own_build(loads, tmp_path):
     assert not fresh(old).built()  # no .so yet (load is faked): built() looks in this source's folder
     (Path(loads[0]["build_directory"]) / "demo_ext.so").write_bytes(b"")
     assert fresh(old).built() and not fresh(new).built()
+
+
+def test_headers_beside_the_source_are_copied_and_name_the_build(loads, tmp_path):
+    source = _source(tmp_path / "src", '#include "part.h"\nint f() { return g(); }\n')
+    (source.parent / "part.h").write_text("int g() { return 1; }\n")
+    jit.Extension("demo_ext", source, "demo").load()
+    (source.parent / "part.h").write_text("int g() { return 2; }\n")
+    jit.Extension("demo_ext", source, "demo").load()
+    first, second = (Path(call["build_directory"]) for call in loads)
+    assert first != second
+    assert (first / "part.h").read_text() == "int g() { return 1; }\n"
+    assert (second / "part.h").read_text() == "int g() { return 2; }\n"

@@ -1,0 +1,159 @@
+// Linear layers: panel-packed weights and the GEMM kernel.
+// Part of the native generation step: fast_step.cpp includes it (one translation unit).
+#pragma once
+
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "math.h"
+#include "memory.h"
+#include "share.h"
+
+namespace {
+
+// ----------------------------------------------------------------------------------------------------------
+// Linear layers: y (rows N) = x (rows K) W^T + bias, W packed into panels of nb output columns (nb = 64, 32 or
+// 16, per layer), panel-major, each (K nb) row-major, zero-padded: the kernel keeps an (RB rows x nb columns)
+// block of accumulators in registers while it walks down a panel, so each weight is read once per RB rows.
+// Threads own whole panels; nb is the widest that splits the layer evenly between two threads (64 columns for
+// all but the 64-wide outputs of the sc09 preset's outer tier, which get two panels of 32).
+// GLU layers (the S4 output Linear(H, 2H), followed by y_h * sigmoid(y_{H+h})): panel p holds the value columns
+// of channels [p w, p w + w) in its first w = nb / 2 slots and their gates in the last w, so that the thread
+// that owns a panel has both halves of its channels.
+
+struct Linear {
+  int K = 0, N = 0, nb = 64, panels = 0;
+  bool glu = false;
+  Arr w, b;
+  int width() const { return glu ? panels * nb : N; }  // floats per output row
+};
+
+// The panel width for n outputs (n channel pairs for a GLU layer): the fewest outputs for the busier of two
+// threads, then the widest panels.
+static int panel_width(int n, bool glu) {
+  int best = 64, best_load = 1 << 30;
+  for (int nb : {64, 32, 16}) {
+    const int cap = glu ? nb / 2 : nb;
+    const int panels = (n + cap - 1) / cap;
+    const int load = std::min(n, (panels + 1) / 2 * cap);
+    if (load < best_load) best = nb, best_load = load;
+  }
+  return best;
+}
+
+static Linear make_linear(const at::Tensor& weight, const c10::optional<at::Tensor>& bias, bool glu = false) {
+  TORCH_CHECK(weight.dim() == 2, "linear weight must be 2-d");
+  at::Tensor W = f32(weight);
+  Linear lin;
+  lin.N = static_cast<int>(W.size(0));
+  lin.K = static_cast<int>(W.size(1));
+  lin.glu = glu;
+  TORCH_CHECK(!glu || lin.N % 2 == 0, "a GLU layer needs an even number of outputs");
+  const int H = lin.N / 2;
+  lin.nb = panel_width(glu ? H : lin.N, glu);
+  const int nb = lin.nb, w = nb / 2;
+  lin.panels = glu ? (H + w - 1) / w : (lin.N + nb - 1) / nb;
+  at::Tensor packed = at::zeros({static_cast<int64_t>(lin.panels) * lin.K * nb}, at::kFloat);
+  at::Tensor bb = at::zeros({static_cast<int64_t>(lin.panels) * nb}, at::kFloat);
+  at::Tensor b;
+  if (bias.has_value() && bias->defined()) {
+    b = f32(*bias);
+    TORCH_CHECK(b.numel() == lin.N, "linear bias size mismatch");
+  }
+  const float* src = W.data_ptr<float>();
+  float* dst = packed.data_ptr<float>();
+  for (int n = 0; n < lin.N; ++n) {
+    int slot = n;  // n's place in the panel-major column order
+    if (glu) slot = n < H ? n / w * nb + n % w : (n - H) / w * nb + w + (n - H) % w;
+    const int p = slot / nb, c = slot % nb;
+    for (int k = 0; k < lin.K; ++k)
+      dst[(static_cast<int64_t>(p) * lin.K + k) * nb + c] = src[static_cast<int64_t>(n) * lin.K + k];
+    if (b.defined()) bb.data_ptr<float>()[slot] = b.data_ptr<float>()[n];
+  }
+  lin.w.staging = packed;
+  lin.b.staging = bb;
+  return lin;
+}
+
+// RB rows of x (stride ldx) times one panel -> RB rows of y (stride ldy), ncols <= NBW valid columns.
+// ACC: y += x W^T + b (a residual branch added in place), else y = x W^T + b. Written in explicit vectors, one
+// FMA per weight and row in k order: an output's value does not depend on RB (so neither on how rows are
+// shared between threads).
+template <int NBW, int RB, bool ACC>
+static inline void gemm_panel(const float* __restrict w, const float* __restrict bias, const float* __restrict x,
+                              int64_t ldx, int K, float* __restrict y, int64_t ldy, int ncols) {
+  constexpr int V = NBW / LH;
+  v16 acc[RB][V];
+#pragma GCC unroll 4
+  for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) acc[r][v] = ld16(bias + v * LH);
+  for (int k = 0; k < K; ++k) {
+    const float* __restrict wk = w + static_cast<int64_t>(k) * NBW;
+    v16 wv[V];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) wv[v] = ld16(wk + v * LH);
+#pragma GCC unroll 4
+    for (int r = 0; r < RB; ++r) {
+      const float xv = x[r * ldx + k];
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) acc[r][v] += xv * wv[v];
+    }
+  }
+  for (int r = 0; r < RB; ++r) {
+    float* __restrict yr = y + r * ldy;
+    if (ncols == NBW) {
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) st16(yr + v * LH, ACC ? ld16(yr + v * LH) + acc[r][v] : acc[r][v]);
+    } else {
+      float out[NBW];
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) st16(out + v * LH, acc[r][v]);
+      for (int c = 0; c < ncols; ++c) yr[c] = ACC ? yr[c] + out[c] : out[c];
+    }
+  }
+}
+
+// Panels [p0, p1) for all rows.
+template <int NBW, bool ACC>
+static void gemm_panels(const Linear& lin, int p0, int p1, const float* x, int64_t ldx, float* y, int64_t ldy,
+                        int rows) {
+  for (int p = p0; p < p1; ++p) {
+    const float* w = lin.w.p + static_cast<int64_t>(p) * lin.K * NBW;
+    const float* bias = lin.b.p + p * NBW;
+    const int ncols = lin.glu ? NBW : std::min(NBW, lin.N - p * NBW);
+    float* yp = y + p * NBW;
+    int r = 0;
+    for (; r + 4 <= rows; r += 4)
+      gemm_panel<NBW, 4, ACC>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols);
+    switch (rows - r) {
+      case 3: gemm_panel<NBW, 3, ACC>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols); break;
+      case 2: gemm_panel<NBW, 2, ACC>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols); break;
+      case 1: gemm_panel<NBW, 1, ACC>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols); break;
+      default: break;
+    }
+  }
+}
+
+// This thread's panels of y = x W^T + b (or y += ..., accumulate) for the rows [c.b0, c.b1) of its share (x and
+// y point at row 0).
+static void gemm(const Linear& lin, const float* x, int64_t ldx, float* y, int64_t ldy, bool accumulate, const Ctx& c) {
+  int p0, p1;
+  part(lin.panels, c, p0, p1);
+  const int rows = c.b1 - c.b0;
+  x += c.b0 * ldx;
+  y += c.b0 * ldy;
+  switch (lin.nb * 2 + (accumulate ? 1 : 0)) {
+    case 128: gemm_panels<64, false>(lin, p0, p1, x, ldx, y, ldy, rows); break;
+    case 129: gemm_panels<64, true>(lin, p0, p1, x, ldx, y, ldy, rows); break;
+    case 64: gemm_panels<32, false>(lin, p0, p1, x, ldx, y, ldy, rows); break;
+    case 65: gemm_panels<32, true>(lin, p0, p1, x, ldx, y, ldy, rows); break;
+    case 32: gemm_panels<16, false>(lin, p0, p1, x, ldx, y, ldy, rows); break;
+    default: gemm_panels<16, true>(lin, p0, p1, x, ldx, y, ldy, rows); break;
+  }
+}
+
+
+}  // namespace

@@ -1,0 +1,268 @@
+// The S4 recurrences: the per-step lane-group kernel and the chunked recurrence kernels.
+// Part of the native generation step: fast_step.cpp includes it (one translation unit).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "math.h"
+
+namespace {
+
+// ----------------------------------------------------------------------------------------------------------
+// The SSM step of one lane group (nl <= L channels, all L when FULL) for RB rows. Packed group layout:
+//   beta (NR L), D (L), then per mode m: G_j re, G_j im (j < NR), then per mode m: DE re, DE im,
+//   Q_j re, Q_j im (j < NR), Db re, Db im, c re, c im; every entry L floats (zero-padded lanes).
+// re / im point at the state of (row b0, mode 0, first channel of the group); sb / sm are the row and mode
+// strides (M H and H). u / z rows are at stride ldu / ldz.
+template <int R, int RB, bool FULL>
+static inline void ssm_group(const float* __restrict wg, int M, int rank, int nl, float* __restrict re,
+                             float* __restrict im, int64_t sb, int64_t sm, const float* __restrict u, int64_t ldu,
+                             float* __restrict z, int64_t ldz) {
+  const int NR = R >= 0 ? R : rank;
+  const int lanes = FULL ? L : nl;
+  constexpr int KR = R > 0 ? R : (R == 0 ? 1 : RMAX);
+  const float* __restrict beta = wg;
+  const float* __restrict dskip = wg + NR * L;
+  const float* __restrict s1 = dskip + L;
+  const float* __restrict s2 = s1 + static_cast<int64_t>(M) * 2 * NR * L;
+  float uu[RB][L], k[RB][KR][L], y[RB][L];
+  for (int r = 0; r < RB; ++r) {
+    for (int l = 0; l < L; ++l) uu[r][l] = l < lanes ? u[r * ldu + l] : 0.0f;
+    for (int j = 0; j < NR; ++j)
+      for (int l = 0; l < L; ++l) k[r][j][l] = beta[j * L + l] * uu[r][l];
+    for (int l = 0; l < L; ++l) y[r][l] = 0.0f;
+  }
+  if (NR > 0) {  // k_j = beta_j u + Re(sum_m G_j x)
+    for (int m = 0; m < M; ++m) {
+      const float* __restrict g = s1 + static_cast<int64_t>(m) * 2 * NR * L;
+      for (int r = 0; r < RB; ++r) {
+        const float* __restrict xr = re + r * sb + m * sm;
+        const float* __restrict xi = im + r * sb + m * sm;
+        for (int j = 0; j < NR; ++j)
+          for (int l = 0; l < lanes; ++l) k[r][j][l] += g[2 * j * L + l] * xr[l] - g[(2 * j + 1) * L + l] * xi[l];
+      }
+    }
+  }
+  const int A = 6 + 2 * NR;
+  for (int m = 0; m < M; ++m) {  // x' = DE x - sum_j Q_j k_j + Db u; y += Re(c x')
+    const float* __restrict a = s2 + static_cast<int64_t>(m) * A * L;
+    const float* __restrict der = a;
+    const float* __restrict dei = a + L;
+    const float* __restrict q = a + 2 * L;
+    const float* __restrict dbr = a + (2 + 2 * NR) * L;
+    const float* __restrict dbi = dbr + L;
+    const float* __restrict cr = dbi + L;
+    const float* __restrict ci = cr + L;
+    for (int r = 0; r < RB; ++r) {
+      float* __restrict xr = re + r * sb + m * sm;
+      float* __restrict xi = im + r * sb + m * sm;
+      for (int l = 0; l < lanes; ++l) {
+        float nr = der[l] * xr[l] - dei[l] * xi[l] + dbr[l] * uu[r][l];
+        float ni = der[l] * xi[l] + dei[l] * xr[l] + dbi[l] * uu[r][l];
+        for (int j = 0; j < NR; ++j) {
+          nr -= q[2 * j * L + l] * k[r][j][l];
+          ni -= q[(2 * j + 1) * L + l] * k[r][j][l];
+        }
+        xr[l] = nr;
+        xi[l] = ni;
+        y[r][l] += cr[l] * nr - ci[l] * ni;
+      }
+    }
+  }
+  for (int r = 0; r < RB; ++r)
+    for (int l = 0; l < lanes; ++l) z[r * ldz + l] = y[r][l] + dskip[l] * uu[r][l];
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// The chunked recurrence (Net::chunked, the default). Within a chunk of T = kChunk steps of a layer, starting
+// from the state x_0 (before the chunk's first input), with x' = Abar x + Bt u (Abar x = DE x - sum_j Q_j
+// Re(G_j x), Bt = Db - sum_j Q_j beta_j) and y = Re(c x') + D u:
+//     y_i = f_i + sum_{j <= i} h_{i-j} u_j,   f_i = Re(sum_m F_im x_0m),   F_i = c Abar^(i+1) (as a functional),
+//     h_0 = Re(c Bt) + D,   h_n = Re(c Abar^n Bt)
+// (tables from native.py, in float64). So a step of a layer costs a (i + 1)-tap convolution per channel, and
+// the state is touched once per chunk: at the first step of the next chunk, x_0 advances T steps with the
+// buffered inputs (the step above, on 16 lanes at a time: with d_state 64 their state and parameters fit in
+// L1), then the next chunk's f_0 .. f_{T-1} come from the table F (batch >= kFreeTableBatch: read once per
+// chunk for all rows) or from T steps of the free recurrence (smaller batches: no table traffic). Per-step
+// parameters and state no longer stream through the caches every step (they were ~40 KB per lane group per
+// step; with the recurrence skipped altogether the step ran ~1.8x faster, see benchmarks/RESULTS.md).
+// The state tensors hold x_0 between calls: Net::sync() advances them to the current step (native.py calls it
+// whenever Python reads the states).
+
+constexpr int kChunk = 16;  // T
+
+// Chunk tables of a lane group (Block::ctab, lane group g at g ctab_stride): h (T L), then per half lane group
+// (16 lanes, so that a kernel's data fill whole cache lines and all L1 sets) at T L + half chunk_half_stride:
+// beta (R LH); per mode m: G_j re / im (j < R), DE re / im, Q_j re / im, Db re / im, c re / im (4R + 6
+// entries of LH); then, at batch >= kFreeTableBatch, F (M T 2 LH).
+constexpr int kFreeTableBatch = 4;  // from this batch on f comes from the table F, below it from T free steps
+static inline int64_t chunk_param_floats(int M, int R) { return static_cast<int64_t>(LH) * (R + M * (4 * R + 6)); }
+static inline int64_t chunk_half_stride(int M, int R, bool table) {
+  return chunk_param_floats(M, R) + (table ? static_cast<int64_t>(M) * kChunk * 2 * LH : 0);
+}
+
+// n steps of one row's half lane group: x re / im in place, mode m at xr + m xm / xi + m xm (the chunk scratch,
+// or the state itself, see chunk_groups). FORCED: with the inputs u_s = ub[s us + l], else u = 0 (the free
+// response); OUT: y_s = Re(sum_m c x') into fb[s fs + l]. P: the half's parameters.
+template <int R, bool FORCED, bool OUT>
+static void chunk_run(const float* __restrict P, int M, int rank, float* __restrict xr, float* __restrict xi,
+                      int64_t xm, const float* __restrict ub, int64_t us, float* __restrict fb, int64_t fs, int n) {
+  const int NR = R >= 0 ? R : rank;
+  constexpr int KR = R > 0 ? R : (R == 0 ? 1 : RMAX);
+  const float* __restrict pm = P + NR * LH;
+  const int64_t E = static_cast<int64_t>(4 * NR + 6) * LH;  // floats per mode
+  for (int s = 0; s < n; ++s) {
+    const v16 u = FORCED ? ld16(ub + s * us) : v16{};
+    v16 k[KR];
+    for (int j = 0; j < NR; ++j) {  // k_j = beta_j u + Re(sum_m G_j x), four partial sums over m
+      const float* __restrict g = pm + 2 * j * LH;
+      v16 a0 = FORCED ? ld16(P + j * LH) * u : v16{}, a1 = {}, a2 = {}, a3 = {};
+      int m = 0;
+      for (; m + 4 <= M; m += 4) {
+        const float* __restrict g0 = g + m * E;
+        const float* __restrict x0 = xr + m * xm;
+        const float* __restrict y0 = xi + m * xm;
+        a0 += ld16(g0) * ld16(x0) - ld16(g0 + LH) * ld16(y0);
+        a1 += ld16(g0 + E) * ld16(x0 + xm) - ld16(g0 + E + LH) * ld16(y0 + xm);
+        a2 += ld16(g0 + 2 * E) * ld16(x0 + 2 * xm) - ld16(g0 + 2 * E + LH) * ld16(y0 + 2 * xm);
+        a3 += ld16(g0 + 3 * E) * ld16(x0 + 3 * xm) - ld16(g0 + 3 * E + LH) * ld16(y0 + 3 * xm);
+      }
+      for (; m < M; ++m) a0 += ld16(g + m * E) * ld16(xr + m * xm) - ld16(g + m * E + LH) * ld16(xi + m * xm);
+      k[j] = (a0 + a1) + (a2 + a3);
+    }
+    v16 y0 = {}, y1 = {};
+    for (int m = 0; m < M; ++m) {  // x' = DE x - sum_j Q_j k_j + Db u; y += Re(c x')
+      const float* __restrict a = pm + m * E + 2 * NR * LH;
+      const float* __restrict q = a + 2 * LH;
+      const float* __restrict db = q + 2 * NR * LH;
+      const v16 pr = ld16(xr + m * xm), pi = ld16(xi + m * xm), er = ld16(a), ei = ld16(a + LH);
+      v16 nr = er * pr - ei * pi, ni = er * pi + ei * pr;
+      if (FORCED) {
+        nr += ld16(db) * u;
+        ni += ld16(db + LH) * u;
+      }
+      for (int j = 0; j < NR; ++j) {
+        nr -= ld16(q + 2 * j * LH) * k[j];
+        ni -= ld16(q + (2 * j + 1) * LH) * k[j];
+      }
+      st16(xr + m * xm, nr);
+      st16(xi + m * xm, ni);
+      if (OUT) {
+        const v16 t = ld16(db + 2 * LH) * nr - ld16(db + 3 * LH) * ni;
+        if (m & 1)
+          y1 += t;
+        else
+          y0 += t;
+      }
+    }
+    if (OUT) st16(fb + s * fs, y0 + y1);
+  }
+}
+
+// f_i = Re(sum_m F_im x_m) for i in [i0, i0 + 4) and RB rows: F (M T 2 LH), row r's x_m at XR + r xs + m xm
+// (re) and XI + r xs + m xm (im), its f_i at fb + r L + i fi.
+template <int RB>
+static inline void chunk_table_block(const float* __restrict F, int M, const float* __restrict XR,
+                                     const float* __restrict XI, int64_t xs, int64_t xm, float* __restrict fb,
+                                     int64_t fi, int i0) {
+  v16 acc[RB][4];
+#pragma GCC unroll 16
+  for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) acc[r][q] = v16{};
+  for (int m = 0; m < M; ++m) {
+    const float* __restrict f = F + (static_cast<int64_t>(m) * kChunk + i0) * 2 * LH;
+    v16 fr[4], fm[4];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) fr[q] = ld16(f + 2 * q * LH), fm[q] = ld16(f + (2 * q + 1) * LH);
+#pragma GCC unroll 16
+    for (int r = 0; r < RB; ++r) {
+      const v16 xr = ld16(XR + r * xs + m * xm), xi = ld16(XI + r * xs + m * xm);
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) {  // two statements: the same two FMAs whatever RB (bit-identical rows)
+        acc[r][q] += fr[q] * xr;
+        acc[r][q] -= fm[q] * xi;
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) st16(fb + r * L + (i0 + q) * fi, acc[r][q]);
+}
+
+// The next chunk's f from the table F for `rows` rows of a half lane group (x as in chunk_table_block, its
+// f_i at fb + r L + i fi), in blocks of 4 rows x 4 outputs: each block of F is read from L1 by up to four rows.
+static void chunk_table(const float* F, int M, const float* XR, const float* XI, int64_t xs, int64_t xm, int rows,
+                        float* fb, int64_t fi) {
+  for (int i0 = 0; i0 < kChunk; i0 += 4) {
+    int r = 0;
+    for (; r + 4 <= rows; r += 4) chunk_table_block<4>(F, M, XR + r * xs, XI + r * xs, xs, xm, fb + r * L, fi, i0);
+    switch (rows - r) {
+      case 3: chunk_table_block<3>(F, M, XR + r * xs, XI + r * xs, xs, xm, fb + r * L, fi, i0); break;
+      case 2: chunk_table_block<2>(F, M, XR + r * xs, XI + r * xs, xs, xm, fb + r * L, fi, i0); break;
+      case 1: chunk_table_block<1>(F, M, XR + r * xs, XI + r * xs, xs, xm, fb + r * L, fi, i0); break;
+      default: break;
+    }
+  }
+}
+
+// The next row's state arrives while this one runs (it is read once per chunk: cold).
+static inline void prefetch_state(const float* re, const float* im, int64_t sm, int M) {
+  for (int m = 0; m < M; ++m) {
+    __builtin_prefetch(re + m * sm, 1);
+    __builtin_prefetch(im + m * sm, 1);
+  }
+}
+
+// Copy nh lanes of a row's state (re / im at lane 0 of the half, mode stride sm) into x (re (M LH), then im;
+// zero beyond nh), or back (store).
+static inline void chunk_state(float* re, float* im, int64_t sm, int M, int nh, float* x, bool store) {
+  float* xi = x + static_cast<int64_t>(M) * LH;
+  for (int m = 0; m < M; ++m) {
+    if (store) {
+      std::memcpy(re + m * sm, x + m * LH, sizeof(float) * nh);
+      std::memcpy(im + m * sm, xi + m * LH, sizeof(float) * nh);
+    } else {
+      for (int l = 0; l < LH; ++l) {
+        x[m * LH + l] = l < nh ? re[m * sm + l] : 0.0f;
+        xi[m * LH + l] = l < nh ? im[m * sm + l] : 0.0f;
+      }
+    }
+  }
+}
+
+// Rows [b0, b1) of a lane group at chunk position p. Buffers (T B L): the inputs ub, f fb. ub[p] = u;
+// z = f_p + sum_{j <= p} h_{p-j} ub[j] (lanes < nl); u / z rows at stride ld.
+static void chunk_out(const float* __restrict h, int p, int nl, int B, int b0, int b1, float* __restrict ub,
+                      const float* __restrict fb, const float* __restrict u, float* __restrict z, int64_t ld) {
+  static_assert(L == 2 * LH, "a lane group is two vectors");
+  for (int b = b0; b < b1; ++b) {
+    float* __restrict up = ub + (static_cast<int64_t>(p) * B + b) * L;
+    const float* __restrict ur = u + b * ld;
+    for (int l = 0; l < L; ++l) up[l] = l < nl ? ur[l] : 0.0f;
+    const float* __restrict fr = fb + (static_cast<int64_t>(p) * B + b) * L;
+    v16 a0 = ld16(fr), a1 = ld16(fr + LH);
+    for (int j = 0; j <= p; ++j) {
+      const float* __restrict hj = h + (p - j) * L;
+      const float* __restrict uj = ub + (static_cast<int64_t>(j) * B + b) * L;
+      a0 += ld16(hj) * ld16(uj);
+      a1 += ld16(hj + LH) * ld16(uj + LH);
+    }
+    float* __restrict zr = z + b * ld;
+    if (nl == L) {
+      st16(zr, a0);
+      st16(zr + LH, a1);
+    } else {
+      float acc[L];
+      st16(acc, a0);
+      st16(acc + LH, a1);
+      for (int l = 0; l < nl; ++l) zr[l] = acc[l];
+    }
+  }
+}
+
+
+}  // namespace
