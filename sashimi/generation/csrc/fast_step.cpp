@@ -3,7 +3,8 @@
 // output tensors. Built and loaded by sashimi/generation/native.py (torch.utils.cpp_extension, JIT).
 // This file holds the model (blocks, tiers, Net) and its Python bindings; the kernels are in the headers beside
 // it: math.h (vectors, exp / GELU / sigmoid, LayerNorm), gemm.h (Linear layers), recurrence.h (S4 steps and the
-// chunked recurrence), memory.h (buffers, weight arena), share.h (a thread's share of a step), team.h (threads).
+// chunked recurrence), sampling.h (a row's token from its logits), memory.h (buffers, weight arena), share.h (a
+// thread's share of a step), team.h (threads).
 //
 // Dimension letters as in fast.py: B = batch, H = width of a tier, M = modes of a recurrence, C = classes,
 // R = DPLR rank, p = pool, L = channels per SIMD lane group.
