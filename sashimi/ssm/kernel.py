@@ -24,7 +24,7 @@ from sashimi.ssm import native
 from sashimi.ssm.cmath import cexpm1, clog
 from sashimi.ssm.init import c_init, diag_init, dplr_init, log_dt_init
 from sashimi.ssm.recurrence import DenseSystem, DiagonalSystem, LowRankSystem
-from sashimi.ssm.structured import _block_size, vandermonde
+from sashimi.ssm.structured import _block_size, paired_matrix_power, vandermonde
 from sashimi.ssm.woodbury import dplr_kernel
 
 CHUNK_BYTES = 64 * 2**20  # budget for the per-chunk intermediate of the kernel computation
@@ -181,15 +181,15 @@ class DPLRKernel(_SSMKernel):
             dB = torch.linalg.solve(A, ((dA - eye) @ full(B)[..., None]))[..., 0]
             return dA, dB, full(Ct)
         half = (dt[:, None, None] / 2) * A
-        dA = torch.linalg.solve(eye - half, eye + half)
-        dB = torch.linalg.solve(eye - half, (dt[:, None] * full(B))[..., None])[..., 0]
-        return dA, dB, full(Ct)
+        rhs = torch.cat([eye + half, (dt[:, None] * full(B))[..., None]], dim=-1)  # one factorization for both
+        solved = torch.linalg.solve(eye - half, rhs)
+        return solved[..., :-1], solved[..., -1], full(Ct)
 
     def _c_tilde(self, L: int) -> torch.Tensor:
         """C~ for kernel length L (S H N2), from the stored C~ (or plain C when l_kernel is 0)."""
         dA, _, Ct = self._dense()
         eye = torch.eye(self.N, dtype=dA.dtype, device=dA.device)
-        out = torch.einsum("hmn,shm->shn", eye - torch.linalg.matrix_power(dA, L), self._plain_c(dA, Ct))
+        out = torch.einsum("hmn,shm->shn", eye - paired_matrix_power(dA, L), self._plain_c(dA, Ct))
         return out[..., : self.N // 2]
 
     def _plain_c(self, dA: torch.Tensor, Ct: torch.Tensor) -> torch.Tensor:
@@ -198,7 +198,7 @@ class DPLRKernel(_SSMKernel):
         if not lk:
             return Ct
         eye = torch.eye(self.N, dtype=dA.dtype, device=dA.device)
-        return torch.linalg.solve((eye - torch.linalg.matrix_power(dA, lk)).mT, Ct.unsqueeze(-1)).squeeze(-1)
+        return torch.linalg.solve((eye - paired_matrix_power(dA, lk)).mT, Ct.unsqueeze(-1)).squeeze(-1)
 
     @torch.no_grad()
     def discretize(self, mode: str = "linear"):

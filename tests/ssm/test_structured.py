@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from sashimi.ssm.structured import _block_size, vandermonde, vandermonde_naive
+from sashimi.ssm import S4
+from sashimi.ssm.structured import _block_size, paired_matrix_power, vandermonde, vandermonde_naive
 from sashimi.ssm.woodbury import _Rank1Woodbury, woodbury_kernel_autograd
 from tests.conftest import rel_err
 
@@ -45,3 +46,13 @@ def test_rank1_woodbury_matches_autograd_reference(S, L):
     assert rel_err(fast, ref) < 1e-12
     assert rel_err(torch.autograd.grad((fast * g).sum(), q)[0], torch.autograd.grad((ref * g).sum(), q)[0]) < 1e-11
     assert torch.autograd.gradcheck(lambda q: _Rank1Woodbury.apply(*split(q), L), (q,))
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 100, 1000])
+def test_paired_matrix_power_equals_matrix_power(n):
+    # S4's dense dA (conjugate-extended basis) has the paired form [[X, Y], [conj Y, conj X]]
+    layer = S4(3, 16, init="legt", l_max=64).double()  # rank 2: both blocks dense
+    dA = layer.kernel.discretize("dense").A
+    assert rel_err(paired_matrix_power(dA, n), torch.linalg.matrix_power(dA, n)) < 1e-10  # rounding, ~n eps
+    with pytest.raises(ValueError, match="even size"):
+        paired_matrix_power(torch.zeros(3, 3, dtype=torch.complex128), 2)
