@@ -4,9 +4,10 @@ Each ``Extension`` is one C++ source built on first use (``torch.utils.cpp_exten
 ``-O3 -march=native``) into ``$SASHIMI_CACHE/torch_extensions`` or ``~/.cache/sashimi/torch_extensions``, under a
 folder named after the Python and torch versions and the CPU, so a build made for one machine is never loaded
 on another. Within it each build has a folder named after the extension and a hash of its source (with the
-headers beside it), its flags and the torch installation it compiles against (ninja rebuilds whenever a path in
-its commands changes), holding a copy of the sources that it is built from. Checkouts of the same source share one build, and other
-versions or environments keep theirs side by side instead of rebuilding over each other. Later processes load the cached build in well under a second. Loading is serialised by a lock; a
+headers beside it), its flags and the torch installation it compiles against (ninja rebuilds whenever a path
+in its commands changes), holding a copy of the sources that it is built from. Checkouts of the same source
+share one build; other versions or environments keep theirs side by side instead of rebuilding over each
+other. Later processes load the cached build in well under a second. Loading is serialised by a lock; a
 failure is remembered, so a process tries to build each extension only once. Every extension has a pure-PyTorch
 equivalent that its callers fall back to, so nothing here is required: without a compiler, sashimi still works.
 """
