@@ -5,6 +5,7 @@
     python benchmarks/generate.py --batch 1 --profile
     python benchmarks/generate.py --batch 1 16 --backends native --compare-chunked 8
     python benchmarks/generate.py --batch 8 16 --backends native --reference-steps 0 --compare-split 10
+    python benchmarks/generate.py --batch 16 --backends native --reference-steps 0 --compare-balance 12
 
 Random weights (speed does not depend on them). Each row times ``--steps`` calls of ``step(token, u)`` after a
 warm-up, best of ``--repeat``; "samples/s" counts every sequence of the batch. "native, chunk" times the same
@@ -13,7 +14,8 @@ figures (its recurrent generation of the same model measured on this machine, pe
 beside ours. ``--depths`` prints the native step's median time per step depth (how many pooled tiers run).
 ``--compare-chunked R`` times R rounds of ``steps()`` alternating the native step's chunked recurrence on and
 off in one process (on this noisy VM, the only fair A/B); ``--compare-split R`` alternates the row split of the
-outer levels off / over tier 0 / over tiers 0 and 1 / over every level the same way.
+outer levels off / over tier 0 / over tiers 0 and 1 / over every level the same way; ``--compare-balance R``
+its row shares kept even / balanced between the threads (``NativeStep.balance``).
 """
 from __future__ import annotations
 
@@ -83,6 +85,8 @@ def main() -> None:
                     help="alternate the native chunked recurrence on / off for ROUNDS rounds of steps()")
     ap.add_argument("--compare-split", type=int, default=0, metavar="ROUNDS",
                     help="alternate the native row split off / 1 / 2 / all levels for ROUNDS rounds of steps()")
+    ap.add_argument("--compare-balance", type=int, default=0, metavar="ROUNDS",
+                    help="alternate even / balanced row shares of the native row split for ROUNDS rounds")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -117,6 +121,9 @@ def main() -> None:
                                   {"off": off, "tier 0": dict(rows_from=1, row_levels=1),
                                    "tiers 0-1": dict(rows_from=1, row_levels=2),
                                    "all levels": dict(rows_from=1, row_levels=64)})
+                    if args.compare_balance:
+                        alternate(fast, B, args.steps, args.compare_balance, "row shares",
+                                  {"even": dict(balance=False), "balanced": dict(balance=True)})
             if "inductor" in args.backends:
                 t0 = time.perf_counter()
                 fast = FastLM(model, B, settings, backend="inductor")

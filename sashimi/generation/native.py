@@ -23,6 +23,8 @@ own threads, not torch's pool, so ``torch.set_num_threads`` does not limit them)
 by default) they split every layer by output columns and every S4 recurrence by channels; from there on the
 outermost ``row_levels`` levels (2: tiers 0 and 1 of the sc09 preset) are split by batch rows, each thread
 running them alone for its rows with no barrier, and only the deeper levels by columns (``fast_step.cpp``).
+The row shares start even; every 256 steps the step gives more rows to a thread that got through its rows
+faster (``balance``; on a CPU shared with other work, or vCPUs of unequal speed).
 Results are bit-identical for any number of threads and either split. The default is 2 threads where the
 process may run on at least 2 CPUs, else 1: ``SASHIMI_NATIVE_THREADS=n`` (read when a ``FastLM`` is built) or
 ``NativeStep.threads = n`` sets it. On the 2-core machine of ``benchmarks/RESULTS.md`` two threads gave 1.8x (a
@@ -167,6 +169,9 @@ class NativeStep:
     chunked = _net_setting("chunked", bool, "whether the S4 layers use the chunked recurrence")
     rows_from = _net_setting("rows_from", int, "the smallest batch whose outer levels are split by rows")
     row_levels = _net_setting("row_levels", int, "how many outer levels the row split covers (tier 0 is 1)")
+    balance = _net_setting("balance", bool, "whether the row split moves rows to the faster thread (every 256 "
+                           "steps, from each thread's time on its rows); setting it restores even shares")
+    row_split = _net_setting("row_split", list, "the row split's shares: thread t runs rows [s[t], s[t+1])")
     t = _net_setting("t", int, "outer steps consumed")
 
     def sync(self) -> None:

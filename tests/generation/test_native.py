@@ -91,10 +91,10 @@ def test_steps_runs_the_loop_in_one_call(built):
     assert many.t == 40
 
 
-def _threaded_run(model, B, settings, threads, u, chunks, rows_from=None, row_levels=None):
+def _threaded_run(model, B, settings, threads, u, chunks, rows_from=None, row_levels=None, row_split=None):
     """Tokens, log-probs, last logits and final state of steps() over u (n B) cut at ``chunks`` (None: one
     step() call per step) on ``threads`` threads (with the row split from batch ``rows_from`` over ``row_levels``
-    levels, where given)."""
+    levels, where given; ``row_split``: fixed shares of the rows instead of balanced ones)."""
     fast = FastLM(model, B, settings, backend="native")
     assert fast.backend == "native"
     fast._native.threads = threads
@@ -102,6 +102,9 @@ def _threaded_run(model, B, settings, threads, u, chunks, rows_from=None, row_le
         fast._native.rows_from = rows_from
     if row_levels is not None:
         fast._native.row_levels = row_levels
+    if row_split is not None:
+        fast._native.balance = False
+        fast._native.row_split = row_split
     prev, toks, lps, logits = torch.full((B,), model.bos), [], [], None
     if chunks is None:
         for k in range(u.shape[0]):
@@ -154,6 +157,17 @@ def test_row_split_gives_bit_identical_samples_and_state(built, unet, B, rows_fr
         _assert_identical(_threaded_run(model, B, settings, threads, u, chunks, rows_from, row_levels), ref)
 
 
+@pytest.mark.parametrize("row_split", [[0, 1, 6], [0, 5, 6], [0, 0, 6], None])  # None: balanced, moving
+def test_uneven_row_shares_give_bit_identical_results(built, row_split):
+    # the balance gives the faster thread more rows: any shares (even none) give the same bits as one thread;
+    # 600 steps: the balance runs twice (every 256 steps) and may move rows mid-run
+    model = small_model("s4")
+    u = torch.rand(600, 6)
+    ref = _threaded_run(model, 6, SamplingSettings(), 1, u, [300, 317])
+    got = _threaded_run(model, 6, SamplingSettings(), 2, u, [300, 317], 2, 1, row_split)
+    _assert_identical(got, ref)
+
+
 @pytest.mark.parametrize("overrides", [
     dict(),  # the tiny preset itself: widths 16, 32, 64, a recurrence of 16 modes
     dict(d_model=24, init="legt"),  # widths not multiples of 16 / 32 (padded panels and lane groups); rank 2
@@ -195,6 +209,12 @@ def test_threads_setting_is_checked(built):
         fast._native.row_levels = 0
     fast._native.rows_from, fast._native.row_levels = 4, 1
     assert (fast._native.rows_from, fast._native.row_levels) == (4, 1)
+    fast._native.threads = 2
+    for bad in ([0, 1], [0, 1, 2], [1, 1, 1], [0, 2, 1]):  # batch 1, two threads
+        with pytest.raises(RuntimeError, match="row_split"):
+            fast._native.row_split = bad
+    fast._native.row_split = [0, 0, 1]
+    assert fast._native.row_split == [0, 0, 1]
 
 
 _LIFECYCLE = """

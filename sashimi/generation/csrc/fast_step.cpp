@@ -381,6 +381,22 @@ class Net {
     std::lock_guard<std::mutex> guard(mutex_);
     rows_from_ = static_cast<int>(std::min<int64_t>(b, 1 << 30));
   }
+  bool get_balance() const { return balance_; }
+  void set_balance(bool on) {
+    std::lock_guard<std::mutex> guard(mutex_);
+    balance_ = on;
+    row_split_.clear();  // even shares again from the next step
+  }
+  std::vector<int64_t> get_row_split() const { return std::vector<int64_t>(row_split_.begin(), row_split_.end()); }
+  void set_row_split(const std::vector<int64_t>& split) {  // for tests: shares by hand (balance stays as set)
+    std::lock_guard<std::mutex> guard(mutex_);
+    const int nt = static_cast<int>(split.size()) - 1;
+    TORCH_CHECK(nt == threads_ && split.front() == 0 && split.back() == B_,
+                "row_split must be threads + 1 boundaries from 0 to the batch size");
+    for (int t = 0; t < nt; ++t) TORCH_CHECK(split[t] <= split[t + 1], "row_split must not decrease");
+    even_row_split(nt);
+    for (int t = 0; t <= nt; ++t) row_split_[t] = static_cast<int>(split[t]);
+  }
   int64_t get_row_levels() const { return row_levels_; }
   void set_row_levels(int64_t n) {
     TORCH_CHECK(n >= 1 && n <= 64, "row_levels must be in 1..64");
@@ -444,6 +460,19 @@ class Net {
   bool chunked_ = true;  // the chunked recurrence (chunk_run, chunk_groups); else ssm_group every step
   int rows_from_ = 8;   // the row split (step_rows) from this batch on, over the outermost row_levels_ levels
   int row_levels_ = 2;  // (defaults: the fastest measured for the sc09 preset, see benchmarks/RESULTS.md)
+  // The row split's shares: thread t runs rows [row_split_[t], row_split_[t + 1]) of the outer levels. With
+  // balance_, thread 0 moves the boundaries every kBalanceSteps steps so that each thread's row work (its step
+  // less the deeper levels, which the team shares by columns) takes as long: on a CPU shared with other work,
+  // or a VM whose vCPUs run at different speeds, the faster thread takes more rows instead of waiting at the
+  // barriers. Results do not depend on the shares (bit-identical, as for any split).
+  static constexpr int kBalanceSteps = 256;
+  struct alignas(64) RowClock {
+    double row_ns = 0.0, deeper_ns = 0.0;  // this window's row work; this step's deeper levels
+  };
+  bool balance_ = true;
+  std::vector<int> row_split_;
+  std::vector<RowClock> row_clock_;
+  int balance_steps_ = 0;
   std::vector<Block*> deferred_;  // row split: the blocks whose chunk positions advance at the end of the step
   bool f_table() const { return B_ >= kFreeTableBatch; }  // the chunks' f from the table F (else free steps)
   int64_t t_ = 0;
@@ -567,6 +596,7 @@ class Net {
     }
     if (team_ && team_->forked()) team_.release();  // its workers live in the parent process: leak it
     if (!team_ || team_->size() != threads_) start_team(threads_);
+    if (static_cast<int>(row_split_.size()) != threads_ + 1) even_row_split(threads_);
     team_->run();
   }
 
@@ -680,13 +710,15 @@ class Net {
   // alone, from the embedding to the sampled token; the team meets only where a deeper tier runs (see run_tier)
   // and once at the end. Its chunk positions advance after that barrier (no thread reads them any more).
   void step_rows(const Ctx& c) {
+    const auto start = std::chrono::steady_clock::now();
     const Job& job = job_;
     const int H = H0_;
     Ctx r = c;
     r.tid = 0;
     r.nt = 1;
     r.team_ctx = &c;
-    part(B_, c, r.b0, r.b1);
+    r.b0 = row_split_[c.tid];
+    r.b1 = row_split_[c.tid + 1];
     const int rows = r.b1 - r.b0;
     const float* emb = emb_.data_ptr<float>();
     for (int b = r.b0; b < r.b1; ++b)
@@ -697,11 +729,55 @@ class Net {
     for (int b = r.b0; b < r.b1; ++b)
       sample_row(settings_, C_, job.logits + static_cast<int64_t>(b) * C_, job.u[b], job.out_tok + b, job.out_lp + b,
                  t1_p_ + b * SW_, order_.data() + static_cast<int64_t>(b) * 4 * C_);
+    RowClock& clock = row_clock_[c.tid];
+    clock.row_ns += elapsed_ns(start) - clock.deeper_ns;
+    clock.deeper_ns = 0.0;
     barrier(c);
     if (c.tid == 0) {
       for (Block* k : deferred_) advance_pos(*k, chunk_mode(*k));
       deferred_.clear();
+      if (++balance_steps_ == kBalanceSteps) rebalance_rows();
     }
+  }
+
+  static double elapsed_ns(std::chrono::steady_clock::time_point since) {
+    return std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - since).count();
+  }
+
+  void even_row_split(int nt) {
+    row_split_.resize(nt + 1);
+    for (int t = 0; t <= nt; ++t) row_split_[t] = static_cast<int>(static_cast<int64_t>(B_) * t / nt);
+    row_clock_.assign(nt, RowClock{});
+    balance_steps_ = 0;
+  }
+
+  // After kBalanceSteps steps (thread 0, between steps): shares in proportion to each thread's speed on its
+  // rows over the window, at least one row each, if that makes the slowest share at least 3% faster.
+  void rebalance_rows() {
+    const int nt = static_cast<int>(row_split_.size()) - 1;
+    std::vector<double> ns_per_row(nt);
+    double speed = 0.0, slowest = 0.0;
+    bool measured = true;
+    for (int t = 0; t < nt; ++t) {
+      const int rows = row_split_[t + 1] - row_split_[t];
+      ns_per_row[t] = rows > 0 ? row_clock_[t].row_ns / rows : 0.0;
+      measured = measured && ns_per_row[t] > 0.0;
+      speed += measured ? 1.0 / ns_per_row[t] : 0.0;
+      slowest = std::max(slowest, row_clock_[t].row_ns);
+      row_clock_[t].row_ns = 0.0;
+    }
+    balance_steps_ = 0;
+    if (!balance_ || !measured || B_ < nt) return;
+    std::vector<int> next(nt + 1, B_);
+    next[0] = 0;
+    double share = 0.0;
+    for (int t = 0; t + 1 < nt; ++t) {
+      share += B_ / ns_per_row[t] / speed;
+      next[t + 1] = std::min(std::max(static_cast<int>(std::lround(share)), next[t] + 1), B_ - (nt - 1 - t));
+    }
+    double predicted = 0.0;
+    for (int t = 0; t < nt; ++t) predicted = std::max(predicted, (next[t + 1] - next[t]) * ns_per_row[t]);
+    if (predicted < 0.97 * slowest) row_split_ = next;
   }
 
   // Tier i at its own step tau: x (B H_i) -> out (B H_i). As FastLM._tier. Elementwise work on this thread's
@@ -745,6 +821,7 @@ class Net {
       const bool split = c.team_ctx && static_cast<int>(i) + 1 >= row_levels_;
       const Ctx& d = split ? *c.team_ctx : c;  // the deeper tiers: split by columns on the whole team
       const int64_t Hp = static_cast<int64_t>(H) * p;
+      const auto start = std::chrono::steady_clock::now();
       barrier(d);
       gemm(T.down_linear, T.dreg, Hp, T.pooled, H2, false, d);
       barrier(d);
@@ -752,6 +829,7 @@ class Net {
       barrier(d);
       // ureg is next read at the next step, after this step's later barriers
       gemm(T.up_linear, T.deeper, H2, T.ureg, Hp, false, d);
+      if (split) row_clock_[d.tid].deeper_ns += elapsed_ns(start);
     } else {
       for_columns(H, h0, h1, c, [&](int64_t e) {
         float* r = T.ureg + e * p;
@@ -977,6 +1055,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def_property("chunked", &Net::get_chunked, &Net::set_chunked)
       .def_property("rows_from", &Net::get_rows_from, &Net::set_rows_from)
       .def_property("row_levels", &Net::get_row_levels, &Net::set_row_levels)
+      .def_property("balance", &Net::get_balance, &Net::set_balance)
+      .def_property("row_split", &Net::get_row_split, &Net::set_row_split)
       .def("sync", &Net::sync, py::call_guard<py::gil_scoped_release>())
       .def("step", &Net::step, py::call_guard<py::gil_scoped_release>())
       .def("steps", &Net::steps, py::call_guard<py::gil_scoped_release>());
