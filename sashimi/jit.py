@@ -72,8 +72,11 @@ class Extension:
         self._module = None
         self._error: Exception | None = None
 
+    def _omp(self) -> list[str]:
+        return ["-fopenmp"] if self.openmp else []
+
     def _flags(self) -> list[str]:
-        return CFLAGS + (["-fopenmp"] if self.openmp else [])
+        return CFLAGS + self._omp()
 
     def _files(self) -> list[Path]:
         """The source and the headers beside it, which it may include."""
@@ -102,9 +105,8 @@ class Extension:
         lock = build / "lock"
         if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
             lock.unlink(missing_ok=True)  # else cpp_extension waits forever for a build that died
-        omp = ["-fopenmp"] if self.openmp else []
         return cpp_extension.load(name=self.name, sources=[str(source)], extra_cflags=self._flags(),
-                                  extra_ldflags=omp, build_directory=str(build), verbose=False)
+                                  extra_ldflags=self._omp(), build_directory=str(build), verbose=False)
 
     def load(self):
         """The extension module, built on first call; raises ``NativeUnavailable`` if it cannot be had."""

@@ -210,14 +210,15 @@ def paired_matrix_power(A: torch.Tensor, n: int) -> torch.Tensor:
     def mul(a, b):
         return a[0] @ b[0] + a[1] @ b[1].conj(), a[0] @ b[1] + a[1] @ b[0].conj()
 
-    eye = torch.eye(m, dtype=A.dtype, device=A.device).expand(A.shape[:-2] + (m, m))
-    result, base = (eye, torch.zeros_like(eye)), (A[..., :m, :m], A[..., :m, m:])
-    first = True
+    result, base = None, (A[..., :m, :m], A[..., :m, m:])
     while n:
         if n & 1:
-            result, first = (base if first else mul(result, base)), False
+            result = base if result is None else mul(result, base)
         n >>= 1
         if n:
             base = mul(base, base)
+    if result is None:  # A^0
+        eye = torch.eye(m, dtype=A.dtype, device=A.device).expand(A.shape[:-2] + (m, m))
+        result = (eye, torch.zeros_like(eye))
     X, Y = result
     return torch.cat([torch.cat([X, Y], -1), torch.cat([Y.conj(), X.conj()], -1)], -2)
