@@ -169,19 +169,29 @@ class FastLM(nn.Module):
     keeps an SSM state at the start of its 16-step chunk between reads of ``states``: take the tensors from
     ``states`` after the last step to read or write them, not from a reference held across steps.
 
-    ``backend``: "native", "inductor" or "eager"; default "native", or "eager" when ``compile`` is False.
-    ``self.backend`` says which one runs after any fallback. The native step is float32 on CPU only.
+    ``backend``: "native", "inductor" or "eager"; default "native" on CPU ("inductor" for a model on a GPU),
+    or "eager" when ``compile`` is False. ``self.backend`` says which one runs after any fallback. The native
+    step is float32 on CPU only.
+
+    ``cuda_graphs``: replay the torch backends' steps as CUDA graphs (``graphs.py``: one graph per step
+    depth, and one per pooling period for ``steps``). Default: on for a model on a CUDA device. A capture
+    that fails, or whose replay differs from the uncaptured step, falls back to it with a RuntimeWarning;
+    ``self.cuda_graphs`` says whether graphs run.
     """
 
     def __init__(self, model: SaShiMiLM, batch_size: int, settings: SamplingSettings = SamplingSettings(),
-                 compile: bool = True, backend: str | None = None):
+                 compile: bool = True, backend: str | None = None, cuda_graphs: bool | None = None):
         super().__init__()
         bb = model.backbone
         if any(getattr(m.layer, "bidirectional", False) for m in bb.modules() if isinstance(m, ResidualS4Block)):
             raise ConfigError("a bidirectional model cannot generate autoregressively")
-        backend = backend or ("native" if compile else "eager")
+        on_cpu = model.head.weight.device.type == "cpu"
+        backend = backend or ("eager" if not compile else "native" if on_cpu else "inductor")
         if backend not in BACKENDS:
             raise ConfigError(f"unknown fast-step backend {backend!r}; expected one of {BACKENDS}")
+        if cuda_graphs and backend == "native":
+            raise ConfigError("cuda_graphs replays the torch backends ('inductor' or 'eager') on a GPU; the native "
+                              "step runs on CPU")
         self.settings, self.batch_size, self.unet, self.pool = settings, batch_size, bb.unet, bb.pool
         self.period = math.prod(self.pool)
         with torch.no_grad():
@@ -209,6 +219,9 @@ class FastLM(nn.Module):
         self.compiled = self._steps[0] is not self._eager_steps[0]  # False after a fallback
         #: the backend in use: "native", "inductor" or "eager" (after any fallback)
         self.backend = "native" if self._native is not None else ("inductor" if self.compiled else "eager")
+        self._graphs = None
+        if cuda_graphs or (cuda_graphs is None and not on_cpu and self._native is None):
+            self._graphs = self._build_graphs()
 
     def _build_native(self):
         """The native step, or None after a RuntimeWarning if it cannot be built or does not fit this model."""
@@ -220,6 +233,30 @@ class FastLM(nn.Module):
             warnings.warn(f"native fast step unavailable ({type(err).__name__}: {err}); falling back to the "
                           "torch fast step", RuntimeWarning, stacklevel=3)
             return None
+
+    def _build_graphs(self):
+        """CUDA graphs of the steps (``graphs.py``), checked against the uncaptured steps; None after a
+        RuntimeWarning if they cannot be had. Raises ConfigError when the model is not on a CUDA device."""
+        from sashimi.generation import graphs
+
+        api = graphs.api_for(self.head.weight.device)
+        token = torch.zeros(self.batch_size, dtype=torch.long, device=self.head.weight.device)
+        depths = [self.depth(j) for j in range(self.period)]
+        try:
+            with torch.no_grad(), self._stance():
+                steps = graphs.StepGraphs(self._steps, depths, token, self.head.weight.new_zeros(self.batch_size),
+                                          self, api)
+                steps.verify()
+            return steps
+        except Exception as err:  # noqa: BLE001 - any capture failure means: replay nothing, run the steps
+            warnings.warn(f"CUDA graphs of the fast step unavailable ({type(err).__name__}: {err}); running the "
+                          f"{self.backend} step without them", RuntimeWarning, stacklevel=3)
+            return None
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether the steps run as CUDA graph replays."""
+        return self._graphs is not None
 
     @property
     def threads(self) -> int:
@@ -246,7 +283,8 @@ class FastLM(nn.Module):
 
     @states.setter
     def states(self, value: dict[int, list[torch.Tensor]]) -> None:
-        if getattr(self, "_native", None) is not None:  # the native step holds the tensors it was built with
+        if getattr(self, "_native", None) is not None or getattr(self, "_graphs", None) is not None:
+            # the native step and the CUDA graphs hold the tensors they were built with
             raise ConfigError("the native step's states are updated in place: write into fast.states[...] "
                               "(or use load_state) instead of replacing the dict")
         self._states = value
@@ -309,7 +347,10 @@ class FastLM(nn.Module):
         if self._native is not None:
             return self._native.step(token, u)
         with torch.no_grad(), self._stance():
-            out = self._steps[self.depth(self.t)](token.long().contiguous(), u.float().contiguous())
+            if self._graphs is not None:
+                out = self._graphs.step(self.depth(self.t), token, u)
+            else:
+                out = self._steps[self.depth(self.t)](token.long().contiguous(), u.float().contiguous())
         self.t += 1
         return out
 
@@ -318,6 +359,11 @@ class FastLM(nn.Module):
         log-probs (n B), logits (B C) of the last step. Native: the loop runs in C++."""
         if self._native is not None:
             return self._native.steps(token, u)
+        if self._graphs is not None and u.shape[0]:
+            with torch.no_grad():
+                out = self._graphs.steps(self.t, token, u)
+            self.t += u.shape[0]
+            return out
         tokens, logps, logits = [], [], None
         for k in range(u.shape[0]):
             token, logp, logits = self.step(token, u[k])
@@ -376,25 +422,27 @@ class FastLM(nn.Module):
         steps = self._eager_steps
         if not compile:
             return steps
-        saved = self._snapshot()
+        saved = self.snapshot()
         try:
             compiled = [torch.compile(fn, fullgraph=True, dynamic=False) for fn in steps]
             token = torch.zeros(self.batch_size, dtype=torch.long, device=self.head.weight.device)
             with torch.no_grad():  # compile now, so that a failure falls back here and not mid-generation
                 for fn in compiled:
                     fn(token, self.head.weight.new_zeros(self.batch_size))
-            self._restore(saved)
+            self.restore(saved)
             return compiled
         except Exception as err:  # noqa: BLE001 - any compiler failure means: run eagerly
             warnings.warn(f"torch.compile of the fast step failed ({type(err).__name__}: {err}); "
                           "falling back to the eager fast step", RuntimeWarning, stacklevel=3)
-            self._restore(saved)
+            self.restore(saved)
             return steps
 
-    def _snapshot(self) -> list[torch.Tensor]:
+    def snapshot(self) -> list[torch.Tensor]:
+        """Copies of every state tensor (SSM states and pooling registers), for ``restore``."""
         return [t.clone() for t in self._state_tensors()]
 
-    def _restore(self, saved: list[torch.Tensor]) -> None:
+    def restore(self, saved: list[torch.Tensor]) -> None:
+        """Copy a ``snapshot`` back into the state tensors, in place."""
         for t, s in zip(self._state_tensors(), saved):
             t.copy_(s)
 
