@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import types
 import warnings
 
 import torch
@@ -157,6 +158,13 @@ def _fast_block(block: nn.Module) -> nn.Module:
     if isinstance(block, FFBlock):
         return FastFFBlock(block)
     raise ConfigError(f"fast step: unsupported block {type(block).__name__}")
+
+
+def _own_code(fn):
+    """``fn`` with a code object of its own. Dynamo keeps its compiled graphs (at most ``recompile_limit``, 8)
+    on the code object, and every FastLM's step closures share one: without a copy, the third FastLM of a
+    process could not compile, and the graphs of deleted FastLMs would stay alive."""
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
 class FastLM(nn.Module):
@@ -424,7 +432,7 @@ class FastLM(nn.Module):
             return steps
         saved = self.snapshot()
         try:
-            compiled = [torch.compile(fn, fullgraph=True, dynamic=False) for fn in steps]
+            compiled = [torch.compile(_own_code(fn), fullgraph=True, dynamic=False) for fn in steps]
             token = torch.zeros(self.batch_size, dtype=torch.long, device=self.head.weight.device)
             with torch.no_grad():  # compile now, so that a failure falls back here and not mid-generation
                 for fn in compiled:

@@ -66,6 +66,17 @@ def test_compiled_fast_step_equals_eager_step():
                                atol=2e-5, rtol=1e-4)
 
 
+@torch.no_grad()
+def test_every_fastlm_of_a_process_compiles():
+    """Each FastLM compiles its own graphs: they must not pile up on one code object until dynamo's recompile
+    limit turns the next FastLM into a fallback (it did from the third FastLM on, at the default limit 8)."""
+    model = small_model("s4", pool=(4,))  # two graphs per FastLM
+    with torch._dynamo.config.patch(recompile_limit=2), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback warning
+        fasts = [FastLM(model, b, backend="inductor") for b in (1, 2)]
+    assert [f.backend for f in fasts] == ["inductor", "inductor"]
+
+
 def test_bidirectional_model_cannot_generate():
     from sashimi.errors import ConfigError
     model = small_model("s4")
