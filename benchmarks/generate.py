@@ -6,6 +6,7 @@
     python benchmarks/generate.py --batch 1 16 --backends native --compare-chunked 8
     python benchmarks/generate.py --batch 8 16 --backends native --reference-steps 0 --compare-split 10
     python benchmarks/generate.py --batch 16 --backends native --reference-steps 0 --compare-balance 12
+    python benchmarks/generate.py --device cuda     # GPU: batch 1, 64 and 1024, with and without CUDA graphs
 
 Random weights (speed does not depend on them). Each row times ``--steps`` calls of ``step(token, u)`` after a
 warm-up, best of ``--repeat``; "samples/s" counts every sequence of the batch. "native, chunk" times the same
@@ -16,6 +17,10 @@ beside ours. ``--depths`` prints the native step's median time per step depth (h
 off in one process (on this noisy VM, the only fair A/B); ``--compare-split R`` alternates the row split of the
 outer levels off / over tier 0 / over tiers 0 and 1 / over every level the same way; ``--compare-balance R``
 its row shares kept even / balanced between the threads (``NativeStep.balance``).
+
+``--device cuda`` times the torch fast step on the GPU instead (batch 1, 64 and 1024 unless ``--batch`` is
+given): compiled (inductor) and eager, each with CUDA graphs (``steps()`` in chunks: one replay per pooling
+period; and per-step replays) and without, synchronising before the clock stops.
 """
 from __future__ import annotations
 
@@ -38,26 +43,37 @@ from sashimi.generation.sampling import SamplingSettings  # noqa: E402
 
 OFFICIAL = {1: (227, 435), 16: (1463, 3193)}  # (dense step, diagonal step) samples/s
 TARGET = {1: 16000, 16: 50000}
+GPU_BATCHES = [1, 64, 1024]
 
 
-def rate(step, batch: int, steps: int, repeat: int) -> float:
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def rate(step, batch: int, steps: int, repeat: int, device: str = "cpu") -> float:
     """Best samples/s of ``steps`` calls of step(token, u) -> (token, logp, logits)."""
-    token, best = torch.zeros(batch, dtype=torch.long), 0.0
-    u = torch.rand(steps, batch)
+    token, best = torch.zeros(batch, dtype=torch.long, device=device), 0.0
+    u = torch.rand(steps, batch, device=device)
     for _ in range(repeat):
+        _sync(device)
         t0 = time.perf_counter()
         for k in range(steps):
             token, _, _ = step(token, u[k])
+        _sync(device)
         best = max(best, steps * batch / (time.perf_counter() - t0))
     return best
 
 
-def chunk_rate(fast: FastLM, batch: int, steps: int, repeat: int) -> float:
+def chunk_rate(fast: FastLM, batch: int, steps: int, repeat: int, device: str = "cpu") -> float:
     """Best samples/s of one ``steps(token, u)`` call over ``steps`` steps."""
-    token, u, best = torch.zeros(batch, dtype=torch.long), torch.rand(steps, batch), 0.0
+    token, best = torch.zeros(batch, dtype=torch.long, device=device), 0.0
+    u = torch.rand(steps, batch, device=device)
     for _ in range(repeat):
+        _sync(device)
         t0 = time.perf_counter()
         token = fast.steps(token, u)[0][-1]
+        _sync(device)
         best = max(best, steps * batch / (time.perf_counter() - t0))
     return best
 
@@ -69,7 +85,8 @@ def fmt(x: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="sc09")
-    ap.add_argument("--batch", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--batch", type=int, nargs="+", help="batch sizes (default 1 16; 1 64 1024 on a GPU)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--steps", type=int, default=4096, help="timed steps per repeat (a multiple of 16)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the inductor and eager rows)")
@@ -88,14 +105,18 @@ def main() -> None:
     ap.add_argument("--compare-balance", type=int, default=0, metavar="ROUNDS",
                     help="alternate even / balanced row shares of the native row split for ROUNDS rounds")
     args = ap.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA GPU here")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = sashimi.SaShiMiLM(sashimi.preset(args.preset)).eval()
     settings = SamplingSettings(top_p=args.top_p)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# {args.preset}, float32, {machine()}, load average {load:.2f} at start")
+    if args.device == "cuda":
+        return gpu_table(model.cuda(), settings, args.batch or GPU_BATCHES, args.steps, args.repeat)
     rows = []
-    for B in args.batch:
+    for B in args.batch or [1, 16]:
         row = dict(B=B, native=float("nan"), chunk=float("nan"), inductor=float("nan"), compiled=True)
         with torch.no_grad():
             if "native" in args.backends:
@@ -149,6 +170,34 @@ def main() -> None:
         print(f"| {r['B']} | {fmt(r['native'])} | {fmt(r['chunk'])} | "
               f"{fmt(r['inductor'])}{'' if r['compiled'] else ' (compile failed: eager)'} | {fmt(r['eager'])} | "
               f"{fmt(r['ref'])} | {fmt(off[0])} | {fmt(off[1])} | {fmt(TARGET.get(r['B'], float('nan')))} |")
+
+
+def gpu_table(model, settings: SamplingSettings, batches: list[int], steps: int, repeat: int) -> None:
+    """samples/s of the torch fast step on the GPU, with and without CUDA graphs."""
+    variants = {"compiled + graphs": dict(backend="inductor", cuda_graphs=True),
+                "compiled": dict(backend="inductor", cuda_graphs=False),
+                "eager + graphs": dict(backend="eager", cuda_graphs=True),
+                "eager": dict(backend="eager", cuda_graphs=False)}
+    rows = []
+    for B in batches:
+        row = {"B": B}
+        with torch.no_grad():
+            for name, kw in variants.items():
+                t0 = time.perf_counter()
+                fast = FastLM(model, B, settings, **kw)
+                build = time.perf_counter() - t0
+                if kw["cuda_graphs"] and not fast.cuda_graphs or fast.backend != kw["backend"]:
+                    print(f"batch {B}: {name}: fell back to {fast.backend}, graphs {fast.cuda_graphs}", flush=True)
+                rate(fast.step, B, 64, 1, "cuda")  # warm-up
+                row[name] = rate(fast.step, B, steps, repeat, "cuda")
+                row[name + ", chunk"] = chunk_rate(fast, B, steps, repeat, "cuda")
+                print(f"batch {B}: {name}: {row[name]:,.0f} samples/s, in chunks {row[name + ', chunk']:,.0f} "
+                      f"(set-up {build:.1f} s)", flush=True)
+        rows.append(row)
+    names = [n + c for n in variants for c in (", chunk", "")]
+    print("\n| batch | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+    for r in rows:
+        print(f"| {r['B']} | " + " | ".join(fmt(r[n]) for n in names) + " |")
 
 
 def depths(fast: FastLM, B: int, steps: int = 2048) -> None:
