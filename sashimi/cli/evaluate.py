@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from sashimi.cli.options import device
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -19,7 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("--split", default="test", choices=("train", "valid", "test"))
     p.add_argument("--config", type=Path, default=None, help="config for the data (needed for exported models)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's val_batch_size or batch_size")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", type=device, default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu, cuda or cuda:N (default: cuda where torch sees a GPU)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(handler=run)
 

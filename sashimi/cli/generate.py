@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from sashimi.audio.quantize import make_quantizer
+from sashimi.cli.options import device
 from sashimi.errors import CheckpointError, ConfigError
 from sashimi.generation.prime import load_prime
 from sashimi.generation.report import write_report
@@ -40,9 +41,12 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, help="sequences generated together (default: all of --n)")
     p.add_argument("--threads", type=int, help="CPU threads of the step (default: 2 for the native step where "
                    "the process has 2+ CPUs, 1 for the torch backends; use 1 on a CPU busy with other work)")
-    p.add_argument("--backend", choices=("native", "inductor", "eager"), default="native",
-                   help="fast-step backend (default native: the fused C++ step, built once with the system "
-                   "compiler; falls back to inductor, then eager, with a warning)")
+    p.add_argument("--device", type=device, default="cpu",
+                   help="cpu (default), cuda or cuda:N: where the model runs; on a GPU the step is replayed as "
+                   "CUDA graphs")
+    p.add_argument("--backend", choices=("native", "inductor", "eager"),
+                   help="fast-step backend (default native on CPU: the fused C++ step, built once with the system "
+                   "compiler, falling back to inductor, then eager, with a warning; inductor on a GPU)")
     p.add_argument("--eager", action="store_true", help="use the reference step (SaShiMiLM.step), slow")
     p.add_argument("--no-compile", action="store_true", help="same as --backend eager (the fast step, "
                    "uncompiled)")
@@ -62,6 +66,9 @@ def _validate(args) -> None:
         raise ConfigError("--prime-seconds needs --prime FILE")
     if args.seed < 0:
         raise ConfigError(f"--seed must be >= 0, got {args.seed}")
+    if args.backend == "native" and torch.device(args.device).type != "cpu":
+        raise ConfigError(f"--backend native runs on the CPU; with --device {args.device} use --backend inductor "
+                          "or eager")
 
 
 def run(args) -> int:
@@ -70,7 +77,7 @@ def run(args) -> int:
         settings = SamplingSettings(args.temperature, args.top_p, args.top_k)
     except ConfigError as err:
         raise ConfigError(f"--{str(err).replace('_', '-')}") from None
-    model = load_model(args.checkpoint)
+    model = load_model(args.checkpoint, map_location=args.device)
     if not isinstance(model, SaShiMiLM):
         raise CheckpointError(f"{args.checkpoint}: holds a bare backbone, not a SaShiMiLM; cannot generate")
     torch.set_num_threads(args.threads or 1)
@@ -120,10 +127,10 @@ def _generate_batch(model, seeds, settings, prime, n_new, out: Path, args, bar) 
         writers.append((wav(args.stream), 0))
     try:
         if prime is not None and len(prime):
-            _write_chunk(writers, quant.decode(sampler.prime).numpy())
+            _write_chunk(writers, quant.decode(sampler.prime.cpu()).numpy())
         t0 = time.perf_counter()
         for chunk in sampler.chunks(n_new):
-            _write_chunk(writers, quant.decode(chunk).numpy())
+            _write_chunk(writers, quant.decode(chunk.cpu()).numpy())
             bar.update(chunk.numel())
             rate = bar.n / max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix_str(f"{rate / cfg.sample_rate:.2f}x real time")
@@ -169,7 +176,7 @@ def _manifest(args, cfg, settings, rows, n_new, prime_tokens, elapsed, backend: 
                      "prime": args.prime, "prime_seconds": args.prime_seconds,
                      "prime_samples": 0 if prime_tokens is None else len(prime_tokens),
                      "batch_size": args.batch_size or args.n, "step": "eager" if args.eager else "fast",
-                     "backend": backend, "compiled": backend in ("native", "inductor")},
+                     "backend": backend, "compiled": backend in ("native", "inductor"), "device": args.device},
         "log_likelihood_note": "nats of the generated samples (after the prime) under the model, temperature 1",
         "samples": rows,
         "timing": {"seconds": elapsed, "samples_per_second": total / elapsed,

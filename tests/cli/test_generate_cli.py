@@ -123,3 +123,31 @@ def test_bad_primes_give_clear_errors(checkpoint, tmp_path, capsys, make, match)
 def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert main(["generate", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path)]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["generate", "evaluate"])
+@pytest.mark.parametrize("device,match", [
+    ("bogus", "'bogus' is not a device"),
+    ("mps", "expected a cpu or cuda device"),
+    pytest.param("cuda", "torch sees no CUDA GPU", marks=pytest.mark.skipif(torch.cuda.is_available(),
+                                                                            reason="this machine has a GPU")),
+])
+def test_bad_devices_are_refused_when_parsing(checkpoint, tmp_path, capsys, command, device, match):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, str(checkpoint), "--device", device])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "argument --device" in err and match in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("backend", ["eager", "inductor"])
+def test_generate_on_a_gpu_writes_a_true_manifest(checkpoint, tmp_path, backend):
+    out = tmp_path / "gpu"
+    assert main(["generate", str(checkpoint), "--n", "2", "--seconds", "0.02", "--seed", "3", "--device", "cuda",
+                 "--backend", backend, "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["device"] == "cuda" and manifest["settings"]["backend"] == backend
+    model = sashimi.load_model(checkpoint)
+    for r in manifest["samples"]:
+        assert r["log_likelihood"] == pytest.approx(_teacher_forced(model, out / r["file"], 0), abs=1e-3)
+    assert main(["generate", str(checkpoint), "--device", "cuda", "--backend", "native", "--out", str(out)]) == 2
