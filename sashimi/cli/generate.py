@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -80,7 +81,6 @@ def run(args) -> int:
     model = load_model(args.checkpoint, map_location=args.device)
     if not isinstance(model, SaShiMiLM):
         raise CheckpointError(f"{args.checkpoint}: holds a bare backbone, not a SaShiMiLM; cannot generate")
-    torch.set_num_threads(args.threads or 1)
     cfg = model.config
     prime_wave, prime_tokens = load_prime(args.prime, cfg, args.prime_seconds) if args.prime else (None, None)
     out = Path(args.out)
@@ -115,11 +115,13 @@ def _generate_batch(model, seeds, settings, prime, n_new, out: Path, args, bar) 
     backend that ran it ("reference" for --eager)."""
     cfg = model.config
     quant = make_quantizer(cfg.quantization, cfg.bits)
-    sampler = Sampler(model, seeds, settings, prime=prime, fast=not args.eager, compile=not args.no_compile,
-                      backend="eager" if args.no_compile else args.backend)
+    with _default_threads():  # the step's set-up and the prefill: ~1.6x faster on two cores than on one
+        sampler = Sampler(model, seeds, settings, prime=prime, fast=not args.eager, compile=not args.no_compile,
+                          backend="eager" if args.no_compile else args.backend)
     backend = "reference" if args.eager else sampler.backend.backend
-    if args.threads and backend == "native":  # the torch backends follow torch.set_num_threads (see run)
+    if args.threads and backend == "native":
         sampler.backend.threads = args.threads
+    torch.set_num_threads(args.threads or 1)  # the step loop of the torch backends (small ops: 1 is fastest)
     paths = [out / f".seed{s}.partial.wav" for s in seeds]
     wav = lambda path: sf.SoundFile(str(path), "w", cfg.sample_rate, 1, "PCM_16", format="WAV")
     writers = [(wav(p), i) for i, p in enumerate(paths)]  # (file, sequence it gets)
@@ -140,6 +142,20 @@ def _generate_batch(model, seeds, settings, prime, n_new, out: Path, args, bar) 
     return [{"file": p.name, "seed": s, "log_likelihood": float(ll), "bits_per_sample": float(bps),
              "n_generated": n_new} for p, s, ll, bps in zip(paths, seeds, sampler.log_likelihood,
                                                              sampler.bits_per_sample)], backend
+
+
+_DEFAULT_THREADS = torch.get_num_threads()  # torch's default for this process (all cores, or OMP_NUM_THREADS)
+
+
+@contextlib.contextmanager
+def _default_threads():
+    """torch's default intra-op threads inside the block, the current count restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(_DEFAULT_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _write_chunk(writers, audio) -> None:
