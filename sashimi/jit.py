@@ -105,8 +105,16 @@ class Extension:
         lock = build / "lock"
         if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
             lock.unlink(missing_ok=True)  # else cpp_extension waits forever for a build that died
-        return cpp_extension.load(name=self.name, sources=[str(source)], extra_cflags=self._flags(),
-                                  extra_ldflags=self._omp(), build_directory=str(build), verbose=False)
+        compiling = not self.built()
+        if compiling:  # a silent minute would look like a hang
+            print(f"sashimi: compiling {self.what} with the system C++ compiler, once for this machine and "
+                  f"version (about a minute) into {build}", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        module = cpp_extension.load(name=self.name, sources=[str(source)], extra_cflags=self._flags(),
+                                    extra_ldflags=self._omp(), build_directory=str(build), verbose=False)
+        if compiling:
+            print(f"sashimi: {self.what} compiled in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        return module
 
     def load(self):
         """The extension module, built on first call; raises ``NativeUnavailable`` if it cannot be had."""

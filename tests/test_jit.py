@@ -61,3 +61,13 @@ def test_headers_beside_the_source_are_copied_and_name_the_build(loads, tmp_path
     assert first != second
     assert (first / "part.h").read_text() == "int g() { return 1; }\n"
     assert (second / "part.h").read_text() == "int g() { return 2; }\n"
+
+
+def test_a_first_build_says_so_and_a_cached_one_is_silent(loads, tmp_path, capsys):
+    source = _source(tmp_path / "src", "int f() { return 1; }\n")
+    jit.Extension("demo_ext", source, "the demo step").load()
+    err = capsys.readouterr().err
+    assert "compiling the demo step" in err and "about a minute" in err and "compiled in" in err
+    (Path(loads[0]["build_directory"]) / "demo_ext.so").write_bytes(b"")
+    jit.Extension("demo_ext", source, "the demo step").load()
+    assert capsys.readouterr().err == ""
