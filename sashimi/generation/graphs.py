@@ -145,7 +145,8 @@ class StepGraphs:
         functions (outputs and resulting state); raise GraphError on a difference. The state is left as it
         was."""
         gen = torch.Generator(device="cpu").manual_seed(0)
-        token = torch.randint(0, 256, self._token.shape, generator=gen).to(self._token)
+        classes = self._whole[1][2].shape[-1]  # C of the logits: tokens 0 .. C-1 are valid inputs
+        token = torch.randint(0, classes, self._token.shape, generator=gen).to(self._token)
         u = torch.rand(self._uu.shape, generator=gen).to(self._uu)
         for d, fn in enumerate(self.fns):
             self._compare(f"step graph of depth {d}", lambda fn=fn: fn(token, u[0]),

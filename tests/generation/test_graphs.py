@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 
+import sashimi
 from sashimi.errors import ConfigError
 from sashimi.generation import graphs
 from sashimi.generation.fast import FastLM
@@ -90,6 +91,16 @@ def test_graphed_steps_continue_from_a_prefill_state(fake):
     want, got = plain.steps(prime[:, -1], u), graphed.steps(prime[:, -1], u)
     torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
     torch.testing.assert_close(got[1], want[1])
+
+
+@torch.no_grad()
+def test_graphs_of_a_model_with_few_classes(fake):
+    """The replay check feeds tokens the model accepts (an out-of-range token would be a device-side assert)."""
+    torch.manual_seed(0)
+    cfg = sashimi.preset("tiny", d_model=8, d_state=8, n_layers=1, l_max=64, bits=3, quantization="linear")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert FastLM(sashimi.SaShiMiLM(cfg).eval(), 2, compile=False, cuda_graphs=True).cuda_graphs
 
 
 def test_a_replay_that_differs_falls_back_with_a_warning(monkeypatch):
