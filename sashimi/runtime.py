@@ -9,6 +9,8 @@ forward+backward of the sc09 model). With the threshold pinned at 32 MB and trim
 reused: ~7,000 faults, and 2-4% less time per step on the machine of benchmarks/RESULTS.md. This is the same
 cure as running with jemalloc or tcmalloc, without the preload. ``SASHIMI_MALLOC_TUNE=0`` skips it; non-glibc
 systems are left alone. Memory freed by the process is kept for reuse instead of returned to the OS.
+
+``usable_cpus()`` only asks: how many CPUs this process may run on (library code uses it to size thread pools).
 """
 from __future__ import annotations
 
@@ -20,6 +22,14 @@ import sys
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 * 2**20  # the largest glibc accepts on 64-bit systems
 TRIM_THRESHOLD = 2**30
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask on Linux, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def tune_malloc() -> bool:

@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 from sashimi.jit import Extension, NativeUnavailable
+from sashimi.runtime import usable_cpus
 
 _EXTENSION = Extension("sashimi_fast_step", Path(__file__).resolve().parent / "csrc" / "fast_step.cpp",
                        "the native generation step")
@@ -212,11 +213,7 @@ def _env_threads() -> int:
     value = os.environ.get("SASHIMI_NATIVE_THREADS", "").strip()
     if value.isdigit() and int(value) >= 1:
         return min(int(value), MAX_THREADS)
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(DEFAULT_THREADS, cpus))
+    return max(1, min(DEFAULT_THREADS, usable_cpus()))
 
 
 def _norm(ln: torch.nn.LayerNorm) -> tuple[torch.Tensor, torch.Tensor, float]:
