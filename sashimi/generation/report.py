@@ -8,14 +8,10 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import soundfile as sf
 
-matplotlib.use("Agg")  # no display: render straight to PNG
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
-
-from sashimi.models.io import atomic_write  # noqa: E402
+from sashimi.models.io import atomic_write
 
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1100px} .item{border-top:1px solid #ccc;padding:1em 0}"
          " .plots img{width:520px;margin-right:8px} h2{font-size:1.05em;margin:.2em 0} .meta{color:#555}")
@@ -23,21 +19,23 @@ STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1100px} .item{border-
 
 def plot_audio(wave: np.ndarray, sample_rate: int, out_stem: Path) -> tuple[str, str]:
     """Write ``<stem>_wave.png`` and ``<stem>_spec.png``; return their file names."""
+    from matplotlib.figure import Figure  # no pyplot: no backend or global figure state, renders to PNG
+
     names = (f"{out_stem.name}_wave.png", f"{out_stem.name}_spec.png")
     t = np.arange(len(wave)) / sample_rate
-    fig, ax = plt.subplots(figsize=(6.5, 1.8), dpi=80)
+    fig = Figure(figsize=(6.5, 1.8), dpi=80)
+    ax = fig.subplots()
     ax.plot(t, wave, linewidth=0.4)
     ax.set(xlim=(0, max(t[-1], 1 / sample_rate)), ylim=(-1.05, 1.05), xlabel="s")
     fig.tight_layout()
     fig.savefig(out_stem.parent / names[0])
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6.5, 1.8), dpi=80)
+    fig = Figure(figsize=(6.5, 1.8), dpi=80)
+    ax = fig.subplots()
     nfft = max(16, min(512, 2 ** int(np.log2(max(len(wave) // 4, 16)))))
     ax.specgram(wave, NFFT=nfft, Fs=sample_rate, noverlap=nfft // 2, cmap="magma")
     ax.set(xlabel="s", ylabel="Hz")
     fig.tight_layout()
     fig.savefig(out_stem.parent / names[1])
-    plt.close(fig)
     return names
 
 

@@ -30,13 +30,11 @@ def read_metrics(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
 
 def plot_curves(run_dir: str | Path, png: str | Path, title: str | None = None) -> Path:
     """train/loss and val/loss in bits per sample against optimizer steps, with the uniform 8-bit line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no backend or global figure state, renders to PNG
 
     m = read_metrics(run_dir)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    fig = Figure(figsize=(7, 4), dpi=120)
+    ax = fig.subplots()
     for key, style in (("train/loss", dict(lw=1, alpha=0.7)), ("val/loss", dict(marker="o", lw=2))):
         if key in m:
             steps, nats = zip(*m[key])
@@ -50,7 +48,6 @@ def plot_curves(run_dir: str | Path, png: str | Path, title: str | None = None) 
     fig.tight_layout()
     Path(png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png)
-    plt.close(fig)
     return Path(png)
 
 
