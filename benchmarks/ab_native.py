@@ -8,7 +8,11 @@ A version's headers (``*.h``) lie beside its ``fast_step.cpp``, as in the reposi
 split into headers are one self-contained file.
 
 Each source is built once (about a minute; cached by content) with the flags of ``sashimi.jit``. The model is
-the sc09 preset with random weights; each round times ``--steps`` steps of every version.
+the sc09 preset with random weights; each round times ``--steps`` steps of every version, in an order rotated
+from round to round. The last column is the median (and quartiles) over rounds of a version's samples/s divided
+by the first version's in the same round. Calibration: the same source against itself gave paired medians of
+0.966 (batch 2, fixed order) and 1.025 (batch 16, rotated order; quartiles 1.009-1.035), so differences of
+a few percent are where each build's memory happens to lie, not the code.
 """
 from __future__ import annotations
 
@@ -63,15 +67,21 @@ def main() -> None:
     for fast in fasts:  # warm-up
         fast.steps(token, torch.rand(args.steps, args.batch))
     rates: list[list[float]] = [[] for _ in fasts]
-    for _ in range(args.rounds):
-        for fast, r in zip(fasts, rates):
+    for k in range(args.rounds):
+        order = list(range(len(fasts)))
+        order = order[k % len(order):] + order[: k % len(order)]  # rotated each round: no version always runs first
+        for i in order:
+            fast, r = fasts[i], rates[i]
             u = torch.rand(args.steps, args.batch)
             t0 = time.perf_counter()
             fast.steps(token, u)
             r.append(args.steps * args.batch / (time.perf_counter() - t0))
-    print("\n| source | best | median | worst |\n|---|---|---|---|")
+    print("\n| source | best | median | worst | paired ratio to the first: median (quartiles) |\n|---|---|---|---|---|")
     for src, r in zip(args.sources, rates):
-        print(f"| {src} | {max(r):,.0f} | {statistics.median(r):,.0f} | {min(r):,.0f} |")
+        ratios = sorted(b / a for a, b in zip(rates[0], r))  # round by round: the VM's drift cancels
+        q = len(ratios) // 4
+        print(f"| {src} | {max(r):,.0f} | {statistics.median(r):,.0f} | {min(r):,.0f} | "
+              f"{statistics.median(ratios):.3f} ({ratios[q]:.3f}-{ratios[-1 - q]:.3f}) |")
 
 
 if __name__ == "__main__":
