@@ -310,7 +310,8 @@ class FastLM(nn.Module):
     def states(self, value: dict[int, list[torch.Tensor]]) -> None:
         if getattr(self, "_native", None) is not None or getattr(self, "_graphs", None) is not None:
             # the native step and the CUDA graphs hold the tensors they were built with
-            raise ConfigError("the native step's states are updated in place: write into fast.states[...] "
+            holder = "the native step updates" if self._native is not None else "the CUDA graphs update"
+            raise ConfigError(f"{holder} the state tensors in place: write into fast.states[...] "
                               "(or use load_state) instead of replacing the dict")
         self._states = value
 
