@@ -8,6 +8,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import soundfile as sf
 import torch
@@ -88,13 +89,13 @@ def run(args) -> int:
     n_new = int(round(args.seconds * cfg.sample_rate))
     seeds = [args.seed + i for i in range(args.n)]
     batch = args.batch_size or args.n
-    rows, backends, start = [], set(), time.perf_counter()
+    rows, backends, start, step = [], set(), time.perf_counter(), None
     with tqdm(total=args.n * n_new, unit="sample", unit_scale=True, desc="generate") as bar:
         for b0 in range(0, args.n, batch):
-            batch_rows, backend = _generate_batch(model, seeds[b0 : b0 + batch], settings, prime_tokens, n_new, out,
-                                                  args, bar)
+            batch_rows, step = _generate_batch(model, seeds[b0 : b0 + batch], settings, prime_tokens, n_new, out,
+                                               args, bar, step)
             rows += batch_rows
-            backends.add(backend)
+            backends.add("reference" if args.eager else step.backend)
     elapsed = time.perf_counter() - start
     rows = _finalize(rows, out)
     manifest = _manifest(args, cfg, settings, rows, n_new, prime_tokens, elapsed, "+".join(sorted(backends)))
@@ -110,14 +111,14 @@ def run(args) -> int:
     return 0
 
 
-def _generate_batch(model, seeds, settings, prime, n_new, out: Path, args, bar) -> tuple[list[dict], str]:
-    """Generate one batch, writing every sequence's WAV as chunks arrive; return its manifest rows and the step
-    backend that ran it ("reference" for --eager)."""
+def _generate_batch(model, seeds, settings, prime, n_new, out: Path, args, bar, like=None) -> tuple[list[dict], Any]:
+    """Generate one batch, writing every sequence's WAV as chunks arrive. Returns its manifest rows and the step
+    that ran it: a FastLM, whose converted model the next batch reuses (``like``), or the reference step."""
     cfg = model.config
     quant = make_quantizer(cfg.quantization, cfg.bits)
     with _default_threads():  # the step's set-up and the prefill: ~1.6x faster on two cores than on one
         sampler = Sampler(model, seeds, settings, prime=prime, fast=not args.eager, compile=not args.no_compile,
-                          backend="eager" if args.no_compile else args.backend)
+                          backend="eager" if args.no_compile else args.backend, like=like)
     backend = "reference" if args.eager else sampler.backend.backend
     if args.threads and backend == "native":
         sampler.backend.threads = args.threads
@@ -141,7 +142,7 @@ def _generate_batch(model, seeds, settings, prime, n_new, out: Path, args, bar) 
             w.close()
     return [{"file": p.name, "seed": s, "log_likelihood": float(ll), "bits_per_sample": float(bps),
              "n_generated": n_new} for p, s, ll, bps in zip(paths, seeds, sampler.log_likelihood,
-                                                             sampler.bits_per_sample)], backend
+                                                             sampler.bits_per_sample)], sampler.backend
 
 
 _DEFAULT_THREADS = torch.get_num_threads()  # torch's default for this process (all cores, or OMP_NUM_THREADS)

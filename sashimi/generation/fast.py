@@ -25,6 +25,7 @@ import contextlib
 import math
 import types
 import warnings
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -197,6 +198,9 @@ class FastLM(nn.Module):
     or "eager" when ``compile`` is False. ``self.backend`` says which one runs after any fallback. The native
     step is float32 on CPU only.
 
+    ``like``: another FastLM of the same (unchanged) model, e.g. for another batch size: its converted blocks
+    are reused, which skips most of the set-up (the S4 layers' float64 discretization).
+
     ``cuda_graphs``: replay the torch backends' steps as CUDA graphs (``graphs.py``: one graph per step
     depth, and one per pooling period for ``steps``). Default: on for a model on a CUDA device. A capture
     that fails, or whose replay differs from the uncaptured step, falls back to it with a RuntimeWarning;
@@ -204,7 +208,8 @@ class FastLM(nn.Module):
     """
 
     def __init__(self, model: SaShiMiLM, batch_size: int, settings: SamplingSettings = SamplingSettings(),
-                 compile: bool = True, backend: str | None = None, cuda_graphs: bool | None = None):
+                 compile: bool = True, backend: str | None = None, cuda_graphs: bool | None = None,
+                 like: FastLM | None = None):
         super().__init__()
         bb = model.backbone
         if any(getattr(m.layer, "bidirectional", False) for m in bb.modules() if isinstance(m, ResidualS4Block)):
@@ -218,7 +223,11 @@ class FastLM(nn.Module):
                               "step runs on CPU")
         self.settings, self.batch_size, self.unet, self.pool = settings, batch_size, bb.unet, bb.pool
         self.period = math.prod(self.pool)
-        fast = _fast_blocks([b for group in (*bb.down_blocks, *bb.up_blocks, bb.center) for b in group])
+        blocks = [b for group in (*bb.down_blocks, *bb.up_blocks, bb.center) for b in group]
+        if like is not None and like._model() is not model:
+            raise ConfigError("like= must be a FastLM of the same model")
+        fast = like._converted if like is not None else _fast_blocks(blocks)
+        self._model, self._converted = weakref.ref(model), fast  # for like= (a weak reference: not a submodule)
         with torch.no_grad():
             self.embedding, self.head, self.norm = model.embedding, model.head, bb.norm
             self.down_blocks = nn.ModuleList(nn.ModuleList(fast[id(b)] for b in s) for s in bb.down_blocks)

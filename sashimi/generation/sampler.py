@@ -54,7 +54,7 @@ class Sampler:
 
     def __init__(self, model: SaShiMiLM, seeds: list[int], settings: SamplingSettings = SamplingSettings(),
                  prime: torch.Tensor | None = None, fast: bool = True, compile: bool = True,
-                 backend: str | None = None):
+                 backend: str | None = None, like: FastLM | None = None):
         if not seeds:
             raise ConfigError("need at least one seed (one per sequence)")
         model.eval()  # dropout off: sampling follows the model's distribution
@@ -63,8 +63,9 @@ class Sampler:
         device = model.head.weight.device
         self._rngs = [torch.Generator(device="cpu").manual_seed(int(s)) for s in self.seeds]
         # fast: FastLM with ``backend`` ("native", "inductor" or "eager"; default native, or eager when not
-        # compile), falling back with a warning; else the reference SaShiMiLM.step
-        self.backend = FastLM(model, B, settings, compile=compile, backend=backend) if fast \
+        # compile), falling back with a warning, reusing the conversion of ``like`` (an earlier Sampler's
+        # backend for the same model) if given; else the reference SaShiMiLM.step
+        self.backend = FastLM(model, B, settings, compile=compile, backend=backend, like=like) if fast \
             else _EagerStep(model, B, settings)
         self.log_likelihood = torch.zeros(B, dtype=torch.float64)  # nats, of the generated samples
         self.n_generated = 0

@@ -68,16 +68,23 @@ def test_generate_writes_sorted_wavs_and_a_true_manifest(checkpoint, tmp_path):
     assert np.array_equal(sf.read(str(tmp_path / "live.wav"))[0], sf.read(str(out / seed5))[0])
 
 
-def test_same_seed_same_audio_through_the_cli(checkpoint, tmp_path):
+@pytest.mark.parametrize("backend", ["eager", "native"])
+def test_same_seed_same_audio_through_the_cli(checkpoint, tmp_path, monkeypatch, backend):
+    from sashimi.generation import fast
+
+    conversions = []
+    convert = fast._fast_blocks
+    monkeypatch.setattr(fast, "_fast_blocks", lambda blocks: conversions.append(1) or convert(blocks))
     audio = []
-    for name, batch in (("a", "2"), ("b", "1")):  # batch composition must not matter either
-        assert main(["generate", str(checkpoint), "--n", "2", "--seconds", "0.005", "--out", str(tmp_path / name),
-                     "--no-compile", "--batch-size", batch]) == 0
+    for name, batch in (("a", "3"), ("b", "1")):  # batch composition must not matter either
+        assert main(["generate", str(checkpoint), "--n", "3", "--seconds", "0.005", "--out", str(tmp_path / name),
+                     "--backend", backend, "--batch-size", batch]) == 0
         rows = json.loads((tmp_path / name / "manifest.json").read_text())["samples"]
         audio.append({r["seed"]: sf.read(str(tmp_path / name / r["file"]))[0] for r in rows})
-    assert sorted(audio[0]) == [0, 1]
-    for seed in (0, 1):
+    assert sorted(audio[0]) == [0, 1, 2]
+    for seed in (0, 1, 2):
         assert np.array_equal(audio[0][seed], audio[1][seed])
+    assert len(conversions) == 2  # one per command: the batches of a command share the converted model
 
 
 def test_thread_count_does_not_change_the_audio(checkpoint, tmp_path):

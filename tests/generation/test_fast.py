@@ -104,3 +104,19 @@ def test_compiled_and_native_fast_steps_on_the_sc09_preset():
         assert fast.backend == backend
         torch.testing.assert_close(_fast_logits(fast, tokens, torch.full((2,), model.bos)), model(tokens),
                                    atol=5e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["eager", "native"])
+@torch.no_grad()
+def test_a_fastlm_like_another_reuses_its_conversion_and_steps_the_same(backend):
+    model = small_model("s4")
+    first = FastLM(model, 2, compile=backend != "eager", backend=backend)
+    second = FastLM(model, 3, compile=backend != "eager", backend=backend, like=first)
+    fresh = FastLM(model, 3, compile=backend != "eager", backend=backend)
+    assert second.backend == fresh.backend == backend
+    assert second.center[0] is first.center[0]  # the converted blocks are shared, not rebuilt
+    u, bos = torch.rand(40, 3), torch.full((3,), model.bos)
+    for a, b in zip(second.steps(bos, u), fresh.steps(bos, u)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(sashimi.errors.ConfigError, match="same model"):
+        FastLM(small_model("s4"), 2, compile=False, like=first)
