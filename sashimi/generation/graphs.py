@@ -117,8 +117,8 @@ class StepGraphs:
         """``len(u)`` steps from outer step t, each sample fed back: u (n B) -> tokens (n B), log-probs (n B),
         logits (B C) of the last step."""
         n, P = u.shape[0], self.period
-        tokens = torch.empty(u.shape, dtype=self._token.dtype, device=u.device)
-        logps = torch.empty(u.shape, dtype=u.dtype, device=u.device)
+        tokens = torch.empty(u.shape, dtype=self._token.dtype, device=self._token.device)  # (n B)
+        logps = torch.empty(u.shape, dtype=self._uu.dtype, device=self._uu.device)  # (n B)
         logits, k = None, 0
         self._token.copy_(token)
         while k < n:
