@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("checkpoint", help="model checkpoint (.safetensors file or directory)")
     p.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
     p.add_argument("--seconds", type=float, default=4.0, help="seconds to generate per sample (default 4)")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0, help="> 0; logits are divided by it (default 1)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1] (1 = off)")
     p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = off)")
     p.add_argument("--prime", help="mono audio file at the model's sample rate to continue")
