@@ -14,7 +14,6 @@ so once and the PyTorch code runs.
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -39,7 +38,7 @@ def ops(*tensors: torch.Tensor):
     if not all(t.device.type == "cpu" and t.dtype in _SINGLE for t in tensors):
         return None
     try:
-        return _load()
+        return _EXTENSION.load()
     except NativeUnavailable as err:
         warnings.warn(f"{err}; the S4 kernel runs in plain PyTorch (set SASHIMI_NATIVE_KERNEL=0 to skip the "
                       "build)", RuntimeWarning, stacklevel=3)
@@ -52,12 +51,6 @@ def refuse_double_backward() -> None:
     if torch.is_grad_enabled():
         raise RuntimeError("second derivatives through the native S4 kernel ops are not supported; "
                            "set SASHIMI_NATIVE_KERNEL=0 for double backward")
-
-
-def _load():
-    if not _EXTENSION.built():
-        print("sashimi: building the native S4 kernel ops (once per machine, ~40 s)", file=sys.stderr, flush=True)
-    return _EXTENSION.load()
 
 
 class _DPLRCoefficients(torch.autograd.Function):
