@@ -186,7 +186,7 @@ def gpu_table(model, settings: SamplingSettings, batches: list[int], steps: int,
                 t0 = time.perf_counter()
                 fast = FastLM(model, B, settings, **kw)
                 build = time.perf_counter() - t0
-                if kw["cuda_graphs"] and not fast.cuda_graphs or fast.backend != kw["backend"]:
+                if (kw["cuda_graphs"] and not fast.cuda_graphs) or fast.backend != kw["backend"]:
                     print(f"batch {B}: {name}: fell back to {fast.backend}, graphs {fast.cuda_graphs}", flush=True)
                 rate(fast.step, B, 64, 1, "cuda")  # warm-up
                 row[name] = rate(fast.step, B, steps, repeat, "cuda")
