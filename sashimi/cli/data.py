@@ -15,6 +15,9 @@ def register(subparsers) -> None:
     prep.add_argument("--root", required=True, help="folder the dataset goes to")
     prep.add_argument("--source", help="local archive (.tar.gz/.tgz/.tar/.zip) or folder")
     prep.add_argument("--download", action="store_true", help="fetch the official public source (needs internet)")
+    prep.add_argument("--release", choices=("v0.02", "v0.01"), default="v0.02",
+                      help="sc09 --download: the Speech Commands release (v0.01 trained the official SC09 "
+                           "evaluation classifier; default v0.02)")
     _add_index_options(prep)
     prep.set_defaults(handler=_prepare)
 
@@ -54,7 +57,7 @@ def _prepare(args) -> int:
     from sashimi.data.prepare import prepare_dataset
 
     _print_summary(prepare_dataset(args.name, args.root, source=args.source, download=args.download,
-                                   **_cfg_fields(args, args.name)))
+                                   release=args.release, **_cfg_fields(args, args.name)))
     return 0
 
 

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import soundfile as sf
 import torch
 from tqdm import tqdm
@@ -17,11 +16,12 @@ from tqdm import tqdm
 from sashimi.audio.quantize import make_quantizer
 from sashimi.cli.options import device
 from sashimi.errors import CheckpointError, ConfigError
+from sashimi.generation.output import OutputFolder
 from sashimi.generation.prime import load_prime
 from sashimi.generation.report import write_report
 from sashimi.generation.sampler import Sampler
 from sashimi.generation.sampling import SamplingSettings
-from sashimi.models.io import atomic_write, load_model
+from sashimi.models.io import load_model
 from sashimi.models.lm import SaShiMiLM
 
 
@@ -40,6 +40,10 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="generated", help="output folder (default ./generated)")
     p.add_argument("--stream", help="also write the first sample to this WAV while it is generated")
     p.add_argument("--report", action="store_true", help="write OUT/index.html with players and plots")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out with the same settings: finished samples are kept")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the sample set already in --out (and an existing --stream file)")
     p.add_argument("--batch-size", type=int, help="sequences generated together (default: all of --n)")
     p.add_argument("--threads", type=int, help="CPU threads of the step (default: 2 for the native step where "
                    "the process has 2+ CPUs, 1 for the torch backends; use 1 on a CPU busy with other work)")
@@ -79,41 +83,49 @@ def run(args) -> int:
         settings = SamplingSettings(args.temperature, args.top_p, args.top_k)
     except ConfigError as err:
         raise ConfigError(f"--{str(err).replace('_', '-')}") from None
+    if args.stream and Path(args.stream).exists() and not args.overwrite:
+        raise ConfigError(f"--stream {args.stream}: the file exists; pass --overwrite to replace it")
     model = load_model(args.checkpoint, map_location=args.device)
     if not isinstance(model, SaShiMiLM):
         raise CheckpointError(f"{args.checkpoint}: holds a bare backbone, not a SaShiMiLM; cannot generate")
     cfg = model.config
     prime_wave, prime_tokens = load_prime(args.prime, cfg, args.prime_seconds) if args.prime else (None, None)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     n_new = int(round(args.seconds * cfg.sample_rate))
-    seeds = [args.seed + i for i in range(args.n)]
+    out = OutputFolder(args.out, _identity(args, settings), resume=args.resume, overwrite=args.overwrite)
+    seeds = [args.seed + i for i in range(args.n) if args.seed + i not in out.finished_seeds]
     batch = args.batch_size or args.n
-    rows, backends, start, step = [], set(), time.perf_counter(), None
-    with tqdm(total=args.n * n_new, unit="sample", unit_scale=True, desc="generate") as bar:
-        for b0 in range(0, args.n, batch):
-            batch_rows, step = _generate_batch(model, seeds[b0 : b0 + batch], settings, prime_tokens, n_new, out,
-                                               args, bar, step)
-            rows += batch_rows
+    backends, start, step = set(), time.perf_counter(), None
+    total = args.n * n_new
+    # the bar's [elapsed<remaining] is the ETA of the whole set; a resumed run starts at what is done
+    with tqdm(total=total, initial=total - len(seeds) * n_new, unit="sample", unit_scale=True, desc="generate") as bar:
+        for b0 in range(0, len(seeds), batch):
+            step = _generate_batch(model, seeds[b0 : b0 + batch], settings, prime_tokens, n_new, out, args, bar, step)
             backends.add("reference" if args.eager else step.backend)
     elapsed = time.perf_counter() - start
-    rows = _finalize(rows, out)
-    manifest = _manifest(args, cfg, settings, rows, n_new, prime_tokens, elapsed, "+".join(sorted(backends)))
-    atomic_write(out / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n"))
+    generated = len(seeds) * n_new
+    manifest = _manifest(args, cfg, settings, n_new, prime_tokens, elapsed, generated, "+".join(sorted(backends)))
+    rows = out.finalize(manifest)
     if args.report:
         prime = None
         if prime_tokens is not None:
-            _write_tokens(out / "prime.wav", prime_tokens[None], cfg)
+            _write_tokens(out.folder / "prime.wav", prime_tokens[None], cfg)
             prime = {"file": "prime.wav", "source": str(args.prime)}
-        write_report(out, rows, f"sashimi generate: {args.checkpoint}", prime)
-    print(f"wrote {len(rows)} samples to {out} ({manifest['timing']['samples_per_second']:.0f} samples/s, "
-          f"{manifest['timing']['real_time_factor']:.2f}x real time overall, including setup)")
+        write_report(out.folder, rows, f"sashimi generate: {args.checkpoint}", prime)
+    kept = f", {args.n - len(seeds)} kept from the interrupted run" if len(seeds) < args.n else ""
+    print(f"wrote {len(rows)} samples to {out.folder} ({manifest['timing']['samples_per_second']:.0f} samples/s, "
+          f"{manifest['timing']['real_time_factor']:.2f}x real time overall, including setup{kept})")
     return 0
 
 
-def _generate_batch(model, seeds, settings, prime, n_new, out: Path, args, bar, like=None) -> tuple[list[dict], Any]:
-    """Generate one batch, writing every sequence's WAV as chunks arrive. Returns its manifest rows and the step
-    that ran it: a FastLM, whose converted model the next batch reuses (``like``), or the reference step."""
+def _identity(args, settings) -> dict:
+    """What decides the audio of a run: a resumed run must repeat it (the batch size may change)."""
+    return {"checkpoint": str(args.checkpoint), **settings.to_dict(), "n": args.n, "seconds": args.seconds,
+            "seed": args.seed, "prime": args.prime, "prime_seconds": args.prime_seconds}
+
+
+def _generate_batch(model, seeds, settings, prime, n_new, out: OutputFolder, args, bar, like=None):
+    """Generate one batch into the folder's scratch file, then write its WAVs. Returns the step that ran it:
+    a FastLM, whose converted model the next batch reuses (``like``), or the reference step."""
     cfg = model.config
     quant = make_quantizer(cfg.quantization, cfg.bits)
     with _default_threads():  # the step's set-up and the prefill: ~1.6x faster on two cores than on one
@@ -123,26 +135,46 @@ def _generate_batch(model, seeds, settings, prime, n_new, out: Path, args, bar, 
     if args.threads and backend == "native":
         sampler.backend.threads = args.threads
     torch.set_num_threads(args.threads or 1)  # the step loop of the torch backends (small ops: 1 is fastest)
-    paths = [out / f".seed{s}.partial.wav" for s in seeds]
-    wav = lambda path: sf.SoundFile(str(path), "w", cfg.sample_rate, 1, "PCM_16", format="WAV")
-    writers = [(wav(p), i) for i, p in enumerate(paths)]  # (file, sequence it gets)
-    if args.stream and seeds[0] == args.seed:
-        writers.append((wav(args.stream), 0))
+    n_prime = 0 if prime is None else len(prime)
+    scratch = out.scratch(len(seeds), n_prime + n_new)  # (B, T) int16: one open file whatever B is
+    stream = _stream_writer(args.stream, cfg) if args.stream and seeds[0] == args.seed else None
     try:
-        if prime is not None and len(prime):
-            _write_chunk(writers, quant.decode(sampler.prime.cpu()).numpy())
+        position = 0
+        if n_prime:
+            position = _put(scratch, stream, quant.decode(sampler.prime.cpu()).numpy(), position)
         t0 = time.perf_counter()
         for chunk in sampler.chunks(n_new):
-            _write_chunk(writers, quant.decode(chunk.cpu()).numpy())
+            position = _put(scratch, stream, quant.decode(chunk.cpu()).numpy(), position)
             bar.update(chunk.numel())
-            rate = bar.n / max(time.perf_counter() - t0, 1e-9)
+            rate = (position - n_prime) * len(seeds) / max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix_str(f"{rate / cfg.sample_rate:.2f}x real time")
+        scratch.flush()
+        rows = [{"seed": s, "log_likelihood": float(ll), "bits_per_sample": float(bps), "n_generated": n_new}
+                for s, ll, bps in zip(seeds, sampler.log_likelihood, sampler.bits_per_sample)]
+        out.finish_batch(scratch, rows, cfg.sample_rate)
     finally:
-        for w, _ in writers:
-            w.close()
-    return [{"file": p.name, "seed": s, "log_likelihood": float(ll), "bits_per_sample": float(bps),
-             "n_generated": n_new} for p, s, ll, bps in zip(paths, seeds, sampler.log_likelihood,
-                                                             sampler.bits_per_sample)], sampler.backend
+        if stream is not None:
+            stream.close()
+        del scratch
+        out.drop_scratch()
+    return sampler.backend
+
+
+def _stream_writer(path: str, cfg) -> sf.SoundFile:
+    try:
+        return sf.SoundFile(str(path), "w", cfg.sample_rate, 1, "PCM_16", format="WAV")
+    except (sf.LibsndfileError, OSError) as err:
+        raise ConfigError(f"--stream {path}: cannot write there ({err})") from None
+
+
+def _put(scratch, stream, audio, position: int) -> int:
+    """audio (B c) floats -> int16 PCM into the scratch at ``position`` (and the stream, flushed)."""
+    pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
+    scratch[:, position:position + pcm.shape[1]] = pcm
+    if stream is not None:
+        stream.write(pcm[0])
+        stream.flush()
+    return position + pcm.shape[1]
 
 
 _DEFAULT_THREADS = torch.get_num_threads()  # torch's default for this process (all cores, or OMP_NUM_THREADS)
@@ -159,31 +191,12 @@ def _default_threads():
         torch.set_num_threads(before)
 
 
-def _write_chunk(writers, audio) -> None:
-    """audio (B c) floats; flushed so that a player following the file sees every chunk."""
-    for w, i in writers:
-        w.write(audio[i])
-        w.flush()
-
-
 def _write_tokens(path: Path, tokens: torch.Tensor, cfg) -> None:
     wave = make_quantizer(cfg.quantization, cfg.bits).decode(tokens)[0].numpy()
     sf.write(str(path), wave, cfg.sample_rate, subtype="PCM_16", format="WAV")
 
 
-def _finalize(rows: list[dict], out: Path) -> list[dict]:
-    """Sort by log-likelihood (best first) and rename the partial files to their final names."""
-    rows = sorted(rows, key=lambda r: -r["log_likelihood"])
-    width = len(str(len(rows)))
-    for rank, row in enumerate(rows, 1):
-        name = f"{rank:0{width}d}_seed{row['seed']}.wav"
-        os.replace(out / row["file"], out / name)
-        row["file"] = name
-    return rows
-
-
-def _manifest(args, cfg, settings, rows, n_new, prime_tokens, elapsed, backend: str) -> dict:
-    total = len(rows) * n_new
+def _manifest(args, cfg, settings, n_new, prime_tokens, elapsed, generated: int, backend: str) -> dict:
     return {
         "checkpoint": str(args.checkpoint),
         "sample_rate": cfg.sample_rate,
@@ -195,7 +208,7 @@ def _manifest(args, cfg, settings, rows, n_new, prime_tokens, elapsed, backend: 
                      "batch_size": args.batch_size or args.n, "step": "eager" if args.eager else "fast",
                      "backend": backend, "compiled": backend in ("native", "inductor"), "device": args.device},
         "log_likelihood_note": "nats of the generated samples (after the prime) under the model, temperature 1",
-        "samples": rows,
-        "timing": {"seconds": elapsed, "samples_per_second": total / elapsed,
-                   "real_time_factor": total / elapsed / cfg.sample_rate},
+        "timing": {"seconds": elapsed, "samples_generated": generated, "samples_per_second": generated / elapsed,
+                   "real_time_factor": generated / elapsed / cfg.sample_rate,
+                   "note": "this invocation only (a resumed run counts what it generated itself)"},
     }

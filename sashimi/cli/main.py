@@ -13,8 +13,10 @@ _COMMAND_MODULES = (
     "sashimi.cli.convert",
     "sashimi.cli.data",
     "sashimi.cli.train",
+    "sashimi.cli.classifier",
     "sashimi.cli.evaluate",
     "sashimi.cli.generate",
+    "sashimi.cli.score",
     "sashimi.cli.bench",
 )
 
@@ -38,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Sub-commands that end in a key=value list, and where it goes. argparse ends a positional list at the first
 # option, so the pairs after one (`sashimi train demo --run-dir runs/demo trainer.max_steps=100`) come back
 # unparsed; parse() puts them where they belong.
-_TRAILING = {"train": "args", "evaluate": "overrides"}
+_TRAILING = {"train": "args", "evaluate": "overrides", "classifier": "args"}
 
 
 def parse(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -46,7 +48,7 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argpa
     args, extra = parser.parse_known_args(argv)
     dest = _TRAILING.get(getattr(args, "command", None))
     if extra:
-        if dest is None or any(x.startswith("-") for x in extra):
+        if dest is None or not hasattr(args, dest) or any(x.startswith("-") for x in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         setattr(args, dest, [*getattr(args, dest), *extra])
     return parser, args

@@ -22,8 +22,15 @@ from sashimi.data.datasets import DIGITS, SPLIT_LISTS, build_dataset, load_index
 from sashimi.errors import ConfigError, SashimiError
 
 PREPARABLE = ("sc09", "youtubemix", "beethoven")
-SPEECH_COMMANDS_URL = "https://storage.googleapis.com/download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
-SPEECH_COMMANDS_SHA256 = "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58"
+# Speech Commands releases: (url, sha256). The official SC09 evaluation classifier was trained on v0.01.
+SPEECH_COMMANDS = {
+    "v0.02": ("https://storage.googleapis.com/download.tensorflow.org/data/speech_commands_v0.02.tar.gz",
+              "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58"),
+    "v0.01": ("https://storage.googleapis.com/download.tensorflow.org/data/speech_commands_v0.01.tar.gz",
+              "743935421bb51cccdb6bdd152e04c5c70274e935c82119ad7faeec31780d811d"),
+}
+SPEECH_COMMANDS_URL, SPEECH_COMMANDS_SHA256 = SPEECH_COMMANDS["v0.02"]
+NOISE_FOLDER = "_background_noise_"  # Speech Commands' background recordings (classifier augmentation)
 HF_REPOS = {"youtubemix": "krandiash/youtubemix", "beethoven": "krandiash/beethoven", "sc09": "krandiash/sc09"}
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 
@@ -87,15 +94,20 @@ def dataset_info(root: str | Path, name: str | None = None, **cfg_fields) -> Dat
 
 
 def prepare_dataset(name: str, root: str | Path, source: str | Path | None = None, download: bool = False,
-                    **cfg_fields) -> DatasetSummary:
-    """Install dataset `name` under `root` from `source` (archive or folder) or by downloading, then summarize."""
+                    release: str = "v0.02", **cfg_fields) -> DatasetSummary:
+    """Install dataset `name` under `root` from `source` (archive or folder) or by downloading, then summarize.
+
+    ``release``: the Speech Commands release that ``download`` fetches for sc09 (v0.02, or v0.01, the one
+    the official SC09 evaluation classifier was trained on)."""
     if name not in PREPARABLE:
         raise ConfigError(f"prepare supports {', '.join(PREPARABLE)}; got {name!r} (use synth-digits for digits)")
+    if release not in SPEECH_COMMANDS:
+        raise ConfigError(f"release must be one of {sorted(SPEECH_COMMANDS)}, got {release!r}")
     root = Path(root)
     if download:
         if source is not None:
             raise ConfigError("give either --source or --download, not both")
-        source = _download(name, root / ".download")
+        source = _download(name, root / ".download", release)
     if source is not None:
         source = Path(source)
         if not source.exists():
@@ -123,10 +135,10 @@ def _install_speech_commands(source: Path, root: Path) -> None:
     """Copy the ten digit folders and the digit lines of the split lists from a Speech Commands tree."""
     candidates = [p.parent for p in source.rglob(SPLIT_LISTS["valid"]) if (p.parent / "zero").is_dir()]
     if not candidates:
-        raise ConfigError(f"{source} holds no Speech Commands v0.02 tree (a folder with zero/ .. nine/ and "
+        raise ConfigError(f"{source} holds no Speech Commands tree (a folder with zero/ .. nine/ and "
                           f"{SPLIT_LISTS['valid']}, {SPLIT_LISTS['test']})")
     tree = candidates[0]
-    for word in DIGITS:
+    for word in DIGITS + ((NOISE_FOLDER,) if (tree / NOISE_FOLDER).is_dir() else ()):
         if (tree / word).resolve() != (root / word).resolve():
             shutil.copytree(tree / word, root / word, dirs_exist_ok=True)
     for list_name in SPLIT_LISTS.values():
@@ -170,9 +182,10 @@ def extract_archive(archive: Path, dest: Path) -> None:
 # ---------------------------------------------------------------- download (online use only)
 
 
-def _download(name: str, dest: Path) -> Path:
+def _download(name: str, dest: Path, release: str = "v0.02") -> Path:
     if name == "sc09":
-        return download_file(SPEECH_COMMANDS_URL, dest / "speech_commands_v0.02.tar.gz", SPEECH_COMMANDS_SHA256)
+        url, sha256 = SPEECH_COMMANDS[release]
+        return download_file(url, dest / url.rsplit("/", 1)[-1], sha256)
     try:
         from huggingface_hub import snapshot_download
         # verifies each file against the hub's sha256/etag and resumes interrupted transfers

@@ -39,26 +39,43 @@ def plot_audio(wave: np.ndarray, sample_rate: int, out_stem: Path) -> tuple[str,
     return names
 
 
-def write_report(out_dir: Path, entries: list[dict], title: str, prime: dict | None = None) -> Path:
-    """entries: manifest rows (``file``, ``log_likelihood``, ``bits_per_sample``, ``seed``), best first.
+def write_report(out_dir: Path, entries: list[dict], title: str, prime: dict | None = None, *,
+                 heard: dict[str, tuple[str, float]] | None = None, summary: str = "",
+                 max_items: int | None = None) -> Path:
+    """entries: manifest rows (``file``, and from ``sashimi generate`` also ``log_likelihood``,
+    ``bits_per_sample``, ``seed``), best first.
 
     prime: ``{"file": ..., "source": ...}`` for a prime WAV inside ``out_dir`` (shown first).
+    heard: file -> (class the evaluation classifier predicts, its probability), shown beside each sample.
+    summary: an HTML block (scores, histogram) placed above the samples.
+    max_items: show players and plots for the first ``max_items`` entries only (large sets).
     """
     out_dir = Path(out_dir)
     items = []
     if prime is not None:
         items.append(_item(out_dir, prime["file"], "prime", f"from {prime['source']}"))
-    for rank, e in enumerate(entries, 1):
-        meta = (f"log-likelihood {e['log_likelihood']:.1f} nats &middot; {e['bits_per_sample']:.3f} bits/sample "
-                f"&middot; seed {e['seed']}")
-        items.append(_item(out_dir, e["file"], f"#{rank}: {e['file']}", meta))
+    shown = entries if max_items is None else entries[:max_items]
+    for rank, e in enumerate(shown, 1):
+        items.append(_item(out_dir, e["file"], f"#{rank}: {e['file']}", _meta(e, (heard or {}).get(e["file"]))))
+    ordered = "sorted by log-likelihood (most likely first)" if entries and "log_likelihood" in entries[0] else "in order"
+    more = f" The first {len(shown)} are shown." if len(shown) < len(entries) else ""
     page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"
-            f"<p class='meta'>{len(entries)} samples, sorted by log-likelihood (most likely first).</p>\n"
+            f"<style>{STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n{summary}"
+            f"<p class='meta'>{len(entries)} samples, {ordered}.{more}</p>\n"
             + "\n".join(items) + "\n</body></html>\n")
     path = out_dir / "index.html"
     atomic_write(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     return path
+
+
+def _meta(e: dict, heard: tuple[str, float] | None) -> str:
+    parts = []
+    if "log_likelihood" in e:
+        parts += [f"log-likelihood {e['log_likelihood']:.1f} nats", f"{e['bits_per_sample']:.3f} bits/sample",
+                  f"seed {e['seed']}"]
+    if heard is not None:
+        parts.append(f"classifier hears <b>{html.escape(heard[0])}</b> ({heard[1]:.0%})")
+    return " &middot; ".join(parts)
 
 
 def _item(out_dir: Path, file: str, heading: str, meta: str) -> str:

@@ -42,6 +42,8 @@ def _header(model: nn.Module) -> dict:
         return {"kind": "lm", "config": model.config.to_dict()}
     if isinstance(model, SaShiMi) and hasattr(model, "init_kwargs"):
         return {"kind": "backbone", "config": model.init_kwargs}
+    if hasattr(model, "checkpoint_header"):  # other models of the package (the evaluation classifier)
+        return model.checkpoint_header()
     raise CheckpointError(f"cannot save a {type(model).__name__}: expected SaShiMiLM or a SaShiMi backbone")
 
 
@@ -86,6 +88,9 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     if not weights.exists():
         raise CheckpointError(f"{weights}: no such file")
     header = read_header(weights)
+    if header["kind"] == "classifier":
+        raise CheckpointError(f"{weights}: this is an evaluation classifier, not an audio model; "
+                              "use it with `sashimi score --classifier` (sashimi.metrics.load_classifier)")
     if header["kind"] == "lm":
         model = SaShiMiLM(SaShiMiConfig.from_dict(header["config"], where=f"{weights}: config"))
     else:
@@ -94,11 +99,11 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         state = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{weights}: corrupted weights ({err})") from None
-    _load_state(model, state, weights)
+    load_state(model, state, weights)
     return model.eval()
 
 
-def _load_state(model: nn.Module, state: dict, where: Path) -> None:
+def load_state(model: nn.Module, state: dict, where: Path) -> None:
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:

@@ -83,7 +83,7 @@ class Checkpointer(pl.Callback):
 
 
 class Throughput(pl.Callback):
-    """Training samples (tokens) per second, summed over ranks, in the progress bar and the logs."""
+    """Training samples (tokens) per second, or clips per second for the classifier, summed over ranks."""
 
     def __init__(self):
         self._t0 = None
@@ -93,8 +93,11 @@ class Throughput(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         seconds = time.perf_counter() - self._t0
-        rate = batch.numel() * trainer.world_size / max(seconds, 1e-9)
-        pl_module.log("train/samples_per_s", rate, prog_bar=True)
+        if isinstance(batch, torch.Tensor):  # audio tokens (B, L): samples per second
+            key, count = "train/samples_per_s", batch.numel()
+        else:  # (images, labels) of the classifier: clips per second
+            key, count = "train/clips_per_s", len(batch[-1])
+        pl_module.log(key, count * trainer.world_size / max(seconds, 1e-9), prog_bar=True)
 
 
 class RunFiles(pl.Callback):

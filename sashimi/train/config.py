@@ -185,7 +185,7 @@ def merge(base: dict, update: dict) -> dict:
     return out
 
 
-def apply_overrides(d: dict, overrides: list[str]) -> dict:
+def apply_overrides(d: dict, overrides: list[str], sections: tuple[str, ...] = SECTIONS) -> dict:
     """Apply ``section.key=value`` strings; the value is parsed as YAML (so 1e-3, true, [4, 4] work)."""
     out = copy.deepcopy(d)
     for item in overrides:
@@ -194,8 +194,8 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
         if not sep or len(parts) != 2 or not all(parts):
             raise ConfigError(f"override {item!r}: expected section.key=value, e.g. optim.lr=0.001")
         section, name = parts
-        if section not in SECTIONS:
-            raise ConfigError(f"override {item!r}: unknown section {section!r}; valid sections are {list(SECTIONS)}")
+        if section not in sections:
+            raise ConfigError(f"override {item!r}: unknown section {section!r}; valid sections are {list(sections)}")
         out.setdefault(section, {})[name] = parse_value(text, item)
     return out
 

@@ -45,8 +45,10 @@ def build_trainer(config: TrainConfig, run_dir: Path) -> pl.Trainer:
     )
 
 
-def train(config: TrainConfig, run_dir: str | Path, *, datasets: dict[str, Dataset] | None = None) -> Path:
-    """Train from scratch into ``run_dir``; returns the exported model directory."""
+def train(config, run_dir: str | Path, *, datasets: dict[str, Dataset] | None = None) -> Path:
+    """Train from scratch into ``run_dir``; returns the exported model directory.
+
+    ``config``: a TrainConfig (the audio model) or a ClassifierTrainConfig (the evaluation classifier)."""
     run_dir = Path(run_dir)
     if (run_dir / "checkpoints" / LAST).exists():
         raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
@@ -61,7 +63,7 @@ def resume(run_dir: str | Path, overrides: list[str] = (), *, datasets: dict[str
     """
     run_dir = Path(run_dir)
     checkpoint = read_checkpoint(run_dir / "checkpoints" / LAST)
-    config = TrainConfig.from_dict(apply_overrides(checkpoint["hyper_parameters"]["config"], list(overrides)))
+    config = _config_from_dict(checkpoint["hyper_parameters"]["config"], overrides)
     step = int(checkpoint.get("global_step", 0))
     if step >= config.trainer.max_steps:  # Lightning would train nothing and export nothing
         raise ConfigError(f"{run_dir} is already at step {step}, and trainer.max_steps is "
@@ -69,11 +71,27 @@ def resume(run_dir: str | Path, overrides: list[str] = (), *, datasets: dict[str
     return _fit(config, run_dir, resume=True, datasets=datasets)
 
 
-def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, datasets) -> Path:
+def _config_from_dict(d: dict, overrides: list[str]):
+    from sashimi.train.classifier import CLASSIFIER_SECTIONS, ClassifierTrainConfig, is_classifier_config
+
+    if is_classifier_config(d):
+        return ClassifierTrainConfig.from_dict(apply_overrides(d, list(overrides), CLASSIFIER_SECTIONS))
+    return TrainConfig.from_dict(apply_overrides(d, list(overrides)))
+
+
+def _task(config, datasets):
+    from sashimi.train.classifier import ClassifierTask, ClassifierTrainConfig
+
+    if isinstance(config, ClassifierTrainConfig):
+        return ClassifierTask(config.to_dict(), datasets)
+    return SaShiMiTask(config.to_dict(), datasets)
+
+
+def _fit(config, run_dir: Path, *, resume: bool, datasets) -> Path:
     if not datasets:
         check_data_root(config.data)
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    task = SaShiMiTask(config.to_dict(), datasets)
+    task = _task(config, datasets)
     trainer = build_trainer(config, run_dir)
     ckpt = run_dir / "checkpoints" / LAST
     if resume and not ckpt.is_file():
