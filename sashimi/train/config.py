@@ -216,7 +216,11 @@ def parse_value(text: str, item: str):
 
 def load_config(name: str | Path, overrides: list[str] = ()) -> TrainConfig:
     """Read a config file (or shipped preset), apply overrides, validate everything."""
-    return TrainConfig.from_dict(apply_overrides(read_config_dict(name), list(overrides)))
+    raw = read_config_dict(name)
+    if "classifier" in raw and "model" not in raw:
+        raise ConfigError(f"config {str(name)!r} trains the evaluation classifier: run "
+                          f"`sashimi classifier train {name}` instead")
+    return TrainConfig.from_dict(apply_overrides(raw, list(overrides)))
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
