@@ -158,3 +158,73 @@ def test_generate_on_a_gpu_writes_a_true_manifest(checkpoint, tmp_path, backend)
     for r in manifest["samples"]:
         assert r["log_likelihood"] == pytest.approx(_teacher_forced(model, out / r["file"], 0), abs=1e-3)
     assert main(["generate", str(checkpoint), "--device", "cuda", "--backend", "native", "--out", str(out)]) == 2
+
+
+def _audio_by_seed(out):
+    rows = json.loads((out / "manifest.json").read_text())["samples"]
+    return {r["seed"]: sf.read(str(out / r["file"]))[0] for r in rows}, rows
+
+
+def test_an_interrupted_run_resumes_without_redoing_finished_files(checkpoint, tmp_path, monkeypatch):
+    from sashimi.generation import sampler as sampler_module
+
+    args = ["--n", "5", "--seconds", "0.01", "--batch-size", "2", "--no-compile"]
+    assert main(["generate", str(checkpoint), *args, "--out", str(tmp_path / "whole")]) == 0
+    whole, _ = _audio_by_seed(tmp_path / "whole")
+
+    out, calls = tmp_path / "cut", []
+    chunks = sampler_module.Sampler.chunks
+
+    def dies_in_the_second_batch(self, n):
+        calls.append(list(self.seeds))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # like a kill between two batches' ends
+        return chunks(self, n)
+
+    monkeypatch.setattr(sampler_module.Sampler, "chunks", dies_in_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        main(["generate", str(checkpoint), *args, "--out", str(out)])
+    assert not (out / "manifest.json").exists() and not (out / ".batch.raw").exists()
+    assert sorted(p.name for p in out.glob(".seed*.wav")) == [".seed0.wav", ".seed1.wav"]
+    assert main(["generate", str(checkpoint), *args, "--out", str(out)]) == 2  # not without --resume
+    calls.clear()
+    monkeypatch.setattr(sampler_module.Sampler, "chunks", lambda self, n: calls.append(list(self.seeds)) or chunks(self, n))
+    assert main(["generate", str(checkpoint), *args, "--out", str(out), "--resume"]) == 0
+    assert calls == [[2, 3], [4]]  # only the unfinished seeds were generated
+    resumed, rows = _audio_by_seed(out)
+    assert sorted(resumed) == sorted(whole) and all(np.array_equal(resumed[s], whole[s]) for s in whole)
+    assert sorted(p.name for p in out.iterdir()) == sorted([r["file"] for r in rows] + ["manifest.json"])
+
+
+def test_an_existing_sample_set_is_never_replaced_silently(checkpoint, tmp_path, capsys):
+    out, live = tmp_path / "out", tmp_path / "live.wav"
+    args = [str(checkpoint), "--n", "2", "--seconds", "0.01", "--no-compile", "--out", str(out)]
+    assert main(["generate", *args, "--seed", "0"]) == 0
+    first = sorted(p.name for p in out.iterdir())
+    assert main(["generate", *args, "--seed", "7"]) == 2
+    assert "already holds a sample set" in capsys.readouterr().err and sorted(p.name for p in out.iterdir()) == first
+    assert main(["generate", *args, "--seed", "7", "--resume"]) == 2  # complete: nothing to resume
+    assert "nothing to resume" in capsys.readouterr().err
+    assert main(["generate", *args, "--seed", "7", "--overwrite"]) == 0  # the whole earlier set is replaced
+    rows = json.loads((out / "manifest.json").read_text())["samples"]
+    assert sorted(r["seed"] for r in rows) == [7, 8]
+    assert sorted(p.name for p in out.iterdir()) == sorted([r["file"] for r in rows] + ["manifest.json"])
+    live.write_text("my notes")
+    assert main(["generate", str(checkpoint), "--n", "1", "--seconds", "0.01", "--no-compile",
+                 "--out", str(tmp_path / "o2"), "--stream", str(live)]) == 2
+    assert "--stream" in capsys.readouterr().err and live.read_text() == "my notes"
+    assert main(["generate", *args[:-1], str(tmp_path / "live.wav")]) == 2  # --out names a file
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_resume_with_other_settings_is_refused(checkpoint, tmp_path, capsys, monkeypatch):
+    from sashimi.generation import sampler as sampler_module
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(sampler_module.Sampler, "chunks", lambda self, n: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        main(["generate", str(checkpoint), "--n", "2", "--seconds", "0.01", "--no-compile", "--out", str(out)])
+    monkeypatch.undo()
+    assert main(["generate", str(checkpoint), "--n", "2", "--seconds", "0.01", "--no-compile", "--out", str(out),
+                 "--resume", "--temperature", "0.5"]) == 2
+    assert "other settings" in capsys.readouterr().err
