@@ -357,3 +357,20 @@ def test_unreadable_files(tmp_path):
     empty = tmp_path / "empty.pth"
     empty.write_bytes(b"")
     refusal(empty, "empty file")
+
+
+def test_cli_imports_the_official_file_for_sashimi_score(tmp_path, capsys):
+    from sashimi.cli.main import main
+    from sashimi.metrics.classifier import load_classifier
+
+    original = official_model()
+    path = save(nn.DataParallel(original), tmp_path / "resnext.pth", "zip")
+    assert main(["classifier", "import", str(path), str(tmp_path / "imported")]) == 0
+    assert "imported" in capsys.readouterr().out
+    assert_matches(load_classifier(tmp_path / "imported"), original)
+    sentinel = tmp_path / "ran"
+    bad = tmp_path / "bad.pth"
+    torch.save({"x": payload("os.system", sentinel)}, bad)
+    assert main(["classifier", "import", str(bad), str(tmp_path / "out2")]) == 2
+    err = capsys.readouterr().err
+    assert "refuses to load global" in err and "Traceback" not in err and not sentinel.exists()
