@@ -7,13 +7,18 @@ on another. Within it each build has a folder named after the extension and a ha
 headers beside it), its flags and the torch installation it compiles against (ninja rebuilds whenever a path
 in its commands changes), holding a copy of the sources that it is built from. Checkouts of the same source
 share one build; other versions or environments keep theirs side by side instead of rebuilding over each
-other. Later processes load the cached build in well under a second. Loading is serialised by a lock; a
-failure is remembered, so a process tries to build each extension only once. Every extension has a pure-PyTorch
-equivalent that its callers fall back to, so nothing here is required: without a compiler, sashimi still works.
+other. Later processes load the cached build in well under a second (ninja finds it up to date). Loading is
+serialised by a lock in the build folder; where that folder cannot be written (a shared or read-only cache,
+so no lock can be taken), a finished build in it is imported as it is, writing nothing. A build is finished
+when its stamp (``{name}.so.done``, written after it imported: the library's size and mtime) matches the
+library: one half-written by a killed build would crash the process that imports it. A failure is remembered,
+so a process tries to build each extension only once. Every extension has a pure-PyTorch equivalent that its callers fall back to, so
+nothing here is required: without a compiler, sashimi still works.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import platform
 import sys
@@ -57,6 +62,31 @@ def build_directory() -> Path:
     return base / "torch_extensions" / tag
 
 
+def _stamp(library: Path) -> str:
+    st = library.stat()
+    return f"{st.st_size} {st.st_mtime_ns}\n"
+
+
+def _finished(library: Path) -> bool:
+    """Whether ``library`` is the one a completed build wrote (its stamp matches): a library half-written by a
+    killed build, or being rewritten by a running one, is not (importing it could crash the process)."""
+    try:
+        return (library.parent / f"{library.name}.done").read_text() == _stamp(library)
+    except OSError:
+        return False
+
+
+def _mark_finished(library: Path) -> None:
+    """Stamp a library that was just built and imported (size and mtime), for ``_finished``."""
+    done = library.parent / f"{library.name}.done"
+    tmp = done.with_name(f"{done.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(_stamp(library))
+        os.replace(tmp, done)
+    except OSError:  # a cache we may not write to: later processes take the locked path again
+        tmp.unlink(missing_ok=True)
+
+
 class Extension:
     """One C++ source, built and loaded on first ``load()``.
 
@@ -90,6 +120,32 @@ class Extension:
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
         return build_directory() / f"{self.name}-{digest.hexdigest()[:12]}"
 
+    def _build_or_import(self):
+        """Build under the lock (or find the build up to date); where the build folder cannot be written, so
+        that no lock can be taken, import the finished build in it instead."""
+        try:
+            return self._compile()
+        except OSError:
+            module = self._import_built()
+            if module is None:
+                raise
+            return module
+
+    def _import_built(self):
+        """The module from this source's build folder if that holds a finished build of it, imported as is (no
+        lock, no ninja, nothing written); else None (no build, a killed or a running one, or a library that
+        does not import)."""
+        library = self._build_folder() / f"{self.name}.so"
+        if not _finished(library):
+            return None
+        spec = importlib.util.spec_from_file_location(self.name, library)
+        try:
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        except (ImportError, OSError):
+            return None
+        return module
+
     def _compile(self):
         from torch.utils import cpp_extension
 
@@ -112,6 +168,7 @@ class Extension:
         t0 = time.perf_counter()
         module = cpp_extension.load(name=self.name, sources=[str(source)], extra_cflags=self._flags(),
                                     extra_ldflags=self._omp(), build_directory=str(build), verbose=False)
+        _mark_finished(build / f"{self.name}.so")
         if compiling:
             print(f"sashimi: {self.what} compiled in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
         return module
@@ -121,7 +178,7 @@ class Extension:
         with self._lock:
             if self._module is None and self._error is None:
                 try:
-                    self._module = self._compile()
+                    self._module = self._build_or_import()
                 except Exception as err:  # noqa: BLE001 - build failures come in many types
                     self._error = err
             if self._module is None:

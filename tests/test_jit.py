@@ -1,4 +1,7 @@
 """Build folders of the JIT extensions: keyed by source content and flags, not by where the source lies."""
+import importlib.util
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -71,3 +74,89 @@ def test_a_first_build_says_so_and_a_cached_one_is_silent(loads, tmp_path, capsy
     (Path(loads[0]["build_directory"]) / "demo_ext.so").write_bytes(b"")
     jit.Extension("demo_ext", source, "the demo step").load()
     assert capsys.readouterr().err == ""
+
+
+
+@pytest.fixture
+def builds(monkeypatch, tmp_path):
+    """cpp_extension.load faked as a build that writes the library: a stdlib extension module stands in for it
+    (so no compiler is needed), copied to BUILD/NAME.so and imported. Returns the build folders, one per call."""
+    from torch.utils import cpp_extension
+
+    stand_in = Path(importlib.util.find_spec("_bisect").origin)
+    if stand_in.suffix != ".so":
+        pytest.skip("this Python has _bisect built in: no extension module to stand in for a build")
+    folders = []
+
+    def build(name, build_directory, **kw):
+        folders.append(Path(build_directory))
+        # a new file, as the linker writes (rewriting a library in place would corrupt a copy already loaded)
+        shutil.copy(stand_in, folders[-1] / "new.so")
+        os.replace(folders[-1] / "new.so", folders[-1] / f"{name}.so")
+        return importlib.import_module(name)
+
+    monkeypatch.setenv("SASHIMI_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cpp_extension, "load", build)
+    return folders
+
+
+def _no_lock(monkeypatch):
+    """cpp_extension.load fails the way it does in a folder the user may not write: at its lock file."""
+    from torch.utils import cpp_extension
+
+    def load(build_directory, **kw):
+        raise PermissionError(13, "Permission denied", os.path.join(build_directory, "lock"))
+
+    monkeypatch.setattr(cpp_extension, "load", load)
+
+
+def _tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.stat().st_mode, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def _set_writable(root: Path, writable: bool) -> None:
+    for p in [root, *root.rglob("*")]:
+        p.chmod(p.stat().st_mode | 0o200 if writable else p.stat().st_mode & ~0o222)
+
+
+def test_a_read_only_cache_that_holds_the_build_is_imported_without_a_lock(builds, monkeypatch, tmp_path):
+    """A prebuilt cache the user may not write to (shared, or read-only) is used as it is. The cache is made
+    read-only with chmod, but tests run as root, where chmod does not stop writes: so taking the build lock
+    (cpp_extension.load creates BUILD/lock, then runs ninja) fails here the way it does without write access."""
+    source = _source(tmp_path / "src", "int f() { return 1; }\n")
+    jit.Extension("_bisect", source, "the demo step").load()  # the build, on a writable cache
+    _no_lock(monkeypatch)
+    cache = tmp_path / "cache"
+    _set_writable(cache, False)
+    try:
+        before = _tree(cache)
+        module = jit.Extension("_bisect", source, "the demo step").load()  # a later process's first load
+        assert module.bisect_left([1, 2, 3], 2) == 1
+        assert _tree(cache) == before  # nothing written or touched
+        # another source has no build in the cache: building needs the lock, and its failure is the
+        # extension's (its callers fall back to PyTorch)
+        other = jit.Extension("_bisect", _source(tmp_path / "other", "int f() { return 2; }\n"), "the demo step")
+        with pytest.raises(jit.NativeUnavailable, match="the demo step could not be built .PermissionError"):
+            other.load()
+    finally:
+        _set_writable(cache, True)
+
+
+def test_where_no_lock_can_be_taken_only_a_finished_build_is_imported(builds, monkeypatch, tmp_path):
+    """Only a library that its build stamped when it finished is imported without the lock: one half-written
+    by a killed build (importing it could crash the process with SIGBUS), or never stamped, is not, and the
+    extension is unavailable (its callers fall back to PyTorch)."""
+    source = _source(tmp_path / "src", "int f() { return 1; }\n")
+    jit.Extension("_bisect", source, "demo").load()
+    library = builds[0] / "_bisect.so"
+    whole = library.read_bytes()
+    library.unlink()
+    library.write_bytes(whole[:1000])  # rebuilt later, by a build killed while linking
+    _no_lock(monkeypatch)
+    with pytest.raises(jit.NativeUnavailable, match="demo could not be built .PermissionError"):
+        jit.Extension("_bisect", source, "demo").load()
+    library.unlink()
+    library.write_bytes(whole)  # whole, but no finished build stamped it
+    (builds[0] / "_bisect.so.done").unlink()
+    with pytest.raises(jit.NativeUnavailable, match="PermissionError"):
+        jit.Extension("_bisect", source, "demo").load()

@@ -91,6 +91,9 @@ def run(args) -> int:
     cfg = model.config
     prime_wave, prime_tokens = load_prime(args.prime, cfg, args.prime_seconds) if args.prime else (None, None)
     n_new = int(round(args.seconds * cfg.sample_rate))
+    if n_new < 1:
+        raise ConfigError(f"--seconds {args.seconds} is less than one sample at the model's {cfg.sample_rate} Hz; "
+                          f"use at least {1 / cfg.sample_rate:.3g}")
     out = OutputFolder(args.out, _identity(args, settings), resume=args.resume, overwrite=args.overwrite)
     seeds = [args.seed + i for i in range(args.n) if args.seed + i not in out.finished_seeds]
     batch = args.batch_size or args.n
@@ -128,13 +131,15 @@ def _generate_batch(model, seeds, settings, prime, n_new, out: OutputFolder, arg
     a FastLM, whose converted model the next batch reuses (``like``), or the reference step."""
     cfg = model.config
     quant = make_quantizer(cfg.quantization, cfg.bits)
+    loop_threads = args.threads or 1  # torch's threads in the step loop (small ops: 1 is fastest)
     with _default_threads():  # the step's set-up and the prefill: ~1.6x faster on two cores than on one
+        # the torch steps are compiled for, and run on, the loop's threads (FastLM torch_threads)
         sampler = Sampler(model, seeds, settings, prime=prime, fast=not args.eager, compile=not args.no_compile,
-                          backend="eager" if args.no_compile else args.backend, like=like)
+                          backend="eager" if args.no_compile else args.backend, like=like, torch_threads=loop_threads)
     backend = "reference" if args.eager else sampler.backend.backend
     if args.threads and backend == "native":
         sampler.backend.threads = args.threads
-    torch.set_num_threads(args.threads or 1)  # the step loop of the torch backends (small ops: 1 is fastest)
+    torch.set_num_threads(loop_threads)
     n_prime = 0 if prime is None else len(prime)
     scratch = out.scratch(len(seeds), n_prime + n_new)  # (B, T) int16: one open file whatever B is
     stream = _stream_writer(args.stream, cfg) if args.stream and seeds[0] == args.seed else None

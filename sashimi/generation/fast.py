@@ -15,7 +15,8 @@ Why it is fast (``SaShiMiLM.step`` stays the reference; tests assert both give t
     the only thing that depends on t is *which* tiers run;
   * a step's graph depends only on its depth (how many tiers are due: tier i+1 runs when tier i's pool fills),
     so one graph per depth, sampling included, is compiled with inductor (3 graphs for two pooling levels),
-    with dynamo's per-call guard checks skipped; a compiler failure falls back to eager with a warning;
+    with dynamo's per-call guard checks skipped, and run on the torch threads it was compiled for; a compiler
+    failure falls back to eager with a warning;
   * all state is preallocated and updated in place.
 The conversion reads the model's current parameters; build a new ``FastLM`` after changing them.
 """
@@ -177,6 +178,20 @@ def _fast_blocks(blocks: list[nn.Module]) -> dict[int, nn.Module]:
         return {id(b): f for b, f in zip(order, pool.map(convert, order))}
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """torch's intra-op threads set to ``n`` inside the block (where they differ), restored after it."""
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _own_code(fn):
     """``fn`` with a code object of its own. Dynamo keeps its compiled graphs (at most ``recompile_limit``, 8)
     on the code object, and every FastLM's step closures share one: without a copy, the third FastLM of a
@@ -201,6 +216,12 @@ class FastLM(nn.Module):
     ``like``: another FastLM of the same (unchanged) model, e.g. for another batch size: its converted blocks
     are reused, which skips most of the set-up (the S4 layers' float64 discretization).
 
+    ``torch_threads``: torch's intra-op threads for the torch backends' steps; default: torch's count when the
+    FastLM is built. Every ``step``/``steps`` call runs under this count (set around the call where torch's
+    differs), and inductor compiles for it: dynamo guards on the thread count and inductor writes it into
+    its CPU kernels, so a compiled step is valid for the count it was compiled under only. Build the FastLM
+    with the count its loop will use (set-up and prefill may run under another).
+
     ``cuda_graphs``: replay the torch backends' steps as CUDA graphs (``graphs.py``: one graph per step
     depth, and one per pooling period for ``steps``). Default: on for a model on a CUDA device. A capture
     that fails, or whose replay differs from the uncaptured step, falls back to it with a RuntimeWarning;
@@ -209,8 +230,11 @@ class FastLM(nn.Module):
 
     def __init__(self, model: SaShiMiLM, batch_size: int, settings: SamplingSettings = SamplingSettings(),
                  compile: bool = True, backend: str | None = None, cuda_graphs: bool | None = None,
-                 like: FastLM | None = None):
+                 like: FastLM | None = None, torch_threads: int | None = None):
         super().__init__()
+        if torch_threads is not None and torch_threads < 1:
+            raise ConfigError(f"torch_threads must be >= 1, got {torch_threads}")
+        self._torch_threads = torch_threads or torch.get_num_threads()
         bb = model.backbone
         if any(getattr(m.layer, "bidirectional", False) for m in bb.modules() if isinstance(m, ResidualS4Block)):
             raise ConfigError("a bidirectional model cannot generate autoregressively")
@@ -294,15 +318,16 @@ class FastLM(nn.Module):
 
     @property
     def threads(self) -> int:
-        """Threads of the native step (``native.py``); the torch backends run on torch's threads
-        (``torch.get_num_threads()``, set process-wide with ``torch.set_num_threads``)."""
-        return self._native.threads if self._native is not None else torch.get_num_threads()
+        """Threads of the native step (``native.py``), or the torch threads the torch backends' steps run on
+        (``torch_threads``, fixed when the FastLM is built)."""
+        return self._native.threads if self._native is not None else self._torch_threads
 
     @threads.setter
     def threads(self, n: int) -> None:
         if self._native is None:
             raise ConfigError(f"threads is set per step for the native backend only; the {self.backend} step "
-                              "uses torch.set_num_threads")
+                              "runs on the torch_threads it was built with (FastLM(..., torch_threads=N)), "
+                              "whatever torch.set_num_threads says later")
         if n < 1:
             raise ConfigError(f"threads must be >= 1, got {n}")
         self._native.threads = n
@@ -400,22 +425,30 @@ class FastLM(nn.Module):
             self.t += u.shape[0]
             return out
         tokens, logps, logits = [], [], None
-        for k in range(u.shape[0]):
-            token, logp, logits = self.step(token, u[k])
-            tokens.append(token)
-            logps.append(logp)
+        with _torch_threads(self._torch_threads):  # set once for the loop, not per step
+            for k in range(u.shape[0]):
+                token, logp, logits = self.step(token, u[k])
+                tokens.append(token)
+                logps.append(logp)
         if logits is None:
             return (torch.empty(0, self.batch_size, dtype=torch.long), torch.empty(0, self.batch_size),
                     torch.full((self.batch_size, self.head.out_features), float("nan")))
         return torch.stack(tokens), torch.stack(logps), logits
 
     def _stance(self):
-        """Skip dynamo's guard checks on the compiled steps: each depth has a single graph whose inputs (this
-        module's tensors, fixed shapes) never change, and checking hundreds of guards per step costs more
-        than the step itself."""
-        if not self.compiled:
-            return contextlib.nullcontext()
-        return torch.compiler.set_stance("default", skip_guard_eval_unsafe=True)
+        """Run the torch steps on ``torch_threads`` threads, and skip dynamo's guard checks on the compiled ones:
+        each depth has a single graph whose inputs (this module's tensors, fixed shapes) never change, and
+        checking hundreds of guards per step costs more than the step itself. The thread count is pinned
+        because the graphs were compiled for it; under another, dynamo would have to recompile, which the
+        skipped guards forbid (RuntimeError: "Recompilation triggered with skip_guard_eval_unsafe stance")."""
+        stance = torch.compiler.set_stance("default", skip_guard_eval_unsafe=True) if self.compiled \
+            else contextlib.nullcontext()
+        if torch.get_num_threads() == self._torch_threads:  # the usual case: nothing more per step
+            return stance
+        stack = contextlib.ExitStack()
+        stack.enter_context(_torch_threads(self._torch_threads))
+        stack.enter_context(stance)
+        return stack
 
     def _step_at_depth(self, depth: int):
         tau = math.prod(self.pool[:depth]) - 1  # a tier-0 step index at which exactly `depth` pools fill
@@ -461,7 +494,9 @@ class FastLM(nn.Module):
         try:
             compiled = [torch.compile(_own_code(fn), fullgraph=True, dynamic=False) for fn in steps]
             token = torch.zeros(self.batch_size, dtype=torch.long, device=self.head.weight.device)
-            with torch.no_grad():  # compile now, so that a failure falls back here and not mid-generation
+            # compile now, for the threads the steps will run on (see _stance), so that a failure falls back
+            # here and not mid-generation
+            with torch.no_grad(), _torch_threads(self._torch_threads):
                 for fn in compiled:
                     fn(token, self.head.weight.new_zeros(self.batch_size))
             self.restore(saved)

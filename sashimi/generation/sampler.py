@@ -54,7 +54,7 @@ class Sampler:
 
     def __init__(self, model: SaShiMiLM, seeds: list[int], settings: SamplingSettings = SamplingSettings(),
                  prime: torch.Tensor | None = None, fast: bool = True, compile: bool = True,
-                 backend: str | None = None, like: FastLM | None = None):
+                 backend: str | None = None, like: FastLM | None = None, torch_threads: int | None = None):
         if not seeds:
             raise ConfigError("need at least one seed (one per sequence)")
         model.eval()  # dropout off: sampling follows the model's distribution
@@ -64,9 +64,10 @@ class Sampler:
         self._rngs = [torch.Generator(device="cpu").manual_seed(int(s)) for s in self.seeds]
         # fast: FastLM with ``backend`` ("native", "inductor" or "eager"; default native, or eager when not
         # compile), falling back with a warning, reusing the conversion of ``like`` (an earlier Sampler's
-        # backend for the same model) if given; else the reference SaShiMiLM.step
-        self.backend = FastLM(model, B, settings, compile=compile, backend=backend, like=like) if fast \
-            else _EagerStep(model, B, settings)
+        # backend for the same model) if given, its torch steps run on ``torch_threads`` (FastLM); else the
+        # reference SaShiMiLM.step
+        self.backend = FastLM(model, B, settings, compile=compile, backend=backend, like=like,
+                              torch_threads=torch_threads) if fast else _EagerStep(model, B, settings)
         self.log_likelihood = torch.zeros(B, dtype=torch.float64)  # nats, of the generated samples
         self.n_generated = 0
         self._token = torch.full((B,), model.bos, dtype=torch.long, device=device)

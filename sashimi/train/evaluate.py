@@ -13,7 +13,7 @@ from tqdm import tqdm
 from sashimi.errors import CheckpointError, ConfigError
 from sashimi.metrics import LikelihoodTotals
 from sashimi.models.config import SaShiMiConfig
-from sashimi.models.io import WEIGHTS_NAME
+from sashimi.models.io import WEIGHTS_NAME, load_state
 from sashimi.models.lm import SaShiMiLM
 from sashimi.train.callbacks import BEST, LAST, read_checkpoint
 from sashimi.train.config import TrainConfig, apply_overrides, read_config_dict
@@ -46,16 +46,29 @@ def load_for_evaluation(checkpoint: str | Path, config: str | Path | None = None
         best, last = path / "checkpoints" / BEST, path / "checkpoints" / LAST
         path = best if best.is_file() else last
     if path.suffix == ".ckpt":
-        ckpt = read_checkpoint(path)
-        raw = ckpt["hyper_parameters"]["config"]
-        if config is not None:
-            raw = read_config_dict(config)
-        train_config = TrainConfig.from_dict(apply_overrides(raw, list(overrides)))
-        model = SaShiMiLM(SaShiMiConfig.from_dict(ckpt["hyper_parameters"]["config"]["model"]))
-        state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
-        model.to(next(iter(state.values())).dtype).load_state_dict(state)
-        return model, train_config
+        return _load_training_checkpoint(path, config, overrides)
     return _load_exported(path, config, overrides)
+
+
+def _load_training_checkpoint(path: Path, config, overrides) -> tuple[SaShiMiLM, TrainConfig]:
+    ckpt = read_checkpoint(path)
+    saved, state = _parts(ckpt, path)
+    raw = read_config_dict(config) if config is not None else saved
+    train_config = TrainConfig.from_dict(apply_overrides(raw, list(overrides)))
+    model = SaShiMiLM(SaShiMiConfig.from_dict(saved["model"], where=f"{path}: model config"))
+    load_state(model, {k.removeprefix("model."): v for k, v in state.items()}, path)
+    return model, train_config
+
+
+def _parts(ckpt, path: Path) -> tuple[dict, dict]:
+    """The training config (with its model section) and the state dict of a training checkpoint."""
+    hyper = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    saved = hyper.get("config") if isinstance(hyper, dict) else None
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not (isinstance(saved, dict) and isinstance(saved.get("model"), dict) and isinstance(state, dict) and state):
+        raise CheckpointError(f"{path}: not a sashimi training checkpoint (expected hyper_parameters.config with "
+                              "its model section, and a state_dict, as `sashimi train` writes them)")
+    return saved, state
 
 
 def _load_exported(path: Path, config, overrides) -> tuple[SaShiMiLM, TrainConfig]:

@@ -58,3 +58,25 @@ def test_checkpoint_errors(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "none")]) == 2
     assert "not a run directory, a .ckpt file or an exported model" in capsys.readouterr().err
     assert load_config("demo").data.name == "digits"
+
+
+@pytest.mark.parametrize("content", [
+    {"weight": torch.zeros(2)},  # a plain torch.save of a state dict
+    {"hyper_parameters": {"lr": 1.0}, "state_dict": {"w": torch.zeros(1)}},  # another program's checkpoint
+    torch.zeros(3),
+])
+def test_a_torch_file_that_is_not_a_training_checkpoint_is_a_clear_error(tmp_path, capsys, content):
+    path = tmp_path / "model.ckpt"
+    torch.save(content, path)
+    assert main(["evaluate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sashimi evaluate: error: {path}: not a sashimi training checkpoint")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_training_checkpoint_whose_weights_do_not_fit_its_config_is_a_clear_error(run, tmp_path, capsys):
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt["state_dict"].pop(next(iter(ckpt["state_dict"])))
+    torch.save(ckpt, tmp_path / "cut.ckpt")
+    assert main(["evaluate", str(tmp_path / "cut.ckpt")]) == 2
+    assert "weights do not match the config (missing" in capsys.readouterr().err
