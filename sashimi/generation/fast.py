@@ -70,6 +70,11 @@ class FastS4Block(nn.Module):
         layer = block.layer
         self.norm, self.output_linear, self.D = block.norm, layer.output_linear, _frozen(layer.D)
         self.dplr, self.eager_step_mode = layer.mode == "dplr", layer.step_mode
+        if self.dplr and layer.kernel.disc != "bilinear":
+            # The O(N) Woodbury step below is the bilinear recurrence; a ZOH DPLR layer steps exp(dt A), which
+            # has no such form. Stepping it here would sample from another distribution: refuse instead.
+            raise ConfigError(f"the fast step runs DPLR (s4) layers with disc='bilinear' only; this model has "
+                              f"disc={layer.kernel.disc!r}: generate with the reference step (--eager, or fast=False)")
         with torch.no_grad():
             if self.dplr:
                 self._setup_dplr(layer)

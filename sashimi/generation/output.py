@@ -54,7 +54,7 @@ class OutputFolder:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ConfigError(f"--out {self.folder}: cannot create the folder ({err.strerror})") from None
-        self._write_journal()
+        # the journal is written when the first batch is done: a run that fails before leaves nothing behind
 
     # ----- state
     def _has_run(self) -> bool:

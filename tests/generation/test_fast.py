@@ -120,3 +120,23 @@ def test_a_fastlm_like_another_reuses_its_conversion_and_steps_the_same(backend)
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(sashimi.errors.ConfigError, match="same model"):
         FastLM(small_model("s4"), 2, compile=False, like=first)
+
+
+def test_zoh_dplr_layers_are_refused_not_stepped_with_the_bilinear_recurrence(tmp_path, capsys):
+    """The fast step's O(N) Woodbury recurrence is the bilinear one; a ZOH DPLR model would be sampled from
+    another distribution (logits off by 0.24 on a tiny model), so it is refused with a pointer to --eager."""
+    import pytest
+
+    import sashimi
+    from sashimi.cli.main import main
+    from sashimi.errors import ConfigError
+    from sashimi.generation import FastLM
+
+    model = sashimi.SaShiMiLM(sashimi.preset("tiny", d_model=8, d_state=8, n_layers=1, l_max=64, disc="zoh")).eval()
+    with pytest.raises(ConfigError, match="disc='bilinear' only"):
+        FastLM(model, 1, backend="eager")
+    sashimi.save_model(model, tmp_path / "zoh")
+    assert main(["generate", str(tmp_path / "zoh"), "--n", "1", "--seconds", "0.001", "--out", str(tmp_path / "o")]) == 2
+    assert "--eager" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "zoh"), "--n", "1", "--seconds", "0.001", "--eager",
+                 "--out", str(tmp_path / "o")]) == 0
