@@ -220,10 +220,12 @@ def test_an_existing_sample_set_is_never_replaced_silently(checkpoint, tmp_path,
 def test_resume_with_other_settings_is_refused(checkpoint, tmp_path, capsys, monkeypatch):
     from sashimi.generation import sampler as sampler_module
 
-    out = tmp_path / "out"
-    monkeypatch.setattr(sampler_module.Sampler, "chunks", lambda self, n: (_ for _ in ()).throw(KeyboardInterrupt))
-    with pytest.raises(KeyboardInterrupt):
-        main(["generate", str(checkpoint), "--n", "2", "--seconds", "0.01", "--no-compile", "--out", str(out)])
+    out, chunks = tmp_path / "out", sampler_module.Sampler.chunks
+    monkeypatch.setattr(sampler_module.Sampler, "chunks", lambda self, n: (_ for _ in ()).throw(KeyboardInterrupt)
+                        if self.seeds == [1] else chunks(self, n))
+    with pytest.raises(KeyboardInterrupt):  # killed in the second batch: the first one is kept
+        main(["generate", str(checkpoint), "--n", "2", "--batch-size", "1", "--seconds", "0.01", "--no-compile",
+              "--out", str(out)])
     monkeypatch.undo()
     assert main(["generate", str(checkpoint), "--n", "2", "--seconds", "0.01", "--no-compile", "--out", str(out),
                  "--resume", "--temperature", "0.5"]) == 2
