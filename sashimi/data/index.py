@@ -3,12 +3,14 @@
 Building the index decodes each file once to catch what a header cannot show (truncated data, NaN samples).
 A file whose rate differs from the target rate, or whose format cannot be seeked cheaply, is resampled once
 into a float WAV under the cache folder; items are then read with `read_frames` (a seek, never a full decode).
-Bad files are skipped and listed in `bad_files.txt` next to the index, or are fatal with `strict`.
+Bad files are skipped and listed in `bad_files.txt` next to the index, or are fatal with `strict`; so are names
+that are not valid UTF-8 (listed with `\\xNN` escapes), symbolic-link loops and dangling links.
 The cache is keyed by a fingerprint of (relative path, size, mtime) of every file plus the target rate, so
 changing the data rebuilds it.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -74,11 +76,35 @@ def scan_audio_files(root: str | os.PathLike, subdirs: list[str] | None = None) 
     return sorted(found)
 
 
+def display_name(rel: str) -> str:
+    """A printable, UTF-8-safe form of a scanned name: bytes that are not UTF-8 become ``\\xNN``."""
+    return os.fsencode(rel).decode("utf-8", "backslashreplace")
+
+
+def _unusable(root: Path, rel: str) -> str | None:
+    """Why a scanned name cannot be indexed before it is even opened (bad name, link loop, dangling link)."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return (f"{root / display_name(rel)}: file name is not valid UTF-8 (the audio library cannot open it); "
+                f"rename the file")
+    try:
+        (root / rel).stat()
+    except OSError as err:
+        cause = {errno.ELOOP: "a symbolic link loop", errno.ENOENT: "a dangling symbolic link"}.get(err.errno)
+        return f"{root / rel}: cannot open it ({cause or err.strerror or err})"
+    return None
+
+
 def _fingerprint(root: Path, rel_paths: list[str], sample_rate: int, check_name: str) -> str:
     h = hashlib.sha1(f"v{INDEX_VERSION}|{sample_rate}|{check_name}".encode())
     for rel in rel_paths:
-        st = (root / rel).stat()
-        h.update(f"|{rel}|{st.st_size}|{st.st_mtime_ns}".encode())
+        try:
+            st = (root / rel).stat()
+            state = f"{st.st_size}|{st.st_mtime_ns}"
+        except OSError as err:  # a link loop or a dangling link: a bad file, still part of the data's state
+            state = f"error {err.errno}"
+        h.update(f"|{rel}|{state}".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -111,8 +137,11 @@ def _load_cached(index_path: Path, fingerprint: str) -> dict | None:
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8", errors="surrogateescape")  # a root path may hold any bytes
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def build_index(
@@ -131,6 +160,9 @@ def build_index(
     `cache_name` separates indexes of different datasets sharing a root (and their header checks).
     """
     root = Path(root).resolve()
+    if display_name(str(root)) != str(root):
+        raise ConfigError(f"dataset root {display_name(str(root))}: the path is not valid UTF-8, and the audio "
+                          f"library cannot open files under it; rename the folder")
     if not rel_paths:
         raise ConfigError(f"no audio files found under {root} (looked for {', '.join(AUDIO_EXTENSIONS)})")
     cache = Path(cache_dir) if cache_dir else root / CACHE_DIRNAME
@@ -170,13 +202,18 @@ def _build(root, rel_paths, sample_rate, cache, check, strict, workers) -> dict:
                 raise
             return (rel, str(err))
 
+    unusable = {rel: reason for rel in rel_paths if (reason := _unusable(root, rel)) is not None}
+    if unusable and strict:
+        raise AudioError(f"bad audio file under {root} (strict mode): {next(iter(unusable.values()))}")
+    readable = [rel for rel in rel_paths if rel not in unusable]
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
-        results = list(tqdm(pool.map(work, rel_paths), total=len(rel_paths), desc=f"indexing {root.name}",
+        results = list(tqdm(pool.map(work, readable), total=len(readable), desc=f"indexing {root.name}",
                             unit="file", disable=None, leave=False))
     files = [r.__dict__ for r in results if isinstance(r, FileEntry)]
     bad = [list(r) for r in results if not isinstance(r, FileEntry)]
-    return {"version": INDEX_VERSION, "sample_rate": sample_rate, "files": files, "bad": bad}
+    bad += [[display_name(rel), reason] for rel, reason in unusable.items()]
+    return {"version": INDEX_VERSION, "sample_rate": sample_rate, "files": files, "bad": sorted(bad)}
 
 
 def _report_bad(index: FileIndex, n_scanned: int, strict: bool) -> None:

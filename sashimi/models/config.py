@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -44,6 +45,34 @@ class SaShiMiConfig:
             raise ConfigError(f"model.layer must be 's4' or 's4d', got {self.layer!r}")
         if self.d_model <= 0 or self.n_layers < 0 or self.sample_rate <= 0:
             raise ConfigError("model.d_model and model.sample_rate must be positive, model.n_layers >= 0")
+        if not 0 <= self.dropout < 1:  # NaN fails it too
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if not 0 < self.dt_min <= self.dt_max < math.inf:
+            raise ConfigError(f"model.dt_min and model.dt_max must be finite with 0 < dt_min <= dt_max, "
+                              f"got {self.dt_min} and {self.dt_max}")
+        if self.ssm_lr is not None and not 0 <= self.ssm_lr < math.inf:
+            raise ConfigError(f"model.ssm_lr must be a finite number >= 0 (or null for optim.lr), got {self.ssm_lr}")
+
+    def estimate_parameters(self) -> int:
+        """The parameter count of the SaShiMiLM this config builds, from the sizes alone (nothing allocated).
+
+        Exact for the rank-1 inits (legs, the default); inits of higher rank add 2 H N/2 per extra rank and layer.
+        """
+        n2 = self.d_state // 2
+
+        def tier(h: int) -> int:  # n_layers (S4 block [+ FF block]) at width h
+            # norm, log_dt, (A_real, A_imag, B, C[, P]: complex, stored as pairs), D, output_linear
+            s4 = 2 * h + h + 2 * h * n2 * (4 if self.layer == "s4" else 3) + h + 2 * h * h + 2 * h
+            ff = 2 * h + 2 * self.ff * h * h + self.ff * h + h if self.ff > 0 else 0
+            return self.n_layers * (s4 + ff)
+
+        total, h = 0, self.d_model
+        for p in self.pool:
+            total += tier(h) * (2 if self.unet else 1)
+            total += (h * p * h * self.expand + h * self.expand) + (h * self.expand * h * p + h * p)  # down, up pool
+            h *= self.expand
+        total += tier(h) + 2 * self.d_model  # centre tier, final norm
+        return total + (self.n_classes + 1) * self.d_model + self.d_model * self.n_classes + self.n_classes
 
     @property
     def n_classes(self) -> int:
@@ -100,6 +129,8 @@ def _coerce(value, hint, name: str):
         raise ConfigError(f"{name}: expected an integer, got {value!r}")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{name}: expected a finite number, got {value!r}")
             return float(value)
         raise ConfigError(f"{name}: expected a number, got {value!r}")
     if hint is str:

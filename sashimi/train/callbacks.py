@@ -1,25 +1,138 @@
-"""Callbacks and plugins of a training run: atomic checkpoints (last and best), throughput, export."""
+"""Callbacks and plugins of a training run: atomic checkpoints (last and best), throughput, export; and the
+operating-system faults a run meets while writing its files (full disk, read-only folder, too many open files),
+each turned into one line that names the path, the cause and how to go on."""
 from __future__ import annotations
 
+import errno
+import logging
 import math
+import os
+import re
+import resource
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
-from sashimi.errors import CheckpointError
+from sashimi.errors import CheckpointError, SashimiError
 from sashimi.models.io import atomic_write, save_model
 
 LAST, BEST = "last.ckpt", "best.ckpt"
+log = logging.getLogger("sashimi.train")
+
+# errno -> (cause, what the user can do about it)
+OS_FAULTS = {
+    errno.ENOSPC: ("no space left on device", "free space"),
+    errno.EDQUOT: ("disk quota exceeded", "free space"),
+    errno.EFBIG: ("file too large for this process's file-size limit", "raise the limit (ulimit -f)"),
+    errno.EROFS: ("read-only file system", "make the folder writable"),
+    errno.EACCES: ("permission denied", "make the folder writable"),
+    errno.EPERM: ("operation not permitted", "make the folder writable"),
+    errno.EMFILE: ("too many open files", "raise the limit (ulimit -n) or lower trainer.num_workers"),
+    errno.ENFILE: ("too many open files in the system", "close other programs"),
+    errno.EIO: ("input/output error", "check the disk"),
+    errno.EEXIST: ("a file is in the way of a folder", "move it away"),
+    errno.ENOTDIR: ("a file is in the way of a folder", "move it away"),
+}
+# what atomic_write (tempfile.mkstemp) leaves behind when a save is killed: .last.ckpt.k2j4h1x_.tmp
+_ORPHAN = re.compile(r"^\.(last\.ckpt|best\.ckpt|config\.yaml|model\.safetensors|config\.json)\.\w{8}\.tmp$")
+
+
+class RunFileError(SashimiError):
+    """An operating-system fault met by a training run while it wrote its files."""
+
+
+def os_fault(err: OSError, run_dir: Path, where: str | None = None, fix: str | None = None) -> RunFileError:
+    """One line: the cause, where (``where``, else the path the error names) and how to go on."""
+    cause, default_fix = OS_FAULTS.get(err.errno, (err.strerror or str(err), "fix it"))
+    if err.errno == errno.EMFILE:
+        cause += f" (limit {resource.getrlimit(resource.RLIMIT_NOFILE)[0]})"
+    where = where or (f"while writing {err.filename}" if err.filename else f"while training in {run_dir}")
+    if fix is None:
+        then = (f"resume with --resume {run_dir}" if (Path(run_dir) / "checkpoints" / LAST).is_file()
+                else "run again")
+        fix = f"{default_fix} and {then}"
+    return RunFileError(f"{cause} {where}; {fix}")
+
+
+def find_os_fault(err: BaseException) -> BaseException | None:
+    """The SashimiError or known OSError behind ``err``, following the exceptions it was raised during
+    (torch's zip writer and Lightning's teardown raise their own errors on top of the one that stopped it).
+    safetensors reports an OS error only in its message: "... (os error 28)"."""
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, SashimiError) or (isinstance(err, OSError) and err.errno in OS_FAULTS):
+            return err
+        code = re.search(r"\(os error (\d+)\)", str(err))
+        if code and int(code.group(1)) in OS_FAULTS:
+            return OSError(int(code.group(1)), os.strerror(int(code.group(1))))
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
+
+
+@contextmanager
+def writing(path: Path, run_dir: Path):
+    """An OS fault while writing ``path`` becomes a RunFileError that names it."""
+    try:
+        yield
+    except Exception as err:
+        fault = find_os_fault(err)
+        if isinstance(fault, OSError):
+            raise os_fault(fault, run_dir, f"while writing {path}") from None
+        raise
+
+
+def file_mode() -> int:
+    """The mode a plain ``open`` would give a new file: 0o666 less the umask (mkstemp gives 0o600)."""
+    try:  # read, rather than set and restore, which would race with other threads creating files
+        with open("/proc/self/status") as f:
+            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration):
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_run_file(path: Path, write) -> None:
+    """``atomic_write`` with the usual file mode: ``write(tmp)`` fills the temporary file."""
+
+    def write_with_mode(tmp):
+        os.chmod(tmp, file_mode())
+        write(tmp)
+
+    atomic_write(Path(path), write_with_mode)
+
+
+def remove_orphans(run_dir: Path) -> list[Path]:
+    """Delete the temporary files that a killed save left in the run (none is in use when a run starts)."""
+    removed = []
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "model"):
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if _ORPHAN.match(p.name):
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+    if removed:
+        log.info("removed %d temporary file(s) of an interrupted save: %s", len(removed),
+                 ", ".join(str(p) for p in removed))
+    return removed
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoints written with write-then-rename, read back with ``weights_only=True``."""
+    """Lightning checkpoints written with write-then-rename, read back with ``weights_only=True``.
+
+    The checkpoint goes through a Python file, so that a write error comes back as the OSError it is (a full
+    disk says so) rather than as torch's "unexpected pos"; ``Checkpointer`` turns it into one line."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        atomic_write(Path(path), lambda tmp: torch.save(checkpoint, tmp))
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+
+        write_run_file(Path(path), write)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         return read_checkpoint(path, map_location)
@@ -33,7 +146,12 @@ def read_checkpoint(path, map_location=None) -> dict:
     try:
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"{path}: not a readable sashimi training checkpoint ({err})") from None
+        hint = ""
+        best = path.with_name(BEST)
+        if path.name == LAST and best.is_file():
+            hint = (f"; to go on from the best checkpoint instead (losing the steps since), "
+                    f"copy {best} over it and resume")
+        raise CheckpointError(f"{path}: not a readable sashimi training checkpoint ({err}){hint}") from None
 
 
 class Checkpointer(pl.Callback):
@@ -73,7 +191,8 @@ class Checkpointer(pl.Callback):
     def _save(self, trainer, name: str) -> None:
         if name == LAST:
             self._last_saved_step = trainer.global_step
-        trainer.save_checkpoint(self.directory / name, weights_only=False)  # full state
+        with writing(self.directory / name, self.directory.parent):
+            trainer.save_checkpoint(self.directory / name, weights_only=False)  # full state
 
     def state_dict(self) -> dict:
         return {"best": self.best, "last_saved_step": self._last_saved_step}
@@ -111,8 +230,19 @@ class RunFiles(pl.Callback):
         from sashimi.train.config import save_config
 
         if trainer.is_global_zero:
-            save_config(self.config, self.run_dir / "config.yaml")
+            with writing(self.run_dir / "config.yaml", self.run_dir):
+                save_config(self.config, self.run_dir / "config.yaml")
 
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
-            save_model(pl_module.model, self.run_dir / "model")
+            export_model(pl_module.model, self.run_dir)
+
+
+def export_model(model: torch.nn.Module, run_dir: Path) -> Path:
+    """Write the final weights to ``run_dir/model`` (model.safetensors + config.json)."""
+    with writing(run_dir / "model", run_dir):
+        weights = save_model(model, run_dir / "model")
+        for p in (weights, weights.with_name("config.json")):  # created by mkstemp, 0o600
+            if p.is_file():
+                os.chmod(p, file_mode())
+    return run_dir / "model"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,8 +35,16 @@ class OptimConfig:
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
-        if self.lr <= 0 or self.weight_decay < 0 or len(self.betas) != 2:
-            raise ConfigError("optim: lr must be > 0, weight_decay >= 0, betas two numbers")
+        # written as "not (ok)" so that NaN, which fails every comparison, is refused too
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"optim.lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"optim.weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {list(self.betas)}")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ConfigError(f"optim.grad_clip must be a finite number > 0 (or null for no clipping), "
+                              f"got {self.grad_clip}")
 
 
 @dataclass
@@ -59,6 +68,8 @@ class ScheduleConfig:
             raise ConfigError(f"schedule.name must be 'constant', 'plateau' or 'cosine', got {self.name!r}")
         if not 0 < self.factor < 1 or self.patience < 0 or self.warmup_steps < 0:
             raise ConfigError("schedule: factor must be in (0, 1), patience and warmup_steps >= 0")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"schedule.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
 
 @dataclass
@@ -224,7 +235,7 @@ def load_config(name: str | Path, overrides: list[str] = ()) -> TrainConfig:
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
-    from sashimi.models.io import atomic_write
+    from sashimi.train.callbacks import write_run_file
 
     text = yaml.safe_dump(config.to_dict(), sort_keys=False)
-    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+    write_run_file(Path(path), lambda tmp: Path(tmp).write_text(text))

@@ -50,12 +50,19 @@ def stack_tokens(batch: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(batch)
 
 
+def _own_generator(seed: int) -> torch.Generator:
+    """For a DataLoader: without one, each new iterator draws its workers' base seed from the global torch RNG,
+    so a resumed run (which creates its training iterator after restoring that RNG) would draw other dropout
+    masks than the run it continues."""
+    return torch.Generator().manual_seed(seed)
+
+
 def train_loader(dataset: Dataset, *, batch_size: int, seed: int, rank: int, world_size: int,
                  start_batch: int, num_workers: int) -> DataLoader:
     sampler = StreamSampler(len(dataset), batch_size=batch_size, seed=seed, rank=rank, world_size=world_size,
                             start_batch=start_batch)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=stack_tokens,
-                      num_workers=num_workers, drop_last=True)
+                      num_workers=num_workers, drop_last=True, generator=_own_generator(seed))
 
 
 def eval_loader(dataset: Dataset, *, batch_size: int, rank: int = 0, world_size: int = 1,
@@ -65,7 +72,7 @@ def eval_loader(dataset: Dataset, *, batch_size: int, rank: int = 0, world_size:
 
     shard = list(range(rank, len(dataset), world_size))
     return DataLoader(dataset, batch_size=batch_size, sampler=shard, collate_fn=collate_tokens,
-                      num_workers=num_workers)
+                      num_workers=num_workers, generator=_own_generator(0))
 
 
 def check_data_root(data_config) -> Path:

@@ -11,14 +11,19 @@ Run directory:
 """
 from __future__ import annotations
 
+import errno
+import os
+import tempfile
 from pathlib import Path
 
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import Dataset
 
-from sashimi.errors import CheckpointError, ConfigError
-from sashimi.train.callbacks import LAST, AtomicCheckpointIO, Checkpointer, RunFiles, Throughput, read_checkpoint
+from sashimi.errors import CheckpointError, ConfigError, SashimiError
+from sashimi.train.callbacks import (LAST, AtomicCheckpointIO, Checkpointer, RunFiles, Throughput, export_model,
+                                     find_os_fault, os_fault, read_checkpoint, remove_orphans)
 from sashimi.train.config import TrainConfig, apply_overrides
 from sashimi.train.data import check_data_root
 from sashimi.train.module import SaShiMiTask
@@ -53,6 +58,7 @@ def train(config, run_dir: str | Path, *, datasets: dict[str, Dataset] | None = 
     if (run_dir / "checkpoints" / LAST).exists():
         raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                           "or choose another --run-dir")
+    check_model_size(config)
     return _fit(config, run_dir, resume=False, datasets=datasets)
 
 
@@ -60,15 +66,38 @@ def resume(run_dir: str | Path, overrides: list[str] = (), *, datasets: dict[str
     """Continue the run in ``run_dir`` from checkpoints/last.ckpt exactly where it stopped.
 
     ``overrides`` may change how it runs (e.g. trainer.max_steps=...), on top of the checkpoint's config.
+    A run that reached trainer.max_steps but whose export is missing or older than last.ckpt (a full disk or
+    a kill at the very end) only gets its export written.
     """
     run_dir = Path(run_dir)
     checkpoint = read_checkpoint(run_dir / "checkpoints" / LAST)
     config = _config_from_dict(checkpoint["hyper_parameters"]["config"], overrides)
     step = int(checkpoint.get("global_step", 0))
+    if step >= config.trainer.max_steps and not _export_is_current(run_dir):
+        return _export(config, checkpoint, run_dir)  # training ended, its export did not (a full disk, a kill)
     if step >= config.trainer.max_steps:  # Lightning would train nothing and export nothing
         raise ConfigError(f"{run_dir} is already at step {step}, and trainer.max_steps is "
                           f"{config.trainer.max_steps}: pass a larger trainer.max_steps=... to continue")
+    check_model_size(config)
     return _fit(config, run_dir, resume=True, datasets=datasets)
+
+
+def _export_is_current(run_dir: Path) -> bool:
+    """Whether run_dir/model holds the weights of the last checkpoint (written after it at the end of a run)."""
+    weights = run_dir / "model" / "model.safetensors"
+    last = run_dir / "checkpoints" / LAST
+    return weights.is_file() and weights.stat().st_mtime_ns >= last.stat().st_mtime_ns
+
+
+def _export(config, checkpoint: dict, run_dir: Path) -> Path:
+    state = checkpoint["state_dict"]
+    task = _task(config, None)
+    dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
+    if len(dtypes) == 1:  # the precision it trained in (bf16-true, 64-true)
+        task.to(dtypes.pop())
+    task.load_state_dict(state)
+    prepare_run_dir(run_dir, resume=True)
+    return export_model(task.model, run_dir)
 
 
 def _config_from_dict(d: dict, overrides: list[str]):
@@ -87,14 +116,68 @@ def _task(config, datasets):
     return SaShiMiTask(config.to_dict(), datasets)
 
 
+# bytes per parameter while training with AdamW: weights, gradients and two moments
+_TRAINING_COPIES = 4
+_BYTES = {"64-true": 8, "bf16-true": 2}  # else 4 (float32 weights, mixed precision included)
+
+
+def check_model_size(config, memory: int | None = None) -> None:
+    """Refuse a model whose weights and optimizer state alone exceed this machine's memory (``memory`` bytes),
+    before anything is allocated: building it would end in an allocator error, or in the OOM killer."""
+    model = getattr(config, "model", None)
+    if not hasattr(model, "estimate_parameters"):  # the classifier: one fixed, small architecture
+        return
+    n = model.estimate_parameters()
+    need = n * _BYTES.get(config.trainer.precision, 4) * _TRAINING_COPIES
+    memory = memory or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > memory:
+        raise ConfigError(
+            f"model.d_model={model.d_model}, model.n_layers={model.n_layers}, model.expand={model.expand}, "
+            f"model.ff={model.ff} make a model of {n / 1e6:,.0f} million parameters, which needs about "
+            f"{need / 2**30:,.0f} GiB to train (weights, gradients and AdamW state in {config.trainer.precision}); "
+            f"this machine has {memory / 2**30:,.0f} GiB: lower model.d_model, model.n_layers or model.expand")
+
+
+def prepare_run_dir(run_dir: Path, *, resume: bool) -> None:
+    """Create the run folders, check that they take new files (a read-only or full disk is found here, not at
+    the first checkpoint), and delete what a killed save left behind."""
+    def fault(err: OSError, where: str):
+        unwritable = err.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+        fix = f"make it writable and resume with --resume {run_dir}" if resume else "choose a writable --run-dir"
+        return os_fault(err, run_dir, where, fix if unwritable else None)
+
+    try:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise fault(err, f"while creating {err.filename or run_dir}") from None
+    for folder in (run_dir, run_dir / "checkpoints"):
+        try:
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".sashimi-write-test.", suffix=".tmp")
+        except OSError as err:
+            raise fault(err, f"while creating a file in {folder}") from None
+        os.close(fd)
+        os.remove(probe)
+    if rank_zero_only.rank == 0:  # DDP workers start while rank 0 runs: only it cleans
+        remove_orphans(run_dir)
+
+
 def _fit(config, run_dir: Path, *, resume: bool, datasets) -> Path:
     if not datasets:
         check_data_root(config.data)
-    pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    task = _task(config, datasets)
-    trainer = build_trainer(config, run_dir)
     ckpt = run_dir / "checkpoints" / LAST
     if resume and not ckpt.is_file():
         raise CheckpointError(f"{ckpt}: no checkpoint to resume from")
-    trainer.fit(task, ckpt_path=ckpt if resume else None, weights_only=True)
+    prepare_run_dir(run_dir, resume=resume)
+    pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
+    task = _task(config, datasets)
+    trainer = build_trainer(config, run_dir)
+    try:
+        trainer.fit(task, ckpt_path=ckpt if resume else None, weights_only=True)
+    except Exception as err:
+        fault = find_os_fault(err)
+        if fault is None or (fault is err and isinstance(err, SashimiError)):
+            raise
+        if isinstance(fault, SashimiError):
+            raise fault from None
+        raise os_fault(fault, run_dir) from None
     return run_dir / "model"

@@ -136,3 +136,53 @@ def test_unwritable_cache_is_a_clear_error(tmp_path):
     blocker.write_text("a file where the cache folder should go")
     with pytest.raises(ConfigError, match="cannot write the dataset index to .*set data.cache_dir"):
         build_dataset(_cfg(tmp_path / "music", cache_dir=str(blocker)), "train")
+
+
+def _split_of_each_file(cfg) -> dict[str, str]:
+    out = {}
+    for split in ("train", "valid", "test"):
+        ds = build_dataset(cfg, split)
+        out.update({ds.index.files[int(f)].path: split for f in {int(w[0]) for w in ds.windows}})
+    return out
+
+
+def test_a_files_split_does_not_depend_on_other_files_being_readable(tmp_path):
+    # 20 files split 17/1/2. Breaking one train file (005) and one test file (018) must leave every other
+    # file where it was; a split over the 18 readable files (15/1/2) would move 016 to valid and 017 to test.
+    names = make_long_files(tmp_path / "music", [3000] * 20)
+    before = _split_of_each_file(_cfg(tmp_path / "music", sample_len=1024))
+    assert [before[n] for n in names] == ["train"] * 17 + ["valid"] + ["test"] * 2
+    (tmp_path / "music" / names[5]).write_bytes(b"RIFF not really")
+    (tmp_path / "music" / names[18]).unlink()
+    (tmp_path / "music" / names[18]).symlink_to(names[18])  # a link loop
+    after = _split_of_each_file(_cfg(tmp_path / "music", sample_len=1024))
+    assert after == {n: s for n, s in before.items() if n not in (names[5], names[18])}
+
+
+def test_undecodable_names_and_link_loops_are_bad_files(tmp_path):
+    import json
+    import os
+
+    root = tmp_path / "music"
+    make_long_files(root, [3000] * 4)
+    (root / "bad_name_\udcff.wav").write_bytes((root / "track000.wav").read_bytes())  # b"\xff": not UTF-8
+    (root / "loop.wav").symlink_to("loop.wav")
+    (root / "dangling.flac").symlink_to("nowhere.flac")
+    ds = build_dataset(_cfg(root, sample_len=1024), "train")
+    assert len(ds.index.files) == 4
+    bad = dict(ds.index.bad)
+    assert set(bad) == {"bad_name_\\xff.wav", "loop.wav", "dangling.flac"}
+    assert "not valid UTF-8" in bad["bad_name_\\xff.wav"] and "symbolic link loop" in bad["loop.wav"]
+    assert "dangling symbolic link" in bad["dangling.flac"]
+    listed = open(ds.index.bad_list_path, encoding="utf-8").read()  # valid UTF-8 throughout
+    assert "bad_name_\\xff.wav\t" in listed and "loop.wav\t" in listed
+    index = json.loads((root / ".sashimi_cache" / "files-16000hz" / "index.json").read_text(encoding="utf-8"))
+    assert len(index["bad"]) == 3
+    assert build_dataset(_cfg(root, sample_len=1024), "train").index.bad == ds.index.bad  # served from the cache
+    with pytest.raises(AudioError, match="strict mode.*not valid UTF-8"):
+        build_dataset(_cfg(root, sample_len=1024, strict=True, cache_dir=str(tmp_path / "fresh")), "train")
+    assert os.path.islink(root / "loop.wav")  # nothing under the root was touched
+    make_long_files(tmp_path / "cafe", [3000] * 3)
+    (tmp_path / "cafe").rename(tmp_path / "caf\udce9")  # a root that is not UTF-8: nothing under it opens
+    with pytest.raises(ConfigError, match=r"caf\\xe9: the path is not valid UTF-8"):
+        build_dataset(_cfg(tmp_path / "caf\udce9"), "train")

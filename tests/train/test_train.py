@@ -50,6 +50,52 @@ def test_resume_equals_uninterrupted_run(precision, dtype, tone_root, tiny, tmp_
         assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-5) for k in a)
 
 
+# Dropout draws from the torch RNG, and with lr 1e-7 everywhere (ssm_lr null) val/loss never improves by the
+# plateau threshold, so patience 0 halves the lr at every validation after the first. A resume that lost the
+# RNG state draws other dropout masks; one that lost the scheduler state starts its "best" over and skips a
+# halving. Either gives other float64 weights and another logged lr.
+PLATEAU_AND_DROPOUT = {"trainer.precision": "64-true", "trainer.val_every": 2, "model.dropout": 0.25,
+                       "schedule.patience": 0, "optim.lr": 1e-7, "model.ssm_lr": "null"}
+
+
+def test_resume_restores_dropout_rng_and_plateau_state(tone_root, tiny, tmp_path):
+    from sashimi.train.logs import read_metrics
+
+    over = tiny(tone_root, **PLATEAU_AND_DROPOUT)
+    straight = train(load_config("demo", over + ["trainer.max_steps=6"]), tmp_path / "a")
+    train(load_config("demo", over + ["trainer.max_steps=3"]), tmp_path / "b")
+    resumed = resume(tmp_path / "b", ["trainer.max_steps=6"])  # validations at steps 2 (before), 4 and 6
+    lrs = dict(read_metrics(tmp_path / "a")["train/lr"])
+    assert lrs[3] == 1e-7 and lrs[4] == 5e-8  # the plateau did act, after the resume
+    assert dict(read_metrics(tmp_path / "b")["train/lr"]) == lrs
+    a, b = weights(straight), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+
+
+@pytest.mark.slow
+def test_sigkill_resume_restores_dropout_rng_and_plateau_state(tone_root, tiny, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    over = tiny(tone_root, **PLATEAU_AND_DROPOUT, **{"trainer.max_steps": 10, "trainer.checkpoint_every": 1})
+    straight = train(load_config("demo", over), tmp_path / "a")
+    run = tmp_path / "b"
+    proc = subprocess.Popen([sys.executable, "-m", "sashimi", "train", "demo", *over, "--run-dir", str(run)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run / "checkpoints" / "last.ckpt"
+    while not (last.exists() and torch.load(last, weights_only=True)["global_step"] >= 5):  # past two validations
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "model").exists()
+    a, b = weights(straight), weights(resume(run))
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+
+
 def test_missing_data_root_is_a_clear_error(tmp_path):
     config = load_config("demo", [f"data.root={tmp_path / 'nope'}"])
     with pytest.raises(sashimi.errors.ConfigError, match=r"data.root: .*nope is not a directory.*synth-digits"):
