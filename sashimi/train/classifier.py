@@ -144,7 +144,7 @@ class ClassifierTask(pl.LightningModule):
         images = clips.images()
         data = TensorDataset(images[shard], torch.from_numpy(clips.labels[shard]))
         t = self.config.trainer
-        return DataLoader(data, batch_size=t.val_batch_size or t.batch_size)
+        return DataLoader(data, batch_size=t.val_batch_size or t.batch_size, generator=torch.Generator().manual_seed(0))
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         self.batches_seen += 1

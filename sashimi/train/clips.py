@@ -115,4 +115,5 @@ def train_image_loader(dataset: AugmentedImages, *, batch_size: int, seed: int, 
                        start_batch: int, num_workers: int) -> DataLoader:
     sampler = BalancedStream(dataset.clips.labels, batch_size=batch_size, seed=seed, rank=rank,
                              world_size=world_size, start_batch=start_batch)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=True)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=True,
+                      generator=torch.Generator().manual_seed(seed))  # never a draw from the global RNG

@@ -61,3 +61,16 @@ def test_weights_that_do_not_match_the_config_are_refused(model, tmp_path):
     save_file(state, tmp_path / "bad.safetensors", metadata={"sashimi": json.dumps(header)})
     with pytest.raises(CheckpointError, match="missing"):
         load_model(tmp_path / "bad.safetensors")
+
+
+def test_saved_files_get_the_mode_the_umask_gives(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        save_model(SaShiMiLM(preset("tiny", n_layers=1, d_model=8, d_state=8)), tmp_path / "m")
+    finally:
+        os.umask(old)
+    for name in ("model.safetensors", "config.json"):
+        assert stat.S_IMODE((tmp_path / "m" / name).stat().st_mode) == 0o644
