@@ -37,6 +37,11 @@ class AudioInfo:
 
 def _check_file(path: str | os.PathLike) -> str:
     path = os.fspath(path)
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # libsndfile opens paths as UTF-8: such a name cannot be opened at all
+        raise AudioError(f"{path.encode('utf-8', 'backslashreplace').decode()}: the file name is not valid UTF-8; "
+                         "rename the file") from None
     if not os.path.isfile(path):
         raise AudioError(f"{path}: no such audio file")
     if os.path.getsize(path) == 0:

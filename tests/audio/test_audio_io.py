@@ -89,3 +89,22 @@ def test_bad_files_raise_audio_error_naming_the_file(tmp_path):
             load_audio(path, 16000)
     with pytest.raises(AudioError, match="corrupt.wav: cannot read audio header"):
         audio_info(corrupt)
+
+
+def test_a_name_that_is_not_utf8_is_a_clear_error(tmp_path):
+    import os
+
+    import numpy as np
+    import pytest
+    import soundfile as sf
+
+    from sashimi.audio.io import audio_info, load_audio
+    from sashimi.errors import AudioError
+
+    good = tmp_path / "a.wav"
+    sf.write(str(good), np.zeros(100, np.float32), 8000)
+    bad = os.path.join(os.fsencode(tmp_path), b"caf\xe9.wav")
+    os.rename(os.fsencode(good), bad)
+    for read in (audio_info, lambda p: load_audio(p)):
+        with pytest.raises(AudioError, match="not valid UTF-8"):
+            read(os.fsdecode(bad))
