@@ -73,4 +73,4 @@ def test_bad_input_messages(tmp_path, capsys, caplog):
     not_sc = tmp_path / "not_sc"
     make_long_files(not_sc, [100] * 3)
     assert main(["data", "prepare", "sc09", "--root", str(tmp_path / "o"), "--source", str(not_sc)]) == 2
-    assert "holds no Speech Commands v0.02 tree" in capsys.readouterr().err
+    assert "holds no Speech Commands tree" in capsys.readouterr().err

@@ -40,3 +40,19 @@ def test_detect_name(tmp_path, sc_root):
     (root / "digits.json").write_text("{}")
     assert detect_name(root) == "digits"
     assert detect_name(tmp_path) == "folder"
+
+
+def test_sc09_keeps_the_background_noise_and_knows_both_releases(tmp_path, sc_root):
+    """The classifier's augmentation mixes in `_background_noise_`; v0.01 is the release the official SC09
+    classifier was trained on (checksums for both are pinned)."""
+    from sashimi.data.prepare import SPEECH_COMMANDS, prepare_dataset
+    from sashimi.train.clips import noise_bank
+
+    source, _ = sc_root
+    prepare_dataset("sc09", tmp_path / "sc09", source=source)
+    assert (tmp_path / "sc09" / "_background_noise_" / "white.wav").is_file()
+    assert len(noise_bank(tmp_path / "sc09")) == 1
+    assert set(SPEECH_COMMANDS) == {"v0.01", "v0.02"} and all(len(sha) == 64 for _, sha in SPEECH_COMMANDS.values())
+    assert SPEECH_COMMANDS["v0.01"][0].endswith("speech_commands_v0.01.tar.gz")
+    with pytest.raises(ConfigError, match="release must be one of"):
+        prepare_dataset("sc09", tmp_path / "x", source=source, release="v0.03")
