@@ -4,7 +4,7 @@ Makes N one-second clips of white noise and of silence, scores them, and scores 
 (e.g. the demo model's `sashimi generate` output), all with the same classifier and reference; prints one
 markdown table (the Train and Test rows come from the reference).
 
-    python benchmarks/score_table.py [--n 1024] [--classifier CKPT --reference DATA_ROOT] [NAME=FOLDER ...]
+    python benchmarks/score_table.py [--n 1024] [--classifier CKPT --reference DATA_ROOT] [NAME=FOLDER[@SELECT] ...]
 """
 from __future__ import annotations
 
@@ -32,9 +32,9 @@ def make_set(folder: Path, n: int, kind: str) -> Path:
     return folder
 
 
-def score(folder: Path, extra: list[str]) -> dict:
-    out = subprocess.run([sys.executable, "-m", "sashimi", "score", str(folder), "--json", *extra], check=True,
-                         capture_output=True, text=True).stdout
+def score(folder: Path, extra: list[str], select: str = "none") -> dict:
+    out = subprocess.run([sys.executable, "-m", "sashimi", "score", str(folder), "--json", "--select", select, *extra],
+                         check=True, capture_output=True, text=True).stdout
     return json.loads(out)
 
 
@@ -62,9 +62,10 @@ def main() -> None:
         print(row("Test", noise["reference"]["test"]))
         print(row("white noise", noise), flush=True)
         print(row("silence", score(make_set(Path(tmp) / "silence", args.n, "silence"), extra)), flush=True)
-    for item in args.sets:
-        name, _, folder = item.partition("=")
-        r = score(Path(folder), extra)
+    for item in args.sets:  # NAME=FOLDER or NAME=FOLDER@SELECT (e.g. demo=samples@official)
+        name, _, spec = item.partition("=")
+        folder, _, select = spec.partition("@")
+        r = score(Path(folder), extra, select or "none")
         print(row(name, r) + f" heard as {r['class_counts']}", flush=True)
 
 

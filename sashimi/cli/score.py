@@ -10,7 +10,7 @@ from pathlib import Path
 from sashimi.errors import ConfigError
 
 COLUMNS = (("fid", "FID", "down"), ("is", "IS", "up"), ("mis", "mIS", "up"), ("am", "AM", "down"),
-           ("ndb", "NDB", "down"))
+           ("ndb", "NDB", "down"), ("is_textbook", "IS-textbook", "up"))
 
 
 def register(subparsers) -> None:
@@ -63,13 +63,13 @@ def run(args: argparse.Namespace) -> int:
 
 def table(result: dict) -> str:
     """The paper's columns, one row per set."""
-    head = f"{'':<10}" + "".join(f"{f'{name} ({arrow})':>12}" for _, name, arrow in COLUMNS) + \
+    head = f"{'':<10}" + "".join(f"{f'{name} ({arrow})':>{max(12, len(name) + 6)}}" for _, name, arrow in COLUMNS) + \
         f"{'n':>8}{'conf.':>8}{'acc.':>8}"
     rows = [("Train", result["reference"]["train"]), ("Test", result["reference"]["test"]), ("Samples", result)]
     lines = [head]
     for label, r in rows:
         acc = f"{r['accuracy']:.4f}" if r.get("accuracy") is not None else "-"
-        lines.append(f"{label:<10}" + "".join(f"{r[key]:>12.4f}" for key, _, _ in COLUMNS)
+        lines.append(f"{label:<10}" + "".join(f"{r[key]:>{max(12, len(name) + 6)}.4f}" for key, name, _ in COLUMNS)
                      + f"{r['n_samples']:>8}{r['mean_confidence']:>8.3f}{acc:>8}")
     counts = ", ".join(f"{c}: {n}" for c, n in result["class_counts"].items())
     lines.append(f"samples heard as: {counts}")

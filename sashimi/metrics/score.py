@@ -301,6 +301,7 @@ def scores(generated: Classified, ref: Reference, classes: tuple[str, ...]) -> d
     return {
         "fid": frechet_distance_stats(ref.mean, ref.cov, *gaussian_stats(generated.features)),
         "is": inception_score(generated.probs),
+        "is_textbook": inception_score(generated.probs, official=False),  # exp E KL(p(y|x) || p(y)), <= classes
         "mis": modified_inception_score(generated.probs),
         "am": am_score(np.stack([ref.mean_probs, ref.mean_probs]), generated.probs),  # AM uses the mean row only
         "ndb": ndb_against(ref.bins, generated.features),

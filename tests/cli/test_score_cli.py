@@ -127,3 +127,13 @@ def test_bad_input_is_one_clear_line(classifier, digit_tones, samples, tmp_path,
         folder, extra = samples, []
     rc, out, err = _score(capsys, folder, "--classifier", classifier, *extra)
     assert rc == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_out_of_the_box_with_the_shipped_classifier_and_reference(digit_tones, samples, capsys):
+    """No --classifier, no --reference: the classifier and the digits statistics shipped in the package."""
+    rc, out, _ = _score(capsys, samples, "--json")
+    assert rc == 0
+    result = json.loads(out)
+    assert result["n_samples"] == 12 and result["reference"]["test"]["accuracy"] >= 0.98
+    assert result["reference"]["train"]["n_samples"] > 9000  # statistics of the 12,000-clip digits set
+    assert result["is_textbook"] <= 10 + 1e-9  # the textbook IS is bounded by the number of classes
