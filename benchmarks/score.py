@@ -24,7 +24,7 @@ from common import machine  # benchmarks/common.py (the script's folder is on sy
 
 from sashimi.metrics.classifier import ClassifierConfig, DigitClassifier
 from sashimi.metrics.features import log_mel
-from sashimi.metrics.score import classify_waves
+from sashimi.metrics.score import MODEL_BATCH, classify_waves
 
 
 def clips(n: int, seed: int = 0) -> np.ndarray:
@@ -50,15 +50,17 @@ def _seconds(fn) -> float:
 def stage_rows(n_small: int, n_full: int, batch: int) -> list[tuple[str, float]]:
     waves_small, waves_full = clips(n_small), clips(n_full)
     rows = [("features (librosa log-mel, 32x32)", rate(lambda: log_mel(waves_small), n_small))]
-    images = torch.from_numpy(log_mel(waves_small))
     for name, config, waves in (("small", ClassifierConfig.small(), waves_small),
                                 ("full", ClassifierConfig(), waves_full)):
         model = DigitClassifier(config).eval()
-        n = len(waves)
+        images = torch.from_numpy(log_mel(waves))
+        size = f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M"
         with torch.no_grad():
-            rows.append((f"classifier only, {name} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M)",
-                         rate(lambda: [model(images[s:s + batch]) for s in range(0, n, batch)], n)))
-        rows.append((f"features + classifier, {name}", rate(lambda: classify_waves(model, waves, batch), n)))
+            for b in sorted({MODEL_BATCH, batch}):
+                rows.append((f"classifier only, {name} ({size}), batch {b}",
+                             rate(lambda: [model(images[s:s + b]) for s in range(0, len(images), b)], len(images))))
+        rows.append((f"features + classifier, {name} (as `sashimi score` runs it)",
+                     rate(lambda: classify_waves(model, waves), len(waves))))
     return rows
 
 

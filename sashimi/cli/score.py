@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--select", default="none",
                    help="official (likelihood band of the paper's protocol: needs a manifest), none (default) "
                         "or LOW:HIGH fractions of the likelihood order")
-    p.add_argument("--batch-size", type=int, default=256, help="clips per classifier batch (default 256)")
+    p.add_argument("--batch-size", type=int, default=256, help="clips read and turned into features at a time (default 256; the classifier runs on 32 at a time)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--report", action="store_true",
                    help="write SAMPLES/index.html with what the classifier hears in each sample and the scores")

