@@ -20,7 +20,7 @@ import soundfile as sf
 
 from common import machine  # benchmarks/common.py
 
-COLUMNS = ("fid", "is", "mis", "am", "ndb", "mean_confidence")
+COLUMNS = ("fid", "is", "mis", "am", "ndb", "is_textbook", "mean_confidence")
 
 
 def make_set(folder: Path, n: int, kind: str) -> Path:
@@ -54,8 +54,8 @@ def main() -> None:
     extra = (["--classifier", args.classifier] if args.classifier else []) + \
         (["--reference", args.reference] if args.reference else [])
     print(f"# {machine()}")
-    print("| set | n | FID (down) | IS (up) | mIS (up) | AM (down) | NDB (down) | mean confidence | accuracy |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| set | n | FID (down) | IS (up) | mIS (up) | AM (down) | NDB (down) | IS textbook (up) | mean confidence | accuracy |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         noise = score(make_set(Path(tmp) / "noise", args.n, "noise"), extra)
         print(row("Train", noise["reference"]["train"]))
