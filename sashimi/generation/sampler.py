@@ -21,6 +21,12 @@ from sashimi.generation.sampling import SamplingSettings, sample
 from sashimi.models.lm import SaShiMiLM
 
 
+# A prime is consumed in convolution mode (fast, but its activations grow with its length: ~1 KB per sample of
+# the 110k-parameter demo model, more for wider ones) up to this many samples over the batch, and stepped
+# through the recurrence after that (O(state) memory), so a prime of any length fits.
+PREFILL_CONV_SAMPLES = 1 << 19
+
+
 class GenerationError(SashimiError):
     """Sampling went wrong (e.g. the model produced NaN/inf logits); the message names the step."""
 
@@ -81,10 +87,20 @@ class Sampler:
             raise ConfigError(f"prime must be (T,) or ({B}, T) tokens, got shape {tuple(prime.shape)}")
         if prime.shape[1] == 0:
             return prime
-        logits, state = self.model.prefill(prime)
+        head = max(1, min(prime.shape[1], PREFILL_CONV_SAMPLES // B))  # memory of convolution mode grows with B*T
+        logits, state = self.model.prefill(prime[:, :head])
         self.backend.load_state(state)
-        self._pending = logits
+        self._pending = self._teacher_force(prime[:, head:], logits)
         return prime
+
+    @torch.no_grad()
+    def _teacher_force(self, tokens: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Step the rest of a long prime (B T') through the recurrent step, in O(state) memory; returns the
+        logits (B C) of the sample after it. (The step's own draw is discarded: the prime's token is fed.)"""
+        u = torch.zeros(tokens.shape[0], device=tokens.device)
+        for t in range(tokens.shape[1]):
+            _, _, logits = self.backend.step(tokens[:, t], u)
+        return logits
 
     def _uniforms(self, n: int) -> torch.Tensor:
         """(n B) uniforms, column i from sequence i's own generator."""

@@ -75,3 +75,27 @@ def test_nan_logits_raise_an_error_naming_the_step():
                 s.fill_(float("nan"))
     with pytest.raises(GenerationError, match=r"generated sample 20 .*seed 0"):
         list(sampler.chunks(20))
+
+
+import pytest as _pytest
+
+
+@_pytest.mark.parametrize("backend", ["eager", "native"])
+def test_a_long_prime_is_stepped_past_the_convolution_budget_with_the_same_result(monkeypatch, backend):
+    """Beyond PREFILL_CONV_SAMPLES the prime is teacher-forced through the step (bounded memory): the samples
+    and their log-likelihoods equal those after a prime consumed whole in convolution mode."""
+    import torch
+
+    import sashimi
+    from sashimi.generation import sampler as sampler_module
+
+    torch.manual_seed(0)
+    model = sashimi.SaShiMiLM(sashimi.preset("tiny", d_model=8, d_state=8, n_layers=1, l_max=64)).eval()
+    prime = torch.randint(0, 256, (2, 37))
+    whole = sampler_module.Sampler(model, [3, 4], prime=prime, backend=backend)
+    monkeypatch.setattr(sampler_module, "PREFILL_CONV_SAMPLES", 2 * 5)  # 5 samples per sequence, then steps
+    stepped = sampler_module.Sampler(model, [3, 4], prime=prime, backend=backend)
+    assert stepped.backend.backend == backend
+    a, b = next(whole.chunks(40)), next(stepped.chunks(40))
+    assert torch.equal(a, b)
+    torch.testing.assert_close(whole.log_likelihood, stepped.log_likelihood, rtol=1e-6, atol=1e-4)
