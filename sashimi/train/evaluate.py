@@ -29,8 +29,48 @@ def evaluate(model: SaShiMiLM, dataset, *, batch_size: int = 8, device: str = "c
     for tokens, lengths in tqdm(eval_loader(dataset, batch_size=batch_size), desc="evaluate", unit="batch",
                                 disable=not progress):
         tokens, lengths = tokens.to(device), lengths.to(device)  # (B L), (B,)
-        totals.add(model(tokens), tokens, lengths)
+        if tokens.shape[0] * tokens.shape[1] <= CONV_SAMPLES:
+            totals.add(model(tokens), tokens, lengths)
+            continue
+        for row, n in zip(tokens, lengths.tolist()):  # long items one by one, in bounded memory
+            add_long_item(model, row[:n], totals)
     return totals
+
+
+# Convolution mode keeps activations for every sample (~1 KB per sample for the 110k-parameter demo model,
+# more for wider ones): a batch is evaluated that way up to this many samples; a longer item is evaluated in
+# convolution mode over its first CONV_SAMPLES samples and through the recurrent step after that.
+CONV_SAMPLES = 1 << 19
+STEP_CHUNK = 4096
+
+
+def add_long_item(model: SaShiMiLM, tokens: torch.Tensor, totals: LikelihoodTotals) -> None:
+    """Add the exact NLL of one long item (L,) to ``totals`` in O(CONV_SAMPLES + state) memory."""
+    from sashimi.generation import FastLM
+
+    head = tokens[None, :CONV_SAMPLES]  # (1 T)
+    logits, state = _prefill_all(model, head)  # (1 T+1 C): [:, t] predicts token t
+    totals.add(logits[:, :-1], head)
+    rest = tokens[CONV_SAMPLES:]
+    if not len(rest):
+        return
+    step = FastLM(model, 1)
+    step.load_state(state)
+    u, last = torch.zeros(1, device=tokens.device), logits[:, -1]  # logits (1 C) predicting rest[0]
+    for start in range(0, len(rest), STEP_CHUNK):
+        chunk = rest[start:start + STEP_CHUNK]
+        out = []
+        for token in chunk:
+            out.append(last)
+            _, _, last = step.step(token[None], u)
+        totals.add(torch.stack(out, dim=1), chunk[None])
+
+
+def _prefill_all(model: SaShiMiLM, tokens: torch.Tensor):
+    """Like ``SaShiMiLM.prefill``, keeping the logits of every position: (B T+1 C) and the state."""
+    bos = torch.full((tokens.shape[0], 1), model.bos, dtype=torch.long, device=tokens.device)
+    y, state = model.backbone.prefill(model.embedding(torch.cat([bos, tokens.long()], dim=1)))
+    return model.head(y), state
 
 
 def load_for_evaluation(checkpoint: str | Path, config: str | Path | None = None,
