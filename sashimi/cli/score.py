@@ -90,7 +90,9 @@ def _report(folder: Path, sample_set, generated, result: dict, classes) -> None:
     histogram = _histogram(folder, result["class_counts"])
     summary = (f"<h2>Scores (evaluation classifier)</h2><pre>{html.escape(table(result))}</pre>"
                f"<img alt='predicted class histogram' src='{histogram}'>")
-    write_report(folder, rows, f"sashimi score: {folder}", heard=heard, summary=summary, max_items=64)
+    # a listening report that is there already (sashimi generate --report) keeps every sample it listed
+    shown = None if (folder / "index.html").is_file() else 64
+    write_report(folder, rows, f"sashimi score: {folder}", heard=heard, summary=summary, max_items=shown)
 
 
 def _histogram(folder: Path, counts: dict[str, int]) -> str:

@@ -68,6 +68,12 @@ def write_report(out_dir: Path, entries: list[dict], title: str, prime: dict | N
     return path
 
 
+def _plots_current(audio: Path, plots: list[Path]) -> bool:
+    """The plots exist and are newer than the audio (e.g. a report rewritten by ``sashimi score --report``)."""
+    mtime = audio.stat().st_mtime_ns
+    return all(p.is_file() and p.stat().st_mtime_ns >= mtime for p in plots)
+
+
 def _meta(e: dict, heard: tuple[str, float] | None) -> str:
     parts = []
     if "log_likelihood" in e:
@@ -79,8 +85,11 @@ def _meta(e: dict, heard: tuple[str, float] | None) -> str:
 
 
 def _item(out_dir: Path, file: str, heading: str, meta: str) -> str:
-    wave, sr = sf.read(str(out_dir / file), dtype="float32", always_2d=True)
-    wave_png, spec_png = plot_audio(wave.mean(axis=1), sr, out_dir / Path(file).stem)
+    stem = out_dir / Path(file).stem
+    wave_png, spec_png = f"{stem.name}_wave.png", f"{stem.name}_spec.png"
+    if not _plots_current(out_dir / file, [out_dir / wave_png, out_dir / spec_png]):
+        wave, sr = sf.read(str(out_dir / file), dtype="float32", always_2d=True)
+        wave_png, spec_png = plot_audio(wave.mean(axis=1), sr, stem)
     f = html.escape(file, quote=True)
     return (f"<div class='item' data-file='{f}'><h2>{html.escape(heading)}</h2><p class='meta'>{meta}</p>"
             f"<audio controls preload='auto' src='{f}'></audio><div class='plots'>"
