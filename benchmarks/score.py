@@ -84,7 +84,7 @@ def main() -> None:
     p.add_argument("--end-to-end", type=int, default=10240, help="clips for the end-to-end `sashimi score` run (0: skip)")
     args = p.parse_args()
     print(f"# {machine()}")
-    print(f"| stage | clips/s | 10,240 clips |\n|---|---|---|")
+    print("| stage | clips/s | 10,240 clips |\n|---|---|---|")
     for name, r in stage_rows(args.clips, args.full_clips, args.batch_size):
         print(f"| {name} | {r:,.0f} | {10240 / r / 60:.1f} min |", flush=True)
     if args.end_to_end:

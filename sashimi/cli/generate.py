@@ -1,12 +1,10 @@
 """`sashimi generate`: sample audio from a checkpoint, write WAVs sorted by likelihood, a manifest and a report."""
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import soundfile as sf
