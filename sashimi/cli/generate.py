@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from sashimi.errors import CheckpointError, ConfigError
 from sashimi.generation.output import OutputFolder
 from sashimi.generation.prime import load_prime
 from sashimi.generation.report import write_report
-from sashimi.generation.sampler import Sampler
+from sashimi.generation.sampler import PREFILL_CONV_SAMPLES, Sampler
 from sashimi.generation.sampling import SamplingSettings
 from sashimi.models.io import load_model
 from sashimi.models.lm import SaShiMiLM
@@ -130,6 +131,10 @@ def _generate_batch(model, seeds, settings, prime, n_new, out: OutputFolder, arg
     cfg = model.config
     quant = make_quantizer(cfg.quantization, cfg.bits)
     loop_threads = args.threads or 1  # torch's threads in the step loop (small ops: 1 is fastest)
+    stepped = 0 if prime is None else len(prime) - PREFILL_CONV_SAMPLES // len(seeds)
+    if stepped > 0:  # tqdm's bar has not started yet: say why nothing moves for a while
+        print(f"priming: the last {stepped / cfg.sample_rate:.1f} s of the prime go through the recurrent step "
+              "(bounded memory); this takes a while", file=sys.stderr, flush=True)
     with _default_threads():  # the step's set-up and the prefill: ~1.6x faster on two cores than on one
         # the torch steps are compiled for, and run on, the loop's threads (FastLM torch_threads)
         sampler = Sampler(model, seeds, settings, prime=prime, fast=not args.eager, compile=not args.no_compile,
