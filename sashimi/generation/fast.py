@@ -440,6 +440,16 @@ class FastLM(nn.Module):
                     torch.full((self.batch_size, self.head.out_features), float("nan")))
         return torch.stack(tokens), torch.stack(logps), logits
 
+    def forced(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: consume tokens (n B) one step each -> the logits of every step (n B C), step s
+        predicting the token after tokens[s]. Native: the loop runs in C++."""
+        if self._native is not None:
+            return self._native.forced(tokens)
+        u = torch.full((self.batch_size,), 0.5, device=tokens.device)
+        with _torch_threads(self._torch_threads):
+            out = [self.step(token, u)[2] for token in tokens]
+        return torch.stack(out) if out else torch.empty(0, self.batch_size, self.head.out_features)
+
     def _stance(self):
         """Run the torch steps on ``torch_threads`` threads, and skip dynamo's guard checks on the compiled ones:
         each depth has a single graph whose inputs (this module's tensors, fixed shapes) never change, and

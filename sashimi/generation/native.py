@@ -165,6 +165,7 @@ class NativeStep:
         self.net = net
         self.step = net.step  # token (B), u (B) -> token (B), log p (B), logits (B C)
         self.steps = net.steps  # token (B), u (n B) -> tokens (n B), log p (n B), last logits (B C)
+        self.forced = net.forced  # tokens (n B) consumed in turn -> logits of every step (n B C)
 
     threads = _net_setting("threads", int, "threads of the step (see the module docstring)")
     chunked = _net_setting("chunked", bool, "whether the S4 layers use the chunked recurrence")

@@ -25,6 +25,7 @@ from sashimi.models.lm import SaShiMiLM
 # the 110k-parameter demo model, more for wider ones) up to this many samples over the batch, and stepped
 # through the recurrence after that (O(state) memory), so a prime of any length fits.
 PREFILL_CONV_SAMPLES = 1 << 19
+FORCE_CHUNK = 4096  # steps per teacher-forced call (its logits are returned: n x B x C floats)
 
 
 class GenerationError(SashimiError):
@@ -44,6 +45,14 @@ class _EagerStep:
     def step(self, token: torch.Tensor, u: torch.Tensor):
         logits, self.state = self.model.step(token, self.state)
         return *sample(logits, u, self.settings), logits
+
+    def forced(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (n B) consumed in turn -> the logits of every step (n B C)."""
+        out = []
+        for token in tokens:
+            logits, self.state = self.model.step(token, self.state)
+            out.append(logits)
+        return torch.stack(out)
 
     def steps(self, token: torch.Tensor, u: torch.Tensor):
         """u (n B): n steps, each sample fed back -> tokens (n B), log-probs (n B), last logits (B C)."""
@@ -95,11 +104,10 @@ class Sampler:
 
     @torch.no_grad()
     def _teacher_force(self, tokens: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """Step the rest of a long prime (B T') through the recurrent step, in O(state) memory; returns the
-        logits (B C) of the sample after it. (The step's own draw is discarded: the prime's token is fed.)"""
-        u = torch.zeros(tokens.shape[0], device=tokens.device)
-        for t in range(tokens.shape[1]):
-            _, _, logits = self.backend.step(tokens[:, t], u)
+        """Step the rest of a long prime (B T') through the recurrent step (``forced``), in O(state) memory and
+        chunks of FORCE_CHUNK steps; returns the logits (B C) of the sample after it."""
+        for start in range(0, tokens.shape[1], FORCE_CHUNK):
+            logits = self.backend.forced(tokens[:, start:start + FORCE_CHUNK].T)[-1]  # (B C)
         return logits
 
     def _uniforms(self, n: int) -> torch.Tensor:

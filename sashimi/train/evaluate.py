@@ -56,14 +56,12 @@ def add_long_item(model: SaShiMiLM, tokens: torch.Tensor, totals: LikelihoodTota
         return
     step = FastLM(model, 1)
     step.load_state(state)
-    u, last = torch.zeros(1, device=tokens.device), logits[:, -1]  # logits (1 C) predicting rest[0]
+    last = logits[:, -1]  # (1 C): predicts rest[0]
     for start in range(0, len(rest), STEP_CHUNK):
-        chunk = rest[start:start + STEP_CHUNK]
-        out = []
-        for token in chunk:
-            out.append(last)
-            _, _, last = step.step(token[None], u)
-        totals.add(torch.stack(out, dim=1), chunk[None])
+        chunk = rest[start:start + STEP_CHUNK]  # (n,)
+        after = step.forced(chunk[:, None])  # (n 1 C): step s predicts the token after chunk[s]
+        totals.add(torch.cat([last[None], after[:-1]]).transpose(0, 1), chunk[None])
+        last = after[-1]
 
 
 def _prefill_all(model: SaShiMiLM, tokens: torch.Tensor):

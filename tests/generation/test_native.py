@@ -403,3 +403,25 @@ def test_generate_cli_runs_native_by_default_and_matches_eager(built, tmp_path):
         torch.set_num_threads(threads)
     for seed in (0, 1):
         assert (audio["native"][seed] == audio["eager"][seed]).all()
+
+
+def test_forced_steps_equal_the_eager_fast_step_and_refuse_bad_tokens():
+    """Teacher forcing (``forced``, the loop in C++) gives the logits of the eager fast step, every step, and
+    checks the tokens before the state changes."""
+    import pytest
+
+    import sashimi
+    from sashimi.generation import FastLM
+
+    torch.manual_seed(0)
+    model = sashimi.SaShiMiLM(sashimi.preset("tiny", d_model=8, d_state=8, n_layers=1, l_max=64)).eval()
+    tokens = torch.randint(0, 256, (300, 2))  # past a pooling period and a chunk of the chunked recurrence
+    native, eager = FastLM(model, 2, backend="native"), FastLM(model, 2, backend="eager")
+    assert native.backend == "native"
+    a, b = native.forced(tokens), eager.forced(tokens)
+    assert a.shape == (300, 2, 256)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    t = native._native.t
+    with pytest.raises(IndexError, match="out of range"):
+        native.forced(torch.full((3, 2), 999))
+    assert native._native.t == t

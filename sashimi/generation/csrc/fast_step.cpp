@@ -453,6 +453,34 @@ class Net {
     return {out_tok, out_lp, logits};
   }
 
+  // Teacher forcing: n steps that consume the given tokens (n B) -> the logits of every step (n B C), step s
+  // predicting the token after tokens[s]. Nothing is sampled into the output (a prime, or an exact likelihood).
+  at::Tensor forced(const at::Tensor& tokens) {
+    TORCH_CHECK(tokens.dim() == 2 && tokens.size(1) == B_, "tokens must have shape (n, ", B_, ")");
+    const int64_t n = tokens.size(0);
+    at::Tensor tok = tokens.to(at::kLong).contiguous();
+    at::Tensor u = at::full({B_}, 0.5f, at::kFloat);
+    at::Tensor scratch_tok = at::empty({B_}, at::kLong), scratch_lp = at::empty({B_}, at::kFloat);
+    at::Tensor logits = at::empty({n, B_, C_}, at::kFloat);
+    for (int64_t s = 0; s < n; ++s) as_tokens(tok[s]);  // range checks, before the state changes
+    std::lock_guard<std::mutex> guard(mutex_);
+    check_ready();
+    const bool own = threads_ > 1 && n >= kOwnStateSteps;
+    if (own) own_state(true);
+    try {
+      for (int64_t s = 0; s < n; ++s) {
+        run(tok.data_ptr<int64_t>() + s * B_, u.data_ptr<float>(), scratch_tok.data_ptr<int64_t>(),
+            scratch_lp.data_ptr<float>(), logits.data_ptr<float>() + s * B_ * C_);
+        ++t_;
+      }
+    } catch (...) {
+      if (own) own_state(false);
+      throw;
+    }
+    if (own) own_state(false);
+    return logits;
+  }
+
  private:
   int B_, C_, H0_ = 0;
   int threads_ = 1;
@@ -1059,5 +1087,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def_property("row_split", &Net::get_row_split, &Net::set_row_split)
       .def("sync", &Net::sync, py::call_guard<py::gil_scoped_release>())
       .def("step", &Net::step, py::call_guard<py::gil_scoped_release>())
-      .def("steps", &Net::steps, py::call_guard<py::gil_scoped_release>());
+      .def("steps", &Net::steps, py::call_guard<py::gil_scoped_release>())
+      .def("forced", &Net::forced, py::call_guard<py::gil_scoped_release>());
 }
