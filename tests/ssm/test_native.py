@@ -116,10 +116,16 @@ def test_fft_conv_matches_pytorch(ext, monkeypatch, B, with_D, n):
             torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
 
 
+def _in_float32(kernel):
+    """LegT kernels run in float64 by default (DPLRKernel.DOUBLE_INITS), which the native ops never see."""
+    kernel.in_double = False
+    return kernel
+
+
 @pytest.mark.parametrize("make", [
     lambda: DPLRKernel(6, 16, l_max=500),
     lambda: DPLRKernel(6, 16, l_max=500, channels=2),
-    lambda: DPLRKernel(6, 16, l_max=500, init="legt"),  # rank 2
+    lambda: _in_float32(DPLRKernel(6, 16, l_max=500, init="legt")),  # rank 2, in float32 where the ops run
     lambda: DPLRKernel(6, 16, l_max=300),  # computed at 500: C~ rebuilt for the new length
     lambda: DiagKernel(6, 16),
     lambda: DiagKernel(6, 16, disc="bilinear"),
@@ -130,6 +136,14 @@ def test_kernels_and_gradients_as_accurate_as_pytorch(ext, monkeypatch, make):
     of it. A real error in a native op shows as an O(1) difference."""
     torch.manual_seed(0)
     kernel = make()
+    used, ops = [], native.ops
+
+    def counting_ops(*tensors):
+        ext = ops(*tensors)
+        used.append(ext is not None)
+        return ext
+
+    monkeypatch.setattr(native, "ops", counting_ops)
     exact = copy.deepcopy(kernel).double()
     grad = torch.randn(kernel.channels, kernel.H, 500, dtype=torch.float64)
     k_ref = exact(500)
@@ -143,12 +157,18 @@ def test_kernels_and_gradients_as_accurate_as_pytorch(ext, monkeypatch, make):
         k.backward(grad.float())
         got = {"kernel": k.detach(), **{n: p.grad for n, p in kernel.named_parameters()}}
         errors[flag] = {n: ((got[n].double() - ref[n]).abs().max() / ref[n].abs().max()).item() for n in ref}
+        if flag == "1":  # the native ops really ran (a float64 kernel, e.g. LegT's default, would skip them)
+            assert any(used)
+        used.clear()
     for name, err in errors["1"].items():
         if errors["0"][name] > 1e-2:  # float32 itself is meaningless here (rank 2: dt and A gradients are
             assert math.isfinite(err)  # 50-100% off on both paths, and flip with any change of rounding)
             continue
-        # rounding differs between the paths, and the DPLR kernel amplifies it (most for rank 2)
-        assert err <= 3 * errors["0"][name] + 1e-4, f"{name}: native {err:.2e}, PyTorch {errors['0'][name]:.2e}"
+        # rounding differs between the paths, and the DPLR kernel amplifies it, most for rank 2 in float32
+        # (which the package never runs: LegT kernels run in float64; there dt/A gradients are 20-140% off on
+        # both paths, and C's is 3.3e-4 native against 6.9e-5 PyTorch, still far from an O(1) op error)
+        factor = 10 if getattr(kernel, "rank", 1) > 1 else 3
+        assert err <= factor * errors["0"][name] + 1e-4, f"{name}: native {err:.2e}, PyTorch {errors['0'][name]:.2e}"
 
 
 @pytest.mark.parametrize("rank_init, channels", [("legs", 1), ("legt", 1), ("legs", 2)])
