@@ -14,8 +14,8 @@ from tqdm import tqdm
 
 from sashimi.audio.quantize import make_quantizer
 from sashimi.cli.options import device
-from sashimi.errors import CheckpointError, ConfigError
-from sashimi.generation.output import OutputFolder
+from sashimi.errors import OS_FAULTS, CheckpointError, ConfigError
+from sashimi.generation.output import JOURNAL, OutputFolder
 from sashimi.generation.prime import load_prime
 from sashimi.generation.report import write_report
 from sashimi.generation.sampler import PREFILL_CONV_SAMPLES, Sampler
@@ -93,6 +93,22 @@ def run(args) -> int:
     if n_new < 1:
         raise ConfigError(f"--seconds {args.seconds} is less than one sample at the model's {cfg.sample_rate} Hz; "
                           f"use at least {1 / cfg.sample_rate:.3g}")
+    try:
+        return _run(args, model, settings, prime_tokens, n_new)
+    except OSError as err:  # a full disk, a read-only folder, too many open files: one line, not a traceback
+        raise ConfigError(_os_error(err, args)) from None
+
+
+def _os_error(err: OSError, args) -> str:
+    cause, fix = OS_FAULTS.get(err.errno, (err.strerror or str(err), "fix it"))
+    where = f" while writing {err.filename}" if err.filename else f" while writing to {args.out}"
+    journal = Path(args.out) / JOURNAL
+    then = "continue with --resume (the samples finished so far are kept)" if journal.is_file() else "run again"
+    return f"{cause}{where}; {fix} and {then}"
+
+
+def _run(args, model, settings, prime_tokens, n_new) -> int:
+    cfg = model.config
     out = OutputFolder(args.out, _identity(args, settings), resume=args.resume, overwrite=args.overwrite)
     seeds = [args.seed + i for i in range(args.n) if args.seed + i not in out.finished_seeds]
     batch = args.batch_size or args.n

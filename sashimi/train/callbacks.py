@@ -17,26 +17,13 @@ import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
-from sashimi.errors import CheckpointError, SashimiError
+from sashimi.errors import OS_FAULTS, CheckpointError, SashimiError
 from sashimi.models.io import atomic_write, save_model
 
 LAST, BEST = "last.ckpt", "best.ckpt"
 log = logging.getLogger("sashimi.train")
 
 # errno -> (cause, what the user can do about it)
-OS_FAULTS = {
-    errno.ENOSPC: ("no space left on device", "free space"),
-    errno.EDQUOT: ("disk quota exceeded", "free space"),
-    errno.EFBIG: ("file too large for this process's file-size limit", "raise the limit (ulimit -f)"),
-    errno.EROFS: ("read-only file system", "make the folder writable"),
-    errno.EACCES: ("permission denied", "make the folder writable"),
-    errno.EPERM: ("operation not permitted", "make the folder writable"),
-    errno.EMFILE: ("too many open files", "raise the limit (ulimit -n) or lower trainer.num_workers"),
-    errno.ENFILE: ("too many open files in the system", "close other programs"),
-    errno.EIO: ("input/output error", "check the disk"),
-    errno.EEXIST: ("a file is in the way of a folder", "move it away"),
-    errno.ENOTDIR: ("a file is in the way of a folder", "move it away"),
-}
 # what atomic_write (tempfile.mkstemp) leaves behind when a save is killed: .last.ckpt.k2j4h1x_.tmp
 _ORPHAN = re.compile(r"^\.(last\.ckpt|best\.ckpt|config\.yaml|model\.safetensors|config\.json)\.\w{8}\.tmp$")
 

@@ -230,3 +230,31 @@ def test_resume_with_other_settings_is_refused(checkpoint, tmp_path, capsys, mon
     assert main(["generate", str(checkpoint), "--n", "2", "--seconds", "0.01", "--no-compile", "--out", str(out),
                  "--resume", "--temperature", "0.5"]) == 2
     assert "other settings" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("errno_name, message", [("ENOSPC", "no space left on device"),
+                                                 ("EROFS", "read-only file system"),
+                                                 ("EMFILE", "too many open files")])
+def test_os_faults_while_generating_are_one_line_and_resumable(checkpoint, tmp_path, capsys, monkeypatch,
+                                                               errno_name, message):
+    """The disk fills (or turns read-only) in the second batch: one line, the first batch kept for --resume."""
+    import errno
+
+    from sashimi.generation import output
+
+    out, finish = tmp_path / "out", output.OutputFolder.finish_batch
+
+    def fails_in_the_second_batch(self, audio, rows, sample_rate):
+        if self.rows:
+            raise OSError(getattr(errno, errno_name), "simulated", str(self.folder / ".seed1.wav"))
+        return finish(self, audio, rows, sample_rate)
+
+    monkeypatch.setattr(output.OutputFolder, "finish_batch", fails_in_the_second_batch)
+    args = [str(checkpoint), "--n", "2", "--batch-size", "1", "--seconds", "0.01", "--no-compile", "--out", str(out)]
+    assert main(["generate", *args]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.split("\n") if "error:" in line]  # the rest is the progress bar
+    assert len(errors) == 1 and message in errors[0] and "--resume" in errors[0] and "Traceback" not in err
+    monkeypatch.undo()
+    assert main(["generate", *args, "--resume"]) == 0
+    assert sorted(r["seed"] for r in json.loads((out / "manifest.json").read_text())["samples"]) == [0, 1]
