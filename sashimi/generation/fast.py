@@ -70,13 +70,17 @@ class FastS4Block(nn.Module):
         layer = block.layer
         self.norm, self.output_linear, self.D = block.norm, layer.output_linear, _frozen(layer.D)
         self.dplr, self.eager_step_mode = layer.mode == "dplr", layer.step_mode
-        if self.dplr and layer.kernel.disc != "bilinear":
-            # The O(N) Woodbury step below is the bilinear recurrence; a ZOH DPLR layer steps exp(dt A), which
-            # has no such form. Stepping it here would sample from another distribution: refuse instead.
-            raise ConfigError(f"the fast step runs DPLR (s4) layers with disc='bilinear' only; this model has "
-                              f"disc={layer.kernel.disc!r}: generate with the reference step (--eager, or fast=False)")
+        # The O(N) Woodbury step is the bilinear DPLR recurrence; a ZOH DPLR layer steps dA = exp(dt A), which has
+        # no such form, so it steps the dense N x N recurrence that sashimi.ssm hands out (the native step has no
+        # dense recurrence: FastLM falls back to a torch step for such models).
+        self.dense = self.dplr and layer.kernel.disc != "bilinear"
         with torch.no_grad():
-            if self.dplr:
+            if self.dense:
+                system = layer.kernel.discretize("dense")  # full conjugate-extended basis: A (H N N), b, c (H N)
+                self.A_re, self.A_im = _real(system.A)
+                self.b_re, self.b_im = _real(system.b)
+                self.c_re, self.c_im = _real(system.c)
+            elif self.dplr:
                 self._setup_dplr(layer)
             else:
                 diag = layer.kernel.discretize("diagonal")
@@ -127,7 +131,8 @@ class FastS4Block(nn.Module):
         """x (B H) -> (B H); state [Re, Im] (B H M) updated in place."""
         u = self.norm(x)
         re, im = state
-        new_re, new_im = (self._dplr if self.dplr else self._diag)(u[..., None], re, im)
+        step = self._dense if self.dense else self._dplr if self.dplr else self._diag
+        new_re, new_im = step(u[..., None], re, im)
         re.copy_(new_re)
         im.copy_(new_im)
         z = (self.c_re * new_re - self.c_im * new_im).sum(-1) + self.D * u  # (B H)
@@ -137,6 +142,12 @@ class FastS4Block(nn.Module):
         """x' = mu x + b u. u (B H 1), re/im (B H M)."""
         return (self.mu_re * re - self.mu_im * im + self.b_re * u,
                 self.mu_re * im + self.mu_im * re + self.b_im * u)
+
+    def _dense(self, u, re, im):
+        """x' = dA x + dB u with the full N x N dA (ZOH DPLR). u (B H 1), re/im (B H N)."""
+        mv = lambda a, x: torch.einsum("hmn,bhn->bhm", a, x)  # noqa: E731
+        return (mv(self.A_re, re) - mv(self.A_im, im) + self.b_re * u,
+                mv(self.A_re, im) + mv(self.A_im, re) + self.b_im * u)
 
     def _dplr(self, u, re, im):
         """x' = D (v - P <R, v>), v = E x - P <P, x> + 2 B u. u (B H 1), re/im (B H M)."""

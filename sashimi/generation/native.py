@@ -137,6 +137,8 @@ class NativeStep:
         n = len(fast.pool)
 
         def add(group: int, blk) -> None:
+            if isinstance(blk, FastS4Block) and blk.dense:
+                raise NativeUnavailable("the native step has no dense (ZOH DPLR) recurrence")
             if isinstance(blk, FastS4Block):
                 w, beta, r = _ssm_arrays(blk)
                 re, im = fast.states[id(blk)]
