@@ -3,7 +3,8 @@
 A sample set is a folder of one-second mono 16 kHz WAVs (what ``sashimi generate`` writes, with its
 ``manifest.json``, or any folder of clips). Each clip goes through the classifier once, giving its class
 probabilities (K) and pooled features (D); the scores compare them with a reference split of a dataset, whose
-probabilities and features are computed once per (classifier, dataset, split) and cached.
+statistics (of its train split, and its Train and Test rows) are computed once per (classifier, dataset)
+and cached.
 
 Selection by likelihood (autoregressive models, the official protocol): the samples are ordered by their
 exact log-likelihood (least likely first), split at random (seed 0) into two halves, and the second half is
