@@ -147,10 +147,7 @@ class DigitClassifier(nn.Module):
 
 def load_classifier(path: str | os.PathLike, map_location: str = "cpu") -> DigitClassifier:
     """A classifier saved by ``save_model`` (a ``.safetensors`` file or a directory), in eval mode."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from sashimi.models.io import WEIGHTS_NAME, load_state, read_header
+    from sashimi.models.io import CONFIG_NAME, WEIGHTS_NAME, check_config_json, load_weights, read_header
 
     path = Path(path)
     weights = path / WEIGHTS_NAME if path.is_dir() else path
@@ -159,10 +156,7 @@ def load_classifier(path: str | os.PathLike, map_location: str = "cpu") -> Digit
     header = read_header(weights)
     if header.get("kind") != "classifier":
         raise CheckpointError(f"{weights}: holds a {header.get('kind')!r} model, not an evaluation classifier")
+    if path.is_dir():
+        check_config_json(path / CONFIG_NAME, header, weights)
     model = DigitClassifier(ClassifierConfig.from_dict(header["config"], where=f"{weights}: config"))
-    try:
-        state = load_file(str(weights), device=str(map_location))
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{weights}: corrupted weights ({err})") from None
-    load_state(model, state, weights)
-    return model.eval()
+    return load_weights(model, weights, map_location)

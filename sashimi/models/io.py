@@ -135,7 +135,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         raise CheckpointError(f"{weights}: no such file")
     header = read_header(weights)
     if path.is_dir():
-        _check_config_json(path / CONFIG_NAME, header, weights)
+        check_config_json(path / CONFIG_NAME, header, weights)
     if header["kind"] == "classifier":
         raise CheckpointError(f"{weights}: this is an evaluation classifier, not an audio model; "
                               "use it with `sashimi score --classifier` (sashimi.metrics.load_classifier)")
@@ -146,6 +146,11 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
             model = SaShiMi(**header["config"])
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{weights}: its backbone config does not fit SaShiMi ({err})") from None
+    return load_weights(model, weights, map_location)
+
+
+def load_weights(model: nn.Module, weights: Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Load the safetensors ``weights`` into ``model`` (names and shapes checked); returns it in eval mode."""
     try:
         state = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError) as err:
@@ -154,7 +159,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     return model.eval()
 
 
-def _check_config_json(path: Path, header: dict, weights: Path) -> None:
+def check_config_json(path: Path, header: dict, weights: Path) -> None:
     """An exported model's config.json (a copy of the weights' metadata, for people to read) must say the same."""
     if not path.is_file():
         return  # the weights alone rebuild the model

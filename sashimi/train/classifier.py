@@ -175,19 +175,10 @@ class ClassifierTask(pl.LightningModule):
 
     def configure_optimizers(self):
         o, s = self.config.optim, self.config.schedule
-        optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        if s.name == "constant":
-            return {"optimizer": optimizer}
-        if s.name == "cosine":
-            from sashimi.train.module import cosine_with_warmup
+        from sashimi.train.module import with_schedule
 
-            factor = cosine_with_warmup(s.warmup_steps, s.total_steps or self.config.trainer.max_steps, s.min_lr_ratio)
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=s.factor, patience=s.patience)
-        if self._plateau_state is not None:
-            self.plateau.load_state_dict(self._plateau_state)
-        return {"optimizer": optimizer}
+        optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        return with_schedule(self, optimizer, s, self.config.trainer.max_steps)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["sashimi"] = {"batches_seen": self.batches_seen, "torch_rng": torch.get_rng_state(),

@@ -35,6 +35,22 @@ def cosine_with_warmup(warmup_steps: int, total_steps: int, min_ratio: float):
     return factor
 
 
+def with_schedule(task: pl.LightningModule, optimizer, s, max_steps: int) -> dict:
+    """Lightning's optimizer config for ``optimizer`` with schedule ``s`` (a ScheduleConfig). The plateau
+    schedule is not Lightning's: ``task.plateau`` is stepped by each validation round itself, so a checkpoint
+    written after a validation holds the scheduler state that follows it (restored from ``task._plateau_state``)."""
+    if s.name == "constant":
+        return {"optimizer": optimizer}
+    if s.name == "cosine":
+        factor = cosine_with_warmup(s.warmup_steps, s.total_steps or max_steps, s.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    task.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=s.factor, patience=s.patience)
+    if task._plateau_state is not None:
+        task.plateau.load_state_dict(task._plateau_state)
+    return {"optimizer": optimizer}
+
+
 class SaShiMiTask(pl.LightningModule):
     """Trains a SaShiMiLM. ``config`` is the plain dict of a TrainConfig (stored in every checkpoint).
 
@@ -126,18 +142,7 @@ class SaShiMiTask(pl.LightningModule):
         o, s, t = self.config.optim, self.config.schedule, self.config.trainer
         fused = not (o.grad_clip and "mixed" in str(t.precision))  # Lightning clips only unfused AMP optimizers
         optimizer = adamw(self.model, o.lr, o.weight_decay, betas=tuple(o.betas), fused=fused)
-        if s.name == "constant":
-            return {"optimizer": optimizer}
-        if s.name == "cosine":
-            factor = cosine_with_warmup(s.warmup_steps, s.total_steps or t.max_steps, s.min_lr_ratio)
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-        # plateau: stepped by each validation round itself, not by Lightning, so a checkpoint written
-        # after a validation holds the scheduler state that follows it
-        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=s.factor, patience=s.patience)
-        if self._plateau_state is not None:
-            self.plateau.load_state_dict(self._plateau_state)
-        return {"optimizer": optimizer}
+        return with_schedule(self, optimizer, s, t.max_steps)
 
     # ----- exact resume: data position, RNG, non-finite counters -----
     def on_save_checkpoint(self, checkpoint: dict) -> None:
