@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sashimi.errors import ConfigError
 
 
 def register(subparsers) -> None:
@@ -31,23 +30,11 @@ def register(subparsers) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from sashimi.cli.train import _overrides, _run_dir
-    from sashimi.train import resume, train
+    from sashimi.cli.train import train_or_resume
     from sashimi.train.classifier import load_classifier_config
 
-    if args.resume is not None:
-        if args.run_dir is not None:
-            raise ConfigError("--resume RUN_DIR already names the run directory; drop --run-dir")
-        model_dir = resume(args.resume, _overrides(args.args))
-    else:
-        if not args.args or "=" in args.args[0]:
-            raise ConfigError("name a config first: sashimi classifier train CONFIG [key=value ...] "
-                              "(e.g. sashimi classifier train classifier-digits)")
-        name = args.args[0]
-        config = load_classifier_config(name, _overrides(args.args[1:]))
-        model_dir = train(config, _run_dir(args.run_dir, name))
-    print(f"final classifier: {model_dir}")
-    return 0
+    return train_or_resume(args, "sashimi classifier train", "classifier-digits", load_classifier_config,
+                           "final classifier")
 
 
 def run_import(args: argparse.Namespace) -> int:

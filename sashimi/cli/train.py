@@ -27,9 +27,17 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sashimi.train import load_config
+
+    return train_or_resume(args, "sashimi train", "demo", load_config, "final model")
+
+
+def train_or_resume(args: argparse.Namespace, command: str, example: str, load_config, what: str) -> int:
+    """``args.resume`` RUN_DIR, or a new run of ``load_config(CONFIG, overrides)`` (shared by the sub-commands
+    that train: the audio model and the evaluation classifier)."""
     from lightning.pytorch.utilities import rank_zero_only
 
-    from sashimi.train import load_config, resume, train
+    from sashimi.train import resume, train
 
     if args.resume is not None:
         if args.run_dir is not None:
@@ -37,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         model_dir = resume(args.resume, _overrides(args.args))
     else:
         if not args.args or "=" in args.args[0]:
-            raise ConfigError("name a config first: sashimi train CONFIG [key=value ...] (e.g. sashimi train demo)")
+            raise ConfigError(f"name a config first: {command} CONFIG [key=value ...] (e.g. {command} {example})")
         name, overrides = args.args[0], _overrides(args.args[1:])
         config = load_config(name, overrides)
         run_dir = _run_dir(args.run_dir, name)
@@ -47,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             del os.environ[RUN_DIR_ENV]
     if rank_zero_only.rank == 0:  # DDP workers run this handler too
-        print(f"final model: {model_dir}")
+        print(f"{what}: {model_dir}")
     return 0
 
 
