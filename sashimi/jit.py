@@ -21,6 +21,7 @@ import hashlib
 import importlib.util
 import os
 import platform
+import re
 import sys
 import sysconfig
 import threading
@@ -29,8 +30,9 @@ from pathlib import Path
 
 import torch
 
-CFLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-ffp-contract=fast"]
-if platform.machine().lower() in ("x86_64", "amd64"):
+CFLAGS = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-ffp-contract=fast"]
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+if X86:
     CFLAGS.append("-mprefer-vector-width=512")  # gcc defaults to 256-bit vectors on AVX-512 machines
 STALE_LOCK_S = 600  # a build lock older than this was left by a killed build
 
@@ -96,8 +98,10 @@ class Extension:
     runtime (libomp, a renamed libgomp) would load a second one.
     """
 
-    def __init__(self, name: str, source: Path, what: str, *, openmp: bool = False):
-        self.name, self.source, self.what, self.openmp = name, Path(source), what, openmp
+    def __init__(self, name: str, source: Path, what: str, *, openmp: bool = False, march: str = "native"):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", march):
+            raise ValueError(f"march must be a -march= value such as 'native' or 'x86-64-v3', got {march!r}")
+        self.name, self.source, self.what, self.openmp, self.march = name, Path(source), what, openmp, march
         self._lock = threading.Lock()
         self._module = None
         self._error: Exception | None = None
@@ -106,7 +110,7 @@ class Extension:
         return ["-fopenmp"] if self.openmp else []
 
     def _flags(self) -> list[str]:
-        return CFLAGS + self._omp()
+        return [f"-march={self.march}"] + CFLAGS + self._omp()
 
     def _files(self) -> list[Path]:
         """The source and the headers beside it, which it may include."""

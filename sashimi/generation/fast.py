@@ -246,7 +246,7 @@ class FastLM(nn.Module):
 
     def __init__(self, model: SaShiMiLM, batch_size: int, settings: SamplingSettings = SamplingSettings(),
                  compile: bool = True, backend: str | None = None, cuda_graphs: bool | None = None,
-                 like: FastLM | None = None, torch_threads: int | None = None):
+                 like: FastLM | None = None, torch_threads: int | None = None, march: str = "native"):
         super().__init__()
         if torch_threads is not None and torch_threads < 1:
             raise ConfigError(f"torch_threads must be >= 1, got {torch_threads}")
@@ -285,7 +285,7 @@ class FastLM(nn.Module):
         self.compiled = False
         self._eager_steps = [self._step_at_depth(d) for d in range(len(self.pool) + 1)]
         if backend == "native":
-            self._native = self._build_native()
+            self._native = self._build_native(march)
             if self._native is None:
                 backend = "inductor" if compile else "eager"
                 self.states = {id(b): b.state(batch_size) for b in self._blocks()}
@@ -297,12 +297,12 @@ class FastLM(nn.Module):
         if cuda_graphs or (cuda_graphs is None and not on_cpu and self._native is None):
             self._graphs = self._build_graphs()
 
-    def _build_native(self):
+    def _build_native(self, march: str):
         """The native step, or None after a RuntimeWarning if it cannot be built or does not fit this model."""
         from sashimi.generation import native
 
         try:
-            return native.NativeStep(self)
+            return native.NativeStep(self, march)
         except Exception as err:  # noqa: BLE001 - any failure means: use the torch step
             warnings.warn(f"native fast step unavailable ({type(err).__name__}: {err}); falling back to the "
                           "torch fast step", RuntimeWarning, stacklevel=3)

@@ -44,14 +44,22 @@ import torch
 from sashimi.jit import Extension, NativeUnavailable
 from sashimi.runtime import usable_cpus
 
-_EXTENSION = Extension("sashimi_fast_step", Path(__file__).resolve().parent / "csrc" / "fast_step.cpp",
-                       "the native generation step")
+_SOURCE = Path(__file__).resolve().parent / "csrc" / "fast_step.cpp"
+_EXTENSION = Extension("sashimi_fast_step", _SOURCE, "the native generation step")
+_VARIANTS: dict[str, Extension] = {}  # other -march builds, by march
 __all__ = ["NativeStep", "NativeUnavailable", "available", "load"]
 
 
-def load():
-    """The extension module, built on first call; raises ``NativeUnavailable`` if it cannot be had."""
-    return _EXTENSION.load()
+def load(march: str = "native"):
+    """The extension module built with ``-march=<march>`` ("native": for this CPU; "x86-64-v3": the AVX2 / FMA
+    kernels on any recent x86-64 CPU; "x86-64": the SSE2 ones), built on first call; raises
+    ``NativeUnavailable`` if it cannot be had. ``load(march).isa()`` names the kernels it was built with."""
+    if march == "native":
+        return _EXTENSION.load()
+    if march not in _VARIANTS:
+        name = "sashimi_fast_step_" + "".join(c if c.isalnum() else "_" for c in march)
+        _VARIANTS[march] = Extension(name, _SOURCE, f"the native generation step (-march={march})", march=march)
+    return _VARIANTS[march].load()
 
 
 def available() -> bool:
@@ -121,10 +129,11 @@ def _net_setting(name: str, cast, doc: str) -> property:
 class NativeStep:
     """The native step of one ``FastLM`` (its batch size and sampling settings); shares the FastLM's state."""
 
-    def __init__(self, fast):
+    def __init__(self, fast, march: str = "native"):
         from sashimi.generation.fast import FastFFBlock, FastS4Block
 
-        mod = load()
+        mod = load(march)
+        self.isa = mod.isa()
         head = fast.head
         if head.weight.dtype != torch.float32 or head.weight.device.type != "cpu":
             raise NativeUnavailable(f"the native step runs float32 on CPU only (model is {head.weight.dtype} on "

@@ -1067,6 +1067,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "sashimi: fused native generation step (see sashimi/generation/native.py)";
   m.def("elementwise", &elementwise, "gelu / sigmoid / exp of the native step, elementwise (for tests)");
   m.attr("chunk") = kChunk;
+  m.def("isa", [] { return std::string(kIsa); }, "the vector unit the kernels were built for (simd.h)");
   m.def("zeros", &zeros_huge, "n zeroed float32, 64-byte aligned, on huge pages from 1 MB up where possible");
   py::class_<Net>(m, "Net")
       .def(py::init<int64_t, int64_t, std::vector<int64_t>, bool, double, double, int64_t>(), py::arg("batch"),

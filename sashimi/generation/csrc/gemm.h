@@ -77,43 +77,55 @@ static Linear make_linear(const at::Tensor& weight, const c10::optional<at::Tens
   return lin;
 }
 
-// RB rows of x (stride ldx) times one panel -> RB rows of y (stride ldy), ncols <= NBW valid columns.
-// ACC: y += x W^T + b (a residual branch added in place), else y = x W^T + b. Written in explicit vectors, one
-// FMA per weight and row in k order: an output's value does not depend on RB (so neither on how rows are
-// shared between threads).
-template <int NBW, int RB, bool ACC>
-static inline void gemm_panel(const float* __restrict w, const float* __restrict bias, const float* __restrict x,
+// RB rows of x (stride ldx) times CV vectors of one panel's columns (w, bias and y at the block's first
+// column) -> RB rows of y (stride ldy), ncols <= CV VW valid columns. ACC: y += x W^T + b (a residual branch
+// added in place), else y = x W^T + b. One FMA per weight and row in k order: an output's value does not
+// depend on RB or CV (so neither on how rows are shared between threads, nor on the ISA's blocking).
+template <int NBW, int RB, int CV, bool ACC>
+static inline void gemm_block(const float* __restrict w, const float* __restrict bias, const float* __restrict x,
                               int64_t ldx, int K, float* __restrict y, int64_t ldy, int ncols) {
-  constexpr int V = NBW / LH;
-  v16 acc[RB][V];
+  vf acc[RB][CV];
 #pragma GCC unroll 4
   for (int r = 0; r < RB; ++r)
-#pragma GCC unroll 4
-    for (int v = 0; v < V; ++v) acc[r][v] = ld16(bias + v * LH);
+#pragma GCC unroll 16
+    for (int v = 0; v < CV; ++v) acc[r][v] = ldv(bias + v * VW);
   for (int k = 0; k < K; ++k) {
     const float* __restrict wk = w + static_cast<int64_t>(k) * NBW;
-    v16 wv[V];
-#pragma GCC unroll 4
-    for (int v = 0; v < V; ++v) wv[v] = ld16(wk + v * LH);
+    vf wv[CV];
+#pragma GCC unroll 16
+    for (int v = 0; v < CV; ++v) wv[v] = ldv(wk + v * VW);
 #pragma GCC unroll 4
     for (int r = 0; r < RB; ++r) {
       const float xv = x[r * ldx + k];
-#pragma GCC unroll 4
-      for (int v = 0; v < V; ++v) acc[r][v] += xv * wv[v];
+#pragma GCC unroll 16
+      for (int v = 0; v < CV; ++v) acc[r][v] += xv * wv[v];
     }
   }
   for (int r = 0; r < RB; ++r) {
     float* __restrict yr = y + r * ldy;
-    if (ncols == NBW) {
-#pragma GCC unroll 4
-      for (int v = 0; v < V; ++v) st16(yr + v * LH, ACC ? ld16(yr + v * LH) + acc[r][v] : acc[r][v]);
+    if (ncols >= CV * VW) {
+#pragma GCC unroll 16
+      for (int v = 0; v < CV; ++v) stv(yr + v * VW, ACC ? ldv(yr + v * VW) + acc[r][v] : acc[r][v]);
     } else {
-      float out[NBW];
-#pragma GCC unroll 4
-      for (int v = 0; v < V; ++v) st16(out + v * LH, acc[r][v]);
+      float out[CV * VW];
+#pragma GCC unroll 16
+      for (int v = 0; v < CV; ++v) stv(out + v * VW, acc[r][v]);
       for (int c = 0; c < ncols; ++c) yr[c] = ACC ? yr[c] + out[c] : out[c];
     }
   }
+}
+
+// RB rows times one panel (NBW columns, ncols valid), in column blocks of CV vectors: RB x CV accumulators and
+// CV weight vectors stay in registers (CV from the register count of simd.h: the whole 64-column panel at
+// 4 rows on AVX-512, 16 columns at 4 rows on AVX2, where 64 would spill).
+template <int NBW, int RB, bool ACC>
+static inline void gemm_panel(const float* __restrict w, const float* __restrict bias, const float* __restrict x,
+                              int64_t ldx, int K, float* __restrict y, int64_t ldy, int ncols) {
+  constexpr int V = NBW / VW;
+  constexpr int CV = std::min(V, pow2_floor((NREG - 2) / (RB + 1)));
+  static_assert(NBW % VW == 0 && V % CV == 0, "a panel is whole column blocks");
+  for (int c0 = 0; c0 < NBW && c0 < ncols; c0 += CV * VW)
+    gemm_block<NBW, RB, CV, ACC>(w + c0, bias + c0, x, ldx, K, y + c0, ldy, ncols - c0);
 }
 
 // Panels [p0, p1) for all rows.

@@ -1,4 +1,4 @@
-// The 16-float vector type and the elementwise math (exp, GELU, sigmoid) and LayerNorm kernels.
+// The lane-group sizes and the elementwise math (exp, GELU, sigmoid) and LayerNorm kernels.
 // Part of the native generation step: fast_step.cpp includes it (one translation unit).
 #pragma once
 
@@ -7,22 +7,15 @@
 #include <cstdint>
 #include <cstring>
 
+#include "simd.h"
+
 namespace {
 
 constexpr int L = 32;   // SSM channels per lane group
 constexpr int RMAX = 8; // largest DPLR rank supported
-constexpr int LH = 16;  // floats per vector; lanes of a chunk kernel (half a lane group: its state and
-                        // parameters fit in L1)
-
-// 16 floats as one vector (GCC / Clang vector extension, lowered to the target's SIMD): kernels whose
-// accumulators must stay in registers.
-typedef float v16 __attribute__((vector_size(LH * sizeof(float))));
-static inline v16 ld16(const float* p) {
-  v16 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-static inline void st16(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
+constexpr int LH = 16;  // lanes of a chunk kernel (half a lane group: its state and parameters fit in L1); the
+                        // kernels walk it in LH / VW vectors (simd.h)
+static_assert(LH % VW == 0 && L % VW == 0, "a half lane group is whole vectors");
 
 // ----------------------------------------------------------------------------------------------------------
 // Elementwise math: branch-free so that loops over it vectorize; NaN in gives NaN out (the sampler's check
@@ -59,15 +52,17 @@ static inline float exp_f(float x) {
 // through the final product). In float32: 4e-7 absolute, 7e-7 relative error against torch's GELU on
 // [-12, 12] (tests/generation/test_native.py).
 // U vectors at a time, statement by statement: the chain of one vector is ~100 cycles long, and U = 4
-// independent chains keep the vector units busy (measured: 2.3 TSC cycles per element against 3.3 for one).
+// independent chains keep the vector units busy (AVX-512: 2.3 TSC cycles per element against 3.3 for one);
+// kGeluU is 4 where 32 vector registers hold the chains' temporaries, else 2.
+constexpr int kGeluU = NREG >= 32 ? 4 : 2;
 template <int U>
 static inline void gelu_vectors(float* __restrict px) {
-  typedef int32_t i16 __attribute__((vector_size(LH * sizeof(int32_t))));
-  v16 x[U], a[U], t[U], p[U], n[U], r[U], q[U];
+  typedef int32_t vi __attribute__((vector_size(VW * sizeof(int32_t))));
+  vf x[U], a[U], t[U], p[U], n[U], r[U], q[U];
 #define SASHIMI_EACH _Pragma("GCC unroll 8") for (int i = 0; i < U; ++i)
   SASHIMI_EACH {
-    x[i] = ld16(px + i * LH);
-    a[i] = reinterpret_cast<v16>(reinterpret_cast<i16>(x[i]) & 0x7fffffff);
+    x[i] = ldv(px + i * VW);
+    a[i] = reinterpret_cast<vf>(reinterpret_cast<vi>(x[i]) & 0x7fffffff);
   }
   SASHIMI_EACH t[i] = 1.0f / (1.0f + 0.353553390593273762f * a[i]);
   SASHIMI_EACH p[i] = 0.134195447f * t[i] + -0.622271717f;
@@ -75,7 +70,7 @@ static inline void gelu_vectors(float* __restrict px) {
                         0.997950792f, -1.26541424f})
     SASHIMI_EACH p[i] = p[i] * t[i] + c;
   SASHIMI_EACH {
-    const v16 e = p[i] - 0.5f * a[i] * a[i];
+    const vf e = p[i] - 0.5f * a[i] * a[i];
     p[i] = e > -86.0f ? e : -86.0f;  // the exponent from here on
   }
   const float shifter = 12582912.0f;  // 1.5 * 2^23: (v + shifter) - shifter rounds v to an integer
@@ -86,23 +81,23 @@ static inline void gelu_vectors(float* __restrict px) {
     SASHIMI_EACH q[i] = q[i] * r[i] + c;
   SASHIMI_EACH {
     // q 2^(n - 1): n >= -125 here, so the exponent field stays normal
-    const i16 bits = reinterpret_cast<i16>(q[i]) + ((__builtin_convertvector(n[i], i16) - 1) << 23);
-    const v16 h = t[i] * reinterpret_cast<v16>(bits);  // Phi(-a)
-    st16(px + i * LH, x[i] * (x[i] >= 0.0f ? 1.0f - h : h));
+    const vi bits = reinterpret_cast<vi>(q[i]) + ((__builtin_convertvector(n[i], vi) - 1) << 23);
+    const vf h = t[i] * reinterpret_cast<vf>(bits);  // Phi(-a)
+    stv(px + i * VW, x[i] * (x[i] >= 0.0f ? 1.0f - h : h));
   }
 #undef SASHIMI_EACH
 }
 
-// GELU of n floats in place. A tail of fewer than 4 vectors goes through the same vector code (padded), so
-// that an element's value does not depend on where a thread's slice of the row starts or ends.
+// GELU of n floats in place. A tail of fewer than kGeluU vectors goes through the same vector code (padded),
+// so that an element's value does not depend on where a thread's slice of the row starts or ends.
 static void gelu_inplace(float* __restrict x, int64_t n) {
-  constexpr int kBlock = 4 * LH;
+  constexpr int kBlock = kGeluU * VW;
   int64_t i = 0;
-  for (; i + kBlock <= n; i += kBlock) gelu_vectors<4>(x + i);
+  for (; i + kBlock <= n; i += kBlock) gelu_vectors<kGeluU>(x + i);
   if (i < n) {
     float tail[kBlock] = {};
     std::memcpy(tail, x + i, sizeof(float) * (n - i));
-    gelu_vectors<4>(tail);
+    gelu_vectors<kGeluU>(tail);
     std::memcpy(x + i, tail, sizeof(float) * (n - i));
   }
 }

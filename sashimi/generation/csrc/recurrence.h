@@ -105,83 +105,96 @@ static inline int64_t chunk_half_stride(int M, int R, bool table) {
 
 // n steps of one row's half lane group: x re / im in place, mode m at xr + m xm / xi + m xm (the chunk scratch,
 // or the state itself, see chunk_groups). FORCED: with the inputs u_s = ub[s us + l], else u = 0 (the free
-// response); OUT: y_s = Re(sum_m c x') into fb[s fs + l]. P: the half's parameters.
+// response); OUT: y_s = Re(sum_m c x') into fb[s fs + l]. P: the half's parameters. chunk_run_v does VW
+// of the LH lanes (all pointers at the first of them), chunk_run all LH, a vector at a time.
 template <int R, bool FORCED, bool OUT>
-static void chunk_run(const float* __restrict P, int M, int rank, float* __restrict xr, float* __restrict xi,
+static inline void chunk_run_v(const float* __restrict P, int M, int rank, float* __restrict xr, float* __restrict xi,
                       int64_t xm, const float* __restrict ub, int64_t us, float* __restrict fb, int64_t fs, int n) {
   const int NR = R >= 0 ? R : rank;
   constexpr int KR = R > 0 ? R : (R == 0 ? 1 : RMAX);
   const float* __restrict pm = P + NR * LH;
   const int64_t E = static_cast<int64_t>(4 * NR + 6) * LH;  // floats per mode
   for (int s = 0; s < n; ++s) {
-    const v16 u = FORCED ? ld16(ub + s * us) : v16{};
-    v16 k[KR];
+    const vf u = FORCED ? ldv(ub + s * us) : vf{};
+    vf k[KR];
     for (int j = 0; j < NR; ++j) {  // k_j = beta_j u + Re(sum_m G_j x), four partial sums over m
       const float* __restrict g = pm + 2 * j * LH;
-      v16 a0 = FORCED ? ld16(P + j * LH) * u : v16{}, a1 = {}, a2 = {}, a3 = {};
+      vf a0 = FORCED ? ldv(P + j * LH) * u : vf{}, a1 = {}, a2 = {}, a3 = {};
       int m = 0;
       for (; m + 4 <= M; m += 4) {
         const float* __restrict g0 = g + m * E;
         const float* __restrict x0 = xr + m * xm;
         const float* __restrict y0 = xi + m * xm;
-        a0 += ld16(g0) * ld16(x0) - ld16(g0 + LH) * ld16(y0);
-        a1 += ld16(g0 + E) * ld16(x0 + xm) - ld16(g0 + E + LH) * ld16(y0 + xm);
-        a2 += ld16(g0 + 2 * E) * ld16(x0 + 2 * xm) - ld16(g0 + 2 * E + LH) * ld16(y0 + 2 * xm);
-        a3 += ld16(g0 + 3 * E) * ld16(x0 + 3 * xm) - ld16(g0 + 3 * E + LH) * ld16(y0 + 3 * xm);
+        a0 += ldv(g0) * ldv(x0) - ldv(g0 + LH) * ldv(y0);
+        a1 += ldv(g0 + E) * ldv(x0 + xm) - ldv(g0 + E + LH) * ldv(y0 + xm);
+        a2 += ldv(g0 + 2 * E) * ldv(x0 + 2 * xm) - ldv(g0 + 2 * E + LH) * ldv(y0 + 2 * xm);
+        a3 += ldv(g0 + 3 * E) * ldv(x0 + 3 * xm) - ldv(g0 + 3 * E + LH) * ldv(y0 + 3 * xm);
       }
-      for (; m < M; ++m) a0 += ld16(g + m * E) * ld16(xr + m * xm) - ld16(g + m * E + LH) * ld16(xi + m * xm);
+      for (; m < M; ++m) a0 += ldv(g + m * E) * ldv(xr + m * xm) - ldv(g + m * E + LH) * ldv(xi + m * xm);
       k[j] = (a0 + a1) + (a2 + a3);
     }
-    v16 y0 = {}, y1 = {};
+    vf y0 = {}, y1 = {};
     for (int m = 0; m < M; ++m) {  // x' = DE x - sum_j Q_j k_j + Db u; y += Re(c x')
       const float* __restrict a = pm + m * E + 2 * NR * LH;
       const float* __restrict q = a + 2 * LH;
       const float* __restrict db = q + 2 * NR * LH;
-      const v16 pr = ld16(xr + m * xm), pi = ld16(xi + m * xm), er = ld16(a), ei = ld16(a + LH);
-      v16 nr = er * pr - ei * pi, ni = er * pi + ei * pr;
+      const vf pr = ldv(xr + m * xm), pi = ldv(xi + m * xm), er = ldv(a), ei = ldv(a + LH);
+      vf nr = er * pr - ei * pi, ni = er * pi + ei * pr;
       if (FORCED) {
-        nr += ld16(db) * u;
-        ni += ld16(db + LH) * u;
+        nr += ldv(db) * u;
+        ni += ldv(db + LH) * u;
       }
       for (int j = 0; j < NR; ++j) {
-        nr -= ld16(q + 2 * j * LH) * k[j];
-        ni -= ld16(q + (2 * j + 1) * LH) * k[j];
+        nr -= ldv(q + 2 * j * LH) * k[j];
+        ni -= ldv(q + (2 * j + 1) * LH) * k[j];
       }
-      st16(xr + m * xm, nr);
-      st16(xi + m * xm, ni);
+      stv(xr + m * xm, nr);
+      stv(xi + m * xm, ni);
       if (OUT) {
-        const v16 t = ld16(db + 2 * LH) * nr - ld16(db + 3 * LH) * ni;
+        const vf t = ldv(db + 2 * LH) * nr - ldv(db + 3 * LH) * ni;
         if (m & 1)
           y1 += t;
         else
           y0 += t;
       }
     }
-    if (OUT) st16(fb + s * fs, y0 + y1);
+    if (OUT) stv(fb + s * fs, y0 + y1);
   }
 }
 
-// f_i = Re(sum_m F_im x_m) for i in [i0, i0 + 4) and RB rows: F (M T 2 LH), row r's x_m at XR + r xs + m xm
-// (re) and XI + r xs + m xm (im), its f_i at fb + r L + i fi.
+template <int R, bool FORCED, bool OUT>
+static void chunk_run(const float* __restrict P, int M, int rank, float* __restrict xr, float* __restrict xi,
+                      int64_t xm, const float* __restrict ub, int64_t us, float* __restrict fb, int64_t fs, int n) {
+  for (int o = 0; o < LH; o += VW)
+    chunk_run_v<R, FORCED, OUT>(P + o, M, rank, xr + o, xi + o, xm, FORCED ? ub + o : ub, us, OUT ? fb + o : fb, fs,
+                                n);
+}
+
+// f_i = Re(sum_m F_im x_m) for i in [i0, i0 + QB) and RB rows, VW lanes (all pointers at the first of them):
+// F (M T 2 LH), row r's x_m at XR + r xs + m xm (re) and XI + r xs + m xm (im), its f_i at fb + r L + i fi.
+// QB outputs at a time: RB QB accumulators, 2 QB table vectors and 2 state vectors stay in registers (QB 4 with
+// 32 vector registers, 2 with 16).
+constexpr int kTableQ = NREG >= 32 ? 4 : 2;
 template <int RB>
 static inline void chunk_table_block(const float* __restrict F, int M, const float* __restrict XR,
                                      const float* __restrict XI, int64_t xs, int64_t xm, float* __restrict fb,
                                      int64_t fi, int i0) {
-  v16 acc[RB][4];
+  constexpr int QB = kTableQ;
+  vf acc[RB][QB];
 #pragma GCC unroll 16
   for (int r = 0; r < RB; ++r)
 #pragma GCC unroll 4
-    for (int q = 0; q < 4; ++q) acc[r][q] = v16{};
+    for (int q = 0; q < QB; ++q) acc[r][q] = vf{};
   for (int m = 0; m < M; ++m) {
     const float* __restrict f = F + (static_cast<int64_t>(m) * kChunk + i0) * 2 * LH;
-    v16 fr[4], fm[4];
+    vf fr[QB], fm[QB];
 #pragma GCC unroll 4
-    for (int q = 0; q < 4; ++q) fr[q] = ld16(f + 2 * q * LH), fm[q] = ld16(f + (2 * q + 1) * LH);
+    for (int q = 0; q < QB; ++q) fr[q] = ldv(f + 2 * q * LH), fm[q] = ldv(f + (2 * q + 1) * LH);
 #pragma GCC unroll 16
     for (int r = 0; r < RB; ++r) {
-      const v16 xr = ld16(XR + r * xs + m * xm), xi = ld16(XI + r * xs + m * xm);
+      const vf xr = ldv(XR + r * xs + m * xm), xi = ldv(XI + r * xs + m * xm);
 #pragma GCC unroll 4
-      for (int q = 0; q < 4; ++q) {  // two statements: the same two FMAs whatever RB (bit-identical rows)
+      for (int q = 0; q < QB; ++q) {  // two statements: the same two FMAs whatever RB (bit-identical rows)
         acc[r][q] += fr[q] * xr;
         acc[r][q] -= fm[q] * xi;
       }
@@ -190,21 +203,26 @@ static inline void chunk_table_block(const float* __restrict F, int M, const flo
 #pragma GCC unroll 16
   for (int r = 0; r < RB; ++r)
 #pragma GCC unroll 4
-    for (int q = 0; q < 4; ++q) st16(fb + r * L + (i0 + q) * fi, acc[r][q]);
+    for (int q = 0; q < QB; ++q) stv(fb + r * L + (i0 + q) * fi, acc[r][q]);
 }
 
 // The next chunk's f from the table F for `rows` rows of a half lane group (x as in chunk_table_block, its
-// f_i at fb + r L + i fi), in blocks of 4 rows x 4 outputs: each block of F is read from L1 by up to four rows.
+// f_i at fb + r L + i fi), in blocks of 4 rows x QB outputs x VW lanes: each block of F is read from L1 by up
+// to four rows.
 static void chunk_table(const float* F, int M, const float* XR, const float* XI, int64_t xs, int64_t xm, int rows,
                         float* fb, int64_t fi) {
-  for (int i0 = 0; i0 < kChunk; i0 += 4) {
-    int r = 0;
-    for (; r + 4 <= rows; r += 4) chunk_table_block<4>(F, M, XR + r * xs, XI + r * xs, xs, xm, fb + r * L, fi, i0);
-    switch (rows - r) {
-      case 3: chunk_table_block<3>(F, M, XR + r * xs, XI + r * xs, xs, xm, fb + r * L, fi, i0); break;
-      case 2: chunk_table_block<2>(F, M, XR + r * xs, XI + r * xs, xs, xm, fb + r * L, fi, i0); break;
-      case 1: chunk_table_block<1>(F, M, XR + r * xs, XI + r * xs, xs, xm, fb + r * L, fi, i0); break;
-      default: break;
+  for (int o = 0; o < LH; o += VW) {
+    const float *Fo = F + o, *xr = XR + o, *xi = XI + o;
+    float* fo = fb + o;
+    for (int i0 = 0; i0 < kChunk; i0 += kTableQ) {
+      int r = 0;
+      for (; r + 4 <= rows; r += 4) chunk_table_block<4>(Fo, M, xr + r * xs, xi + r * xs, xs, xm, fo + r * L, fi, i0);
+      switch (rows - r) {
+        case 3: chunk_table_block<3>(Fo, M, xr + r * xs, xi + r * xs, xs, xm, fo + r * L, fi, i0); break;
+        case 2: chunk_table_block<2>(Fo, M, xr + r * xs, xi + r * xs, xs, xm, fo + r * L, fi, i0); break;
+        case 1: chunk_table_block<1>(Fo, M, xr + r * xs, xi + r * xs, xs, xm, fo + r * L, fi, i0); break;
+        default: break;
+      }
     }
   }
 }
@@ -238,27 +256,29 @@ static inline void chunk_state(float* re, float* im, int64_t sm, int M, int nh, 
 // z = f_p + sum_{j <= p} h_{p-j} ub[j] (lanes < nl); u / z rows at stride ld.
 static void chunk_out(const float* __restrict h, int p, int nl, int B, int b0, int b1, float* __restrict ub,
                       const float* __restrict fb, const float* __restrict u, float* __restrict z, int64_t ld) {
-  static_assert(L == 2 * LH, "a lane group is two vectors");
+  constexpr int NV = L / VW;
   for (int b = b0; b < b1; ++b) {
     float* __restrict up = ub + (static_cast<int64_t>(p) * B + b) * L;
     const float* __restrict ur = u + b * ld;
     for (int l = 0; l < L; ++l) up[l] = l < nl ? ur[l] : 0.0f;
     const float* __restrict fr = fb + (static_cast<int64_t>(p) * B + b) * L;
-    v16 a0 = ld16(fr), a1 = ld16(fr + LH);
+    vf a[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) a[v] = ldv(fr + v * VW);
     for (int j = 0; j <= p; ++j) {
       const float* __restrict hj = h + (p - j) * L;
       const float* __restrict uj = ub + (static_cast<int64_t>(j) * B + b) * L;
-      a0 += ld16(hj) * ld16(uj);
-      a1 += ld16(hj + LH) * ld16(uj + LH);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) a[v] += ldv(hj + v * VW) * ldv(uj + v * VW);
     }
     float* __restrict zr = z + b * ld;
     if (nl == L) {
-      st16(zr, a0);
-      st16(zr + LH, a1);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) stv(zr + v * VW, a[v]);
     } else {
       float acc[L];
-      st16(acc, a0);
-      st16(acc + LH, a1);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) stv(acc + v * VW, a[v]);
       for (int l = 0; l < nl; ++l) zr[l] = acc[l];
     }
   }
