@@ -28,6 +28,18 @@ def machine() -> str:
             f"{malloc}")
 
 
+def cpu_flags() -> str:
+    """The vector-unit flags of this CPU that decide which native kernels run (lscpu's Flags, filtered)."""
+    wanted = ("avx512f", "avx512bw", "avx512_bf16", "avx2", "fma", "sse4_2", "asimd", "sve", "bf16")
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next(line for line in f if line.startswith(("flags", "Features")))
+    except (OSError, StopIteration):
+        return "flags unknown"
+    have = set(line.split(":", 1)[1].split())
+    return " ".join(w for w in wanted if w in have) or "no SIMD flags listed"
+
+
 def timeit(fn, repeat: int = 5, warmup: int = 1, device: str = "cpu") -> tuple[float, float]:
     """(best, median) wall seconds of fn() over ``repeat`` runs after ``warmup`` runs."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)

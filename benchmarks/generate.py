@@ -1,6 +1,8 @@
 """Generation speed: samples/s of recurrent sampling (step + sampling) for the sc09-preset model, float32.
 
     python benchmarks/generate.py                    # batch 1 and 16: native and compiled fast step, references
+    python benchmarks/generate.py --batch 1 16 --backends native --march native x86-64-v3   # the AVX2 kernels too
+    python benchmarks/generate.py --batch 1 2 4 8 16 32 64 --reference-steps 0   # native against inductor
     python benchmarks/generate.py --batch 1 --backends native --depths
     python benchmarks/generate.py --batch 1 --profile
     python benchmarks/generate.py --batch 1 16 --backends native --compare-chunked 8
@@ -8,7 +10,11 @@
     python benchmarks/generate.py --batch 16 --backends native --reference-steps 0 --compare-balance 12
     python benchmarks/generate.py --device cuda     # GPU: batch 1, 64 and 1024, with and without CUDA graphs
 
-Random weights (speed does not depend on them). Each row times ``--steps`` calls of ``step(token, u)`` after a
+Random weights (speed does not depend on them). ``--march`` builds the native step for other vector units
+too (``x86-64-v3``: the AVX2 / FMA kernels; ``x86-64``: SSE2), each its own row, labelled with the ISA the
+kernels were built for. Each row also shows the batch's memory-roofline ceiling (``roofline.py``: the read
+bandwidth of this machine for the model's working set, times the batch, over the parameter bytes a sample
+streams at batch 1): a step that reaches it is bound by streaming the weights. Each row times ``--steps`` calls of ``step(token, u)`` after a
 warm-up, best of ``--repeat``; "samples/s" counts every sequence of the batch. "native, chunk" times the same
 steps as one ``steps(token, u)`` call (the loop in C++, as ``Sampler`` runs it). The official implementation's
 figures (its recurrent generation of the same model measured on this machine, per the issue) are printed
@@ -34,11 +40,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402
+from common import cpu_flags, machine  # noqa: E402
+from roofline import read_bandwidth, tiers  # noqa: E402
 
 import sashimi  # noqa: E402
 from sashimi.generation.fast import FastLM  # noqa: E402
-from sashimi.generation.sampler import _EagerStep  # noqa: E402
+from sashimi.generation.backends import ReferenceStep  # noqa: E402
 from sashimi.generation.sampling import SamplingSettings  # noqa: E402
 
 OFFICIAL = {1: (227, 435), 16: (1463, 3193)}  # (dense step, diagonal step) samples/s
@@ -93,6 +100,8 @@ def main() -> None:
     ap.add_argument("--native-threads", type=int,
                     help="threads of the native step (default: its own, 2 where there are 2+ CPUs)")
     ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--march", nargs="+", default=["native"],
+                    help="-march builds of the native step to time (native x86-64-v3 x86-64 armv8-a ...)")
     ap.add_argument("--backends", nargs="+", default=["native", "inductor"], choices=("native", "inductor"),
                     help="fast-step backends to time (the eager rows are --reference-steps)")
     ap.add_argument("--reference-steps", type=int, default=32, help="steps for the slow eager rows (0: skip)")
@@ -112,39 +121,17 @@ def main() -> None:
     model = sashimi.SaShiMiLM(sashimi.preset(args.preset)).eval()
     settings = SamplingSettings(top_p=args.top_p)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# {args.preset}, float32, {machine()}, load average {load:.2f} at start")
+    print(f"# {args.preset}, float32, {machine()}; CPU flags: {cpu_flags()}; load average {load:.2f} at start")
     if args.device == "cuda":
         return gpu_table(model.cuda(), settings, args.batch or GPU_BATCHES, args.steps, args.repeat)
+    ceiling = roofline(model)
     rows = []
     for B in args.batch or [1, 16]:
-        row = dict(B=B, native=float("nan"), chunk=float("nan"), inductor=float("nan"), compiled=True)
+        row = dict(B=B, native={}, inductor=float("nan"), compiled=True)
         with torch.no_grad():
             if "native" in args.backends:
-                t0 = time.perf_counter()
-                fast = FastLM(model, B, settings, backend="native")
-                build = time.perf_counter() - t0
-                if fast.backend == "native":
-                    if args.native_threads:
-                        fast.threads = args.native_threads
-                    rate(fast.step, B, 64, 1)  # warm-up
-                    row["native"] = rate(fast.step, B, args.steps, args.repeat)
-                    row["chunk"] = chunk_rate(fast, B, args.steps, args.repeat)
-                    print(f"batch {B}: native {row['native']:,.0f} samples/s, in chunks {row['chunk']:,.0f} "
-                          f"({fast.threads} threads; set-up {build:.1f} s)", flush=True)
-                    if args.depths:
-                        depths(fast, B)
-                    if args.compare_chunked:
-                        alternate(fast, B, args.steps, args.compare_chunked, "chunked recurrence",
-                                  {"off": dict(chunked=False), "on": dict(chunked=True)})
-                    if args.compare_split:
-                        off = dict(rows_from=B + 1, row_levels=fast._native.row_levels)
-                        alternate(fast, B, args.steps, args.compare_split, "row split",
-                                  {"off": off, "tier 0": dict(rows_from=1, row_levels=1),
-                                   "tiers 0-1": dict(rows_from=1, row_levels=2),
-                                   "all levels": dict(rows_from=1, row_levels=64)})
-                    if args.compare_balance:
-                        alternate(fast, B, args.steps, args.compare_balance, "row shares",
-                                  {"even": dict(balance=False), "balanced": dict(balance=True)})
+                for march in args.march:
+                    native_rows(model, settings, B, march, args, row)
             if "inductor" in args.backends:
                 t0 = time.perf_counter()
                 fast = FastLM(model, B, settings, backend="inductor")
@@ -155,21 +142,71 @@ def main() -> None:
                       flush=True)
                 if args.profile:
                     profile(fast, B)
-            row["eager"] = rate(FastLM(model, B, settings, compile=False).step, B, args.reference_steps, 1) \
+            row["eager"] = rate(FastLM(model, B, settings, backend="eager").step, B, args.reference_steps, 1) \
                 if args.reference_steps else float("nan")
-            row["ref"] = rate(_EagerStep(model, B, settings).step, B, args.reference_steps, 1) \
+            row["ref"] = rate(ReferenceStep(model, B, settings).step, B, args.reference_steps, 1) \
                 if args.reference_steps else float("nan")
         rows.append(row)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# load average {load:.2f} at the end")
-    print("\n| batch | native step | native, chunk | fast step, compiled | fast step, eager | `SaShiMiLM.step` "
-          "(reference) | official dense | official diagonal | target |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| batch | native build (ISA) | native step | native, chunk | fast step, compiled | fast step, eager | "
+          "`SaShiMiLM.step` (reference) | official dense | official diagonal | roofline ceiling | target |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    nan = float("nan")
     for r in rows:
-        off = OFFICIAL.get(r["B"], (float("nan"), float("nan")))
-        print(f"| {r['B']} | {fmt(r['native'])} | {fmt(r['chunk'])} | "
-              f"{fmt(r['inductor'])}{'' if r['compiled'] else ' (compile failed: eager)'} | {fmt(r['eager'])} | "
-              f"{fmt(r['ref'])} | {fmt(off[0])} | {fmt(off[1])} | {fmt(TARGET.get(r['B'], float('nan')))} |")
+        off = OFFICIAL.get(r["B"], (nan, nan))
+        natives = r["native"] or {"-": ("-", nan, nan)}
+        for march, (isa, step, chunk) in natives.items():
+            print(f"| {r['B']} | {march} ({isa}) | {fmt(step)} | {fmt(chunk)} | "
+                  f"{fmt(r['inductor'])}{'' if r['compiled'] else ' (compile failed: eager)'} | {fmt(r['eager'])} | "
+                  f"{fmt(r['ref'])} | {fmt(off[0])} | {fmt(off[1])} | {fmt(ceiling * r['B'])} | "
+                  f"{fmt(TARGET.get(r['B'], nan))} |")
+
+
+def roofline(model) -> float:
+    """samples/s at batch 1 if the step were bound by streaming its parameters at this machine's read bandwidth
+    for the working set (``roofline.py``); batch B shares each read between B rows."""
+    with torch.no_grad():
+        parts = tiers(FastLM(model, 1, backend="eager"), 16)
+    held = sum(h for _, _, h, _ in parts)
+    per_sample = sum(r / every for _, r, _, every in parts)
+    threads = torch.get_num_threads()
+    bandwidth = read_bandwidth(int(held), 2)
+    torch.set_num_threads(threads)
+    print(f"# roofline: {held / 1e6:.1f} MB working set, {per_sample / 1e6:.2f} MB of parameters per sample at "
+          f"batch 1, read at {bandwidth / 1e9:.0f} GB/s (2 threads): {bandwidth / per_sample:,.0f} samples/s at "
+          "batch 1", flush=True)
+    return bandwidth / per_sample
+
+
+def native_rows(model, settings, B: int, march: str, args, row: dict) -> None:
+    """Time the native step built with -march=march at batch B into row["native"][march]."""
+    t0 = time.perf_counter()
+    fast = FastLM(model, B, settings, backend="native", march=march)
+    build = time.perf_counter() - t0
+    if fast.backend != "native":
+        return
+    if args.native_threads:
+        fast.threads = args.native_threads
+    rate(fast.step, B, 64, 1)  # warm-up
+    step = rate(fast.step, B, args.steps, args.repeat)
+    chunk = chunk_rate(fast, B, args.steps, args.repeat)
+    row["native"][march] = (fast._native.isa, step, chunk)
+    print(f"batch {B}: native ({march}: {fast._native.isa}) {step:,.0f} samples/s, in chunks {chunk:,.0f} "
+          f"({fast.threads} threads; set-up {build:.1f} s)", flush=True)
+    if args.depths:
+        depths(fast, B)
+    if args.compare_chunked:
+        alternate(fast, B, args.steps, args.compare_chunked, "chunked recurrence",
+                  {"off": dict(chunked=False), "on": dict(chunked=True)})
+    if args.compare_split:
+        off = dict(rows_from=B + 1, row_levels=fast._native.row_levels)
+        alternate(fast, B, args.steps, args.compare_split, "row split",
+                  {"off": off, "tier 0": dict(rows_from=1, row_levels=1),
+                   "tiers 0-1": dict(rows_from=1, row_levels=2), "all levels": dict(rows_from=1, row_levels=64)})
+    if args.compare_balance:
+        alternate(fast, B, args.steps, args.compare_balance, "row shares",
+                  {"even": dict(balance=False), "balanced": dict(balance=True)})
 
 
 def gpu_table(model, settings: SamplingSettings, batches: list[int], steps: int, repeat: int) -> None:

@@ -85,7 +85,7 @@ def main() -> None:
     args = ap.parse_args()
     model = sashimi.SaShiMiLM(sashimi.preset(args.preset)).eval()
     with torch.no_grad():
-        fast = FastLM(model, 1, compile=False)
+        fast = FastLM(model, 1, backend="eager")
     rows = tiers(fast, args.chunk)
     total = sum(r for _, r, _, _ in rows)  # every part once
     held = sum(h for _, _, h, _ in rows)  # the working set

@@ -1,9 +1,10 @@
 """The fast recurrent step: the whole SaShiMi LM as real-valued tensors, run by one of three backends.
 
-Backends (``FastLM(..., backend=...)``): "native" (the default; ``native.py``: one fused C++ call per step,
-JIT-built once with the system compiler), "inductor" (one compiled graph per step depth, below) and "eager"
-(the same graphs uncompiled: the reference the others are tested against). A backend that cannot be had falls
-back with a ``RuntimeWarning``: native -> inductor (or eager when ``compile=False``) -> eager.
+Backends (``FastLM(..., backend=...)``; ``backends.make_step`` is the one switch that also offers the reference
+``SaShiMiLM.step``): "native" (the default on CPU; ``native.py``: one fused C++ call per step, JIT-built once
+with the system compiler), "inductor" (one compiled graph per step depth, below) and "eager" (the same graphs
+uncompiled: the reference the others are tested against). A backend that cannot be had falls back with a
+``RuntimeWarning``: native -> inductor -> eager.
 
 Dimension letters: B = batch, H = width of a tier, M = modes of a recurrence (N/2), C = classes, r = rank.
 
@@ -27,171 +28,22 @@ import math
 import types
 import warnings
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from sashimi.errors import ConfigError
+from sashimi.generation import blocks as fast_blocks_module
+from sashimi.generation import loop
+from sashimi.generation.blocks import FastFFBlock, FastS4Block  # noqa: F401 - re-exported
 from sashimi.generation.sampling import SamplingSettings, sample
+from sashimi.generation.state import StepState
 from sashimi.models.backbone import BackboneState
 from sashimi.models.lm import SaShiMiLM
-from sashimi.nn.blocks import FFBlock, ResidualS4Block
-from sashimi.runtime import usable_cpus
+from sashimi.nn.blocks import ResidualS4Block
 
 BACKENDS = ("native", "inductor", "eager")
-
-
-def _frozen(t: torch.Tensor) -> nn.Parameter:
-    return nn.Parameter(t.detach().clone().contiguous(), requires_grad=False)
-
-
-def _real(z: torch.Tensor) -> tuple[nn.Parameter, nn.Parameter]:
-    """Real and imaginary parts of a complex tensor, as frozen float32 parameters."""
-    return _frozen(z.real.float()), _frozen(z.imag.float())
-
-
-class FastS4Block(nn.Module):
-    """x + GLU(Linear(GELU(SSM(u) + D u))), u = LayerNorm(x), with the SSM stepped in real arithmetic.
-
-    S4D layers step their diagonal recurrence x' = mu x + b u, y = Re(c x) (c includes the conjugate-pair
-    factor 2). DPLR layers step the bilinear DPLR recurrence in its O(N) Woodbury form, on the N/2 modes kept
-    per conjugate pair (the official "linear" step): with A = Lambda - P P^*, D = (2/dt - Lambda)^-1,
-    E = 2/dt + Lambda and <p, y> = 2 Re(sum conj(p) y) the inner product of the conjugate-extended vectors,
-        v = E x - P <P, x> + 2 B u,   x' = D (v - P <R, v>),   R = (I + <P, D P>)^-1 conj(P) D   (Woodbury),
-    which equals the dense step exactly. Diagonalizing the DPLR matrix instead (``DenseSystem.diagonalize``)
-    is exact in float64 but useless in float32: the HiPPO eigenvectors are so ill-conditioned (cond ~ 1e7)
-    that the residues reach 1e6 and cancel, giving output errors of order 1.
-    """
-
-    def __init__(self, block: ResidualS4Block):
-        super().__init__()
-        layer = block.layer
-        self.norm, self.output_linear, self.D = block.norm, layer.output_linear, _frozen(layer.D)
-        self.dplr, self.eager_step_mode = layer.mode == "dplr", layer.step_mode
-        # The O(N) Woodbury step is the bilinear DPLR recurrence; a ZOH DPLR layer steps dA = exp(dt A), which has
-        # no such form, so it steps the dense N x N recurrence that sashimi.ssm hands out (the native step has no
-        # dense recurrence: FastLM falls back to a torch step for such models).
-        self.dense = self.dplr and layer.kernel.disc != "bilinear"
-        with torch.no_grad():
-            if self.dense:
-                system = layer.kernel.discretize("dense")  # full conjugate-extended basis: A (H N N), b, c (H N)
-                self.A_re, self.A_im = _real(system.A)
-                self.b_re, self.b_im = _real(system.b)
-                self.c_re, self.c_im = _real(system.c)
-            elif self.dplr:
-                self._setup_dplr(layer)
-            else:
-                diag = layer.kernel.discretize("diagonal")
-                self.mu_re, self.mu_im = _real(diag.mu)  # (H M)
-                self.b_re, self.b_im = _real(diag.b)
-                self.c_re, self.c_im = _real(diag.c * diag.scale)
-        self.modes = self.c_re.shape[-1]
-
-    def _setup_dplr(self, layer) -> None:
-        k = layer.kernel
-        dt = torch.exp(k.log_dt.double())[:, None]  # (H 1)
-        lam = torch.complex(-torch.exp(k.A_real.double()), -k.A_imag.double())  # (H N2)
-        P = torch.view_as_complex(k.P.double().contiguous())  # (r H N2)
-        B = torch.view_as_complex(k.B.double().contiguous())  # (H N2)
-        c_full = k.discretize("dense").c.to(torch.complex128)  # (H N): plain C in the conjugate-extended basis
-        n2 = lam.shape[-1]
-        c = c_full[:, :n2] + c_full[:, n2:].conj()  # Re(sum_full c x) = Re(sum_half c_eff x_half)
-        D = 1 / (2 / dt - lam)
-        inner = 2 * torch.einsum("jhn,hn,khn->hjk", P.conj(), D, P).real  # (H r r) = <P_j, D P_k>
-        M_inv = torch.linalg.inv(torch.eye(P.shape[0], dtype=inner.dtype) + inner)
-        R = torch.einsum("hjk,khn->jhn", M_inv.to(P.dtype), P.conj() * D)  # <R_j, v> = (M^-1 <P, D v>)_j
-        self.E_re, self.E_im = _real(2 / dt + lam)
-        self.D_re, self.D_im = _real(D)
-        self.P_re, self.P_im = _real(P)
-        self.R_re, self.R_im = _real(2 * R)  # 2 Re(sum R v)
-        self.b_re, self.b_im = _real(2 * B)
-        self.c_re, self.c_im = _real(c)
-
-    def state(self, batch_size: int, channels_last: bool = False) -> list[torch.Tensor]:
-        """[Re, Im] zeros (B H M); channels_last: stored as (B M H) (the native step's layout)."""
-        if channels_last:
-            z = self.c_re.new_zeros(batch_size, *self.c_re.shape[::-1]).transpose(1, 2)
-            return [z, z.clone()]  # clone keeps the strides
-        z = self.c_re.new_zeros(batch_size, *self.c_re.shape)  # (B H M)
-        return [z, z.clone()]
-
-    def load_state(self, state: list[torch.Tensor], model_state: torch.Tensor) -> None:
-        """Copy an eager layer state (B H M') complex: S4D as is; DPLR ('linear' or 'dense' step mode) its
-        first N/2 modes, one per conjugate pair."""
-        if self.dplr and self.eager_step_mode not in ("linear", "dense"):
-            raise ConfigError("fast step: a DPLR layer's state must come from the 'linear' or 'dense' step mode "
-                              f"(got {self.eager_step_mode!r}); call setup_step('linear')")
-        x = model_state[..., : self.modes]
-        state[0].copy_(x.real)
-        state[1].copy_(x.imag)
-
-    def forward(self, x: torch.Tensor, state: list[torch.Tensor]) -> torch.Tensor:
-        """x (B H) -> (B H); state [Re, Im] (B H M) updated in place."""
-        u = self.norm(x)
-        re, im = state
-        step = self._dense if self.dense else self._dplr if self.dplr else self._diag
-        new_re, new_im = step(u[..., None], re, im)
-        re.copy_(new_re)
-        im.copy_(new_im)
-        z = (self.c_re * new_re - self.c_im * new_im).sum(-1) + self.D * u  # (B H)
-        return x + F.glu(self.output_linear(F.gelu(z)), dim=-1)
-
-    def _diag(self, u, re, im):
-        """x' = mu x + b u. u (B H 1), re/im (B H M)."""
-        return (self.mu_re * re - self.mu_im * im + self.b_re * u,
-                self.mu_re * im + self.mu_im * re + self.b_im * u)
-
-    def _dense(self, u, re, im):
-        """x' = dA x + dB u with the full N x N dA (ZOH DPLR). u (B H 1), re/im (B H N)."""
-        mv = lambda a, x: torch.einsum("hmn,bhn->bhm", a, x)  # noqa: E731
-        return (mv(self.A_re, re) - mv(self.A_im, im) + self.b_re * u,
-                mv(self.A_re, im) + mv(self.A_im, re) + self.b_im * u)
-
-    def _dplr(self, u, re, im):
-        """x' = D (v - P <R, v>), v = E x - P <P, x> + 2 B u. u (B H 1), re/im (B H M)."""
-        px = 2 * (self.P_re * re[:, None] + self.P_im * im[:, None]).sum(-1, keepdim=True)  # (B r H 1)
-        v_re = self.E_re * re - self.E_im * im - (self.P_re * px).sum(1) + self.b_re * u
-        v_im = self.E_re * im + self.E_im * re - (self.P_im * px).sum(1) + self.b_im * u
-        rv = (self.R_re * v_re[:, None] - self.R_im * v_im[:, None]).sum(-1, keepdim=True)  # (B r H 1)
-        w_re = v_re - (self.P_re * rv).sum(1)
-        w_im = v_im - (self.P_im * rv).sum(1)
-        return self.D_re * w_re - self.D_im * w_im, self.D_re * w_im + self.D_im * w_re
-
-
-class FastFFBlock(nn.Module):
-    def __init__(self, block: FFBlock):
-        super().__init__()
-        self.norm, self.linear_in, self.linear_out = block.norm, block.linear_in, block.linear_out
-
-    def state(self, batch_size: int, channels_last: bool = False) -> list[torch.Tensor]:
-        return []
-
-    def forward(self, x: torch.Tensor, state: list[torch.Tensor]) -> torch.Tensor:
-        return x + self.linear_out(F.gelu(self.linear_in(self.norm(x))))
-
-
-def _fast_block(block: nn.Module) -> nn.Module:
-    if isinstance(block, ResidualS4Block):
-        return FastS4Block(block)
-    if isinstance(block, FFBlock):
-        return FastFFBlock(block)
-    raise ConfigError(f"fast step: unsupported block {type(block).__name__}")
-
-
-def _fast_blocks(blocks: list[nn.Module]) -> dict[int, nn.Module]:
-    """The fast version of every block, by ``id(block)``. Built on up to four threads, largest first: most of
-    a FastLM's set-up is the float64 discretization of its S4 layers, whose torch ops release the GIL (sc09:
-    2.3-2.8 s on two threads against 3.2-4.9 s on one)."""
-
-    def convert(block: nn.Module) -> nn.Module:
-        with torch.no_grad():  # grad mode is per thread
-            return _fast_block(block)
-
-    order = sorted(blocks, key=lambda b: -sum(p.numel() for p in b.parameters()))
-    with ThreadPoolExecutor(max(1, min(4, usable_cpus(), len(blocks)))) as pool:
-        return {id(b): f for b, f in zip(order, pool.map(convert, order))}
 
 
 @contextlib.contextmanager
@@ -226,14 +78,15 @@ class FastLM(nn.Module):
     ``states`` after the last step to read or write them, not from a reference held across steps.
 
     ``backend``: "native", "inductor" or "eager"; default "native" on CPU ("inductor" for a model on a GPU),
-    or "eager" when ``compile`` is False. ``self.backend`` says which one runs after any fallback. The native
-    step is float32 on CPU only.
+    ``self.backend`` says which one runs after any fallback. The native step is float32 on CPU only; ``march``
+    picks its build (``native.load``), ``chunked`` its chunked recurrence.
 
     ``like``: another FastLM of the same (unchanged) model, e.g. for another batch size: its converted blocks
     are reused, which skips most of the set-up (the S4 layers' float64 discretization).
 
-    ``torch_threads``: torch's intra-op threads for the torch backends' steps; default: torch's count when the
-    FastLM is built. Every ``step``/``steps`` call runs under this count (set around the call where torch's
+    ``threads``: the native step's threads (default ``native.default_threads()``: 2 where the process may use 2
+    CPUs; settable later, ``self.threads``), or torch's intra-op threads for the torch backends' steps (default:
+    torch's count when the FastLM is built). Every ``step``/``steps`` call runs under this count (set around the call where torch's
     differs), and inductor compiles for it: dynamo guards on the thread count and inductor writes it into
     its CPU kernels, so a compiled step is valid for the count it was compiled under only. Build the FastLM
     with the count its loop will use (set-up and prefill may run under another).
@@ -245,17 +98,17 @@ class FastLM(nn.Module):
     """
 
     def __init__(self, model: SaShiMiLM, batch_size: int, settings: SamplingSettings = SamplingSettings(),
-                 compile: bool = True, backend: str | None = None, cuda_graphs: bool | None = None,
-                 like: FastLM | None = None, torch_threads: int | None = None, march: str = "native"):
+                 backend: str | None = None, *, threads: int | None = None, cuda_graphs: bool | None = None,
+                 like: FastLM | None = None, march: str = "native", chunked: bool = True):
         super().__init__()
-        if torch_threads is not None and torch_threads < 1:
-            raise ConfigError(f"torch_threads must be >= 1, got {torch_threads}")
-        self._torch_threads = torch_threads or torch.get_num_threads()
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {threads}")
+        self._torch_threads = threads or torch.get_num_threads()
         bb = model.backbone
         if any(getattr(m.layer, "bidirectional", False) for m in bb.modules() if isinstance(m, ResidualS4Block)):
             raise ConfigError("a bidirectional model cannot generate autoregressively")
         on_cpu = model.head.weight.device.type == "cpu"
-        backend = backend or ("eager" if not compile else "native" if on_cpu else "inductor")
+        backend = backend or ("native" if on_cpu else "inductor")
         if backend not in BACKENDS:
             raise ConfigError(f"unknown fast-step backend {backend!r}; expected one of {BACKENDS}")
         if cuda_graphs and backend == "native":
@@ -266,7 +119,7 @@ class FastLM(nn.Module):
         blocks = [b for group in (*bb.down_blocks, *bb.up_blocks, bb.center) for b in group]
         if like is not None and like._model() is not model:
             raise ConfigError("like= must be a FastLM of the same model")
-        fast = like._converted if like is not None else _fast_blocks(blocks)
+        fast = like._converted if like is not None else fast_blocks_module.fast_blocks(blocks)
         self._model, self._converted = weakref.ref(model), fast  # for like= (a weak reference: not a submodule)
         with torch.no_grad():
             self.embedding, self.head, self.norm = model.embedding, model.head, bb.norm
@@ -278,17 +131,15 @@ class FastLM(nn.Module):
         self.requires_grad_(False)
         self._native = None
         self.t = 0
-        self.states = {id(b): b.state(batch_size, channels_last=backend == "native") for b in self._blocks()}
-        dt = model.head.weight
-        self.down = [dt.new_zeros(batch_size, d.d_input, d.pool) for d in bb.down]  # (B H_i p_i)
-        self.up = [dt.new_zeros(batch_size, u.d_output, u.pool) for u in bb.up]
+        registers = ([(d.d_input, d.pool) for d in bb.down], [(u.d_output, u.pool) for u in bb.up])
         self.compiled = False
         self._eager_steps = [self._step_at_depth(d) for d in range(len(self.pool) + 1)]
-        if backend == "native":
-            self._native = self._build_native(march)
+        if backend == "native":  # the native step allocates the state in its layout
+            self._native = self._build_native(march, registers, threads, chunked)
             if self._native is None:
-                backend = "inductor" if compile else "eager"
-                self.states = {id(b): b.state(batch_size) for b in self._blocks()}
+                backend = "inductor"
+        if self._native is None:
+            self._use_state(StepState(list(self._blocks()), *registers, batch_size, like=model.head.weight))
         self._steps = self._build_steps(backend == "inductor")
         self.compiled = self._steps[0] is not self._eager_steps[0]  # False after a fallback
         #: the backend in use: "native", "inductor" or "eager" (after any fallback)
@@ -297,12 +148,19 @@ class FastLM(nn.Module):
         if cuda_graphs or (cuda_graphs is None and not on_cpu and self._native is None):
             self._graphs = self._build_graphs()
 
-    def _build_native(self, march: str):
-        """The native step, or None after a RuntimeWarning if it cannot be built or does not fit this model."""
+    def _use_state(self, state: StepState) -> None:
+        self.state = state
+        self._states, self.down, self.up = state.ssm, state.down, state.up
+
+    def _build_native(self, march: str, registers, threads: int | None, chunked: bool):
+        """The native step (its state adopted), or None after a RuntimeWarning if it cannot be built or does not
+        fit this model."""
         from sashimi.generation import native
 
         try:
-            return native.NativeStep(self, march)
+            step = native.NativeStep(self, registers, march, threads=threads, chunked=chunked)
+            self._use_state(step.state)
+            return step
         except Exception as err:  # noqa: BLE001 - any failure means: use the torch step
             warnings.warn(f"native fast step unavailable ({type(err).__name__}: {err}); falling back to the "
                           "torch fast step", RuntimeWarning, stacklevel=3)
@@ -335,14 +193,14 @@ class FastLM(nn.Module):
     @property
     def threads(self) -> int:
         """Threads of the native step (``native.py``), or the torch threads the torch backends' steps run on
-        (``torch_threads``, fixed when the FastLM is built)."""
+        (fixed when the FastLM is built)."""
         return self._native.threads if self._native is not None else self._torch_threads
 
     @threads.setter
     def threads(self, n: int) -> None:
         if self._native is None:
             raise ConfigError(f"threads is set per step for the native backend only; the {self.backend} step "
-                              "runs on the torch_threads it was built with (FastLM(..., torch_threads=N)), "
+                              "runs on the threads it was built with (FastLM(..., threads=N)), "
                               "whatever torch.set_num_threads says later")
         if n < 1:
             raise ConfigError(f"threads must be >= 1, got {n}")
@@ -440,26 +298,16 @@ class FastLM(nn.Module):
                 out = self._graphs.steps(self.t, token, u)
             self.t += u.shape[0]
             return out
-        tokens, logps, logits = [], [], None
         with _torch_threads(self._torch_threads):  # set once for the loop, not per step
-            for k in range(u.shape[0]):
-                token, logp, logits = self.step(token, u[k])
-                tokens.append(token)
-                logps.append(logp)
-        if logits is None:
-            return (torch.empty(0, self.batch_size, dtype=torch.long), torch.empty(0, self.batch_size),
-                    torch.full((self.batch_size, self.head.out_features), float("nan")))
-        return torch.stack(tokens), torch.stack(logps), logits
+            return loop.steps(self.step, token, u, self.head.out_features)
 
     def forced(self, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: consume tokens (n B) one step each -> the logits of every step (n B C), step s
         predicting the token after tokens[s]. Native: the loop runs in C++."""
         if self._native is not None:
             return self._native.forced(tokens)
-        u = torch.full((self.batch_size,), 0.5, device=tokens.device)
         with _torch_threads(self._torch_threads):
-            out = [self.step(token, u)[2] for token in tokens]
-        return torch.stack(out) if out else torch.empty(0, self.batch_size, self.head.out_features)
+            return loop.forced(self.step, tokens, self.head.out_features)
 
     def _stance(self):
         """Run the torch steps on ``torch_threads`` threads, and skip dynamo's guard checks on the compiled ones:
@@ -524,7 +372,7 @@ class FastLM(nn.Module):
             # here and not mid-generation
             with torch.no_grad(), _torch_threads(self._torch_threads):
                 for fn in compiled:
-                    fn(token, self.head.weight.new_zeros(self.batch_size))
+                    fn(token, torch.zeros(self.batch_size, device=token.device))  # u: float32, as step passes it
             self.restore(saved)
             return compiled
         except Exception as err:  # noqa: BLE001 - any compiler failure means: run eagerly
@@ -543,4 +391,6 @@ class FastLM(nn.Module):
             t.copy_(s)
 
     def _state_tensors(self) -> list[torch.Tensor]:
-        return [t for ts in self.states.values() for t in ts] + self.down + self.up
+        if self._native is not None:
+            self._native.sync()
+        return self.state.tensors()

@@ -36,11 +36,12 @@ work: in the column split the threads meet at 35-50 barriers per step, and a des
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
+from sashimi.generation.blocks import FastFFBlock, FastS4Block
+from sashimi.generation.state import StepState
 from sashimi.jit import Extension, NativeUnavailable
 from sashimi.runtime import usable_cpus
 
@@ -72,53 +73,23 @@ def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def _ssm_arrays(blk) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """A FastS4Block's recurrence in the folded form of fast_step.cpp: per channel h the run
-    [G_0 .. G_{R-1}, DE, Q_0 .. Q_{R-1}, Db, c], each as M real then M imaginary parts -> (H, (4R+6) M), beta
-    (H, R), R. Products are formed in float64 from the block's float32 parameters."""
-    cplx = lambda re, im: torch.complex(re.detach().double(), im.detach().double())  # noqa: E731
-    c = cplx(blk.c_re, blk.c_im)  # (H M)
-    H = c.shape[0]
-    if blk.dplr:
-        E, D = cplx(blk.E_re, blk.E_im), cplx(blk.D_re, blk.D_im)  # (H M)
-        P, R2 = cplx(blk.P_re, blk.P_im), cplx(blk.R_re, blk.R_im)  # (r H M); R2 includes the factor 2
-        b = cplx(blk.b_re, blk.b_im)  # 2B
-        r = P.shape[0]
-        S = torch.einsum("jhm,khm->hjk", R2, P).real  # (H r r): Re(sum R_j P_k)
-        beta = torch.einsum("jhm,hm->hj", R2, b).real  # (H r)
-        eye = torch.eye(r, dtype=S.dtype)
-        G = torch.einsum("hjk,khm->jhm", (eye - S).to(P.dtype), 2 * P.conj()) + R2 * E  # (r H M)
-        DE, Q, Db = D * E, D * P, D * b
-    else:
-        DE, Db = cplx(blk.mu_re, blk.mu_im), cplx(blk.b_re, blk.b_im)
-        r = 0
-        G = Q = DE.new_zeros(0, *DE.shape)
-        beta = torch.zeros(H, 0, dtype=torch.float64)
-    parts = [*G, DE, *Q, Db, c]
-    w = torch.cat([torch.cat([z.real, z.imag], dim=-1) for z in parts], dim=-1)  # (H (4r+6) M)
-    return w.float().contiguous(), beta.float().contiguous(), r
+    """A FastS4Block's folded recurrence (``sashimi/ssm/folded.py``, as the block holds it in float32) in the
+    layout of fast_step.cpp: per channel h the run [G_0 .. G_{r-1}, DE, Q_0 .. Q_{r-1}, Db, c], each as M real
+    then M imaginary parts -> (H, (4r+6) M); beta (H, r); r."""
+    r = blk.rank
+    parts = [(blk.G_re[j], blk.G_im[j]) for j in range(r)] + [(blk.DE_re, blk.DE_im)]
+    parts += [(blk.Q_re[j], blk.Q_im[j]) for j in range(r)] + [(blk.Db_re, blk.Db_im), (blk.c_re, blk.c_im)]
+    w = torch.cat([torch.cat([re, im], dim=-1) for re, im in parts], dim=-1)  # (H (4r+6) M)
+    return w.float().contiguous(), blk.beta.T.float().contiguous(), r
 
 
-def _chunk_tables(w: torch.Tensor, beta: torch.Tensor, r: int, d_skip: torch.Tensor,
-                  T: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The chunked recurrence's tables (``fast_step.cpp``, chunk_run) from the folded arrays of
-    ``_ssm_arrays`` (as the step reads them, in float64): F (H, M, T, 2), the functionals x -> y_i of the free
-    response, F_i = c Abar^(i+1) as [re, im]; h (H, T), the impulse response h_n = Re(c Abar^n Bt), D added to
-    h_0. Abar x = DE x - sum_j Q_j Re(G_j x), Bt = Db - sum_j Q_j beta_j; F follows the adjoint recursion
-    a -> a DE - sum_j Re(sum_m a Q_j) G_j."""
-    H = w.shape[0]
-    z = w.double().view(H, 2 * r + 3, 2, -1)
-    z = torch.complex(z[:, :, 0], z[:, :, 1])  # (H, 2r+3, M): G_0.., DE, Q_0.., Db, c
-    G, DE, Q, Db, c = z[:, :r], z[:, r], z[:, r + 1 : 2 * r + 1], z[:, 2 * r + 1], z[:, 2 * r + 2]
-    v = Db - (Q * beta.double()[..., None]).sum(1)  # Bt (H M)
-    a, F, h = c, [], []
-    for _ in range(T):
-        h.append((c * v).sum(-1).real)
-        v = DE * v - (Q * (G * v[:, None]).sum(-1).real[..., None]).sum(1)
-        a = a * DE - ((a[:, None] * Q).sum(-1).real[..., None] * G).sum(1)
-        F.append(a)
-    h[0] = h[0] + d_skip.double()
-    F = torch.stack(F, dim=2)  # (H M T)
-    return torch.stack([F.real, F.imag], dim=-1).float().contiguous(), torch.stack(h, dim=1).float().contiguous()
+def _chunk_tables(blk, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chunked recurrence's tables (``fast_step.cpp``, chunk_run) from the block's ``FoldedStep`` (float64,
+    ``FoldedStep.chunk_tables``): F (H, M, T, 2) as [re, im], h (H, T) with the skip D added to h_0."""
+    F, h = blk.folded.chunk_tables(T)  # (H M T) complex, (H T)
+    h = h.clone()
+    h[:, 0] += blk.D.double()
+    return torch.stack([F.real, F.imag], dim=-1).float().contiguous(), h.float().contiguous()
 
 
 def _net_setting(name: str, cast, doc: str) -> property:
@@ -127,18 +98,25 @@ def _net_setting(name: str, cast, doc: str) -> property:
 
 
 class NativeStep:
-    """The native step of one ``FastLM`` (its batch size and sampling settings); shares the FastLM's state."""
+    """The native step of one ``FastLM``'s converted blocks (its batch size and sampling settings). It allocates
+    the step state (``StepState``, native layout), which the FastLM adopts: every backend reads the same tensors.
+    """
 
-    def __init__(self, fast, march: str = "native"):
-        from sashimi.generation.fast import FastFFBlock, FastS4Block
-
+    def __init__(self, fast, registers: tuple[list, list], march: str = "native", threads: int | None = None,
+                 chunked: bool = True):
         mod = load(march)
         self.isa = mod.isa()
         head = fast.head
         if head.weight.dtype != torch.float32 or head.weight.device.type != "cpu":
             raise NativeUnavailable(f"the native step runs float32 on CPU only (model is {head.weight.dtype} on "
                                     f"{head.weight.device})")
-        _rehome_state(fast, mod.zeros)
+        blocks = [b for group in (*fast.down_blocks, *fast.up_blocks, fast.center) for b in group]
+        for blk in blocks:
+            if isinstance(blk, FastS4Block) and blk.dense:
+                raise NativeUnavailable("the native step has no dense (ZOH DPLR) recurrence")
+            if not isinstance(blk, (FastS4Block, FastFFBlock)):
+                raise NativeUnavailable(f"the native step has no {type(blk).__name__}")
+        self.state = StepState(blocks, *registers, fast.batch_size, like=head.weight, layout="native", zeros=mod.zeros)
         s = fast.settings
         net = mod.Net(fast.batch_size, head.out_features, list(fast.pool), bool(fast.unet), float(s.temperature),
                       float(s.top_p), int(s.top_k))
@@ -146,24 +124,20 @@ class NativeStep:
         n = len(fast.pool)
 
         def add(group: int, blk) -> None:
-            if isinstance(blk, FastS4Block) and blk.dense:
-                raise NativeUnavailable("the native step has no dense (ZOH DPLR) recurrence")
             if isinstance(blk, FastS4Block):
                 w, beta, r = _ssm_arrays(blk)
-                re, im = fast.states[id(blk)]
+                re, im = self.state.ssm[id(blk)]
                 lin = blk.output_linear
                 net.add_s4(group, *_norm(blk.norm), w, beta, _f32(blk.D), r, re, im, _f32(lin.weight), _f32(lin.bias),
-                           *_chunk_tables(w, beta, r, _f32(blk.D), mod.chunk))
-            elif isinstance(blk, FastFFBlock):
+                           *_chunk_tables(blk, mod.chunk))
+            else:
                 net.add_ff(group, *_norm(blk.norm), _f32(blk.linear_in.weight), _f32(blk.linear_in.bias),
                            _f32(blk.linear_out.weight), _f32(blk.linear_out.bias))
-            else:
-                raise NativeUnavailable(f"the native step has no {type(blk).__name__}")
 
         for i in range(n):
             dl, ul = fast.down_linear[i], fast.up_linear[i]
-            net.set_tier(i, fast.down[i].shape[1], _f32(dl.weight), _f32(dl.bias), _f32(ul.weight), _f32(ul.bias),
-                         fast.down[i], fast.up[i])
+            net.set_tier(i, self.state.down[i].shape[1], _f32(dl.weight), _f32(dl.bias), _f32(ul.weight),
+                         _f32(ul.bias), self.state.down[i], self.state.up[i])
             for blk in fast.down_blocks[i]:
                 add(2 * i, blk)
             for blk in fast.up_blocks[i]:
@@ -171,8 +145,8 @@ class NativeStep:
         for blk in fast.center:
             add(2 * n, blk)
         net.finalize()
-        net.threads = _env_threads()
-        net.chunked = os.environ.get("SASHIMI_NATIVE_CHUNK", "1").strip() != "0"
+        net.threads = min(threads, MAX_THREADS) if threads else default_threads()
+        net.chunked = chunked
         self.net = net
         self.step = net.step  # token (B), u (B) -> token (B), log p (B), logits (B C)
         self.steps = net.steps  # token (B), u (n B) -> tokens (n B), log p (n B), last logits (B C)
@@ -193,38 +167,12 @@ class NativeStep:
         self.net.sync()
 
 
-def _rehome_state(fast, zeros) -> None:
-    """Move the FastLM's state tensors (same shapes, strides and values) into one buffer from ``zeros`` (huge
-    pages where possible), consecutive tensors 384 bytes off a 4 KB boundary from each other: the step reads an
-    SSM state's real and imaginary parts side by side, and equal offsets modulo 4 KB would make the CPU stall
-    their loads behind each other's stores (4K aliasing). 384 is a multiple of 128: the 32-channel lane groups
-    that different threads update stay on 128-byte pairs of cache lines of their own (at widths that are
-    multiples of 32)."""
-    tensors = [t for ts in fast.states.values() for t in ts] + fast.down + fast.up
-    pad = 96  # floats: 384 bytes
-
-    def size(t):
-        return -(-t.numel() // 1024) * 1024 + pad
-
-    flat = zeros(sum(size(t) for t in tensors))
-    views, offset = {}, 0
-    for t in tensors:
-        views[id(t)] = flat[offset : offset + t.numel()].as_strided(t.shape, t.stride()).copy_(t)
-        offset += size(t)
-    fast.states = {k: [views[id(t)] for t in ts] for k, ts in fast.states.items()}
-    fast.down = [views[id(t)] for t in fast.down]
-    fast.up = [views[id(t)] for t in fast.up]
-
-
 DEFAULT_THREADS = 2  # the fastest measured on 2 cores, at every batch size (see the module docstring)
 MAX_THREADS = 64
 
 
-def _env_threads() -> int:
-    """SASHIMI_NATIVE_THREADS if set to a positive integer, else the default (fewer where fewer CPUs)."""
-    value = os.environ.get("SASHIMI_NATIVE_THREADS", "").strip()
-    if value.isdigit() and int(value) >= 1:
-        return min(int(value), MAX_THREADS)
+def default_threads() -> int:
+    """The default thread count: 2 where the process may run on 2 CPUs or more, else 1."""
     return max(1, min(DEFAULT_THREADS, usable_cpus()))
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from sashimi.errors import ConfigError, SashimiError
+from sashimi.generation.backends import make_step
 from sashimi.generation.fast import FastLM
 from sashimi.generation.sampling import SamplingSettings, sample
 from sashimi.models.lm import SaShiMiLM
@@ -32,44 +33,12 @@ class GenerationError(SashimiError):
     """Sampling went wrong (e.g. the model produced NaN/inf logits); the message names the step."""
 
 
-class _EagerStep:
-    """The reference backend: ``SaShiMiLM.step`` plus the same ``sample`` as the fast step."""
-
-    def __init__(self, model: SaShiMiLM, batch_size: int, settings: SamplingSettings):
-        self.model, self.settings = model, settings
-        self.state = model.default_state(batch_size)
-
-    def load_state(self, state) -> None:
-        self.state = state
-
-    def step(self, token: torch.Tensor, u: torch.Tensor):
-        logits, self.state = self.model.step(token, self.state)
-        return *sample(logits, u, self.settings), logits
-
-    def forced(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (n B) consumed in turn -> the logits of every step (n B C)."""
-        out = []
-        for token in tokens:
-            logits, self.state = self.model.step(token, self.state)
-            out.append(logits)
-        return torch.stack(out)
-
-    def steps(self, token: torch.Tensor, u: torch.Tensor):
-        """u (n B): n steps, each sample fed back -> tokens (n B), log-probs (n B), last logits (B C)."""
-        tokens, logps, logits = [], [], None
-        for k in range(u.shape[0]):
-            token, logp, logits = self.step(token, u[k])
-            tokens.append(token)
-            logps.append(logp)
-        return torch.stack(tokens), torch.stack(logps), logits
-
-
 class Sampler:
     """Generate ``len(seeds)`` sequences from ``model``, optionally continuing ``prime`` tokens (B T) or (T,)."""
 
     def __init__(self, model: SaShiMiLM, seeds: list[int], settings: SamplingSettings = SamplingSettings(),
-                 prime: torch.Tensor | None = None, fast: bool = True, compile: bool = True,
-                 backend: str | None = None, like: FastLM | None = None, torch_threads: int | None = None):
+                 prime: torch.Tensor | None = None, backend: str | None = None, *, threads: int | None = None,
+                 march: str = "native", chunked: bool = True, like: FastLM | None = None):
         if not seeds:
             raise ConfigError("need at least one seed (one per sequence)")
         model.eval()  # dropout off: sampling follows the model's distribution
@@ -77,12 +46,10 @@ class Sampler:
         B = len(self.seeds)
         device = model.head.weight.device
         self._rngs = [torch.Generator(device="cpu").manual_seed(int(s)) for s in self.seeds]
-        # fast: FastLM with ``backend`` ("native", "inductor" or "eager"; default native, or eager when not
-        # compile), falling back with a warning, reusing the conversion of ``like`` (an earlier Sampler's
-        # backend for the same model) if given, its torch steps run on ``torch_threads`` (FastLM); else the
-        # reference SaShiMiLM.step
-        self.backend = FastLM(model, B, settings, compile=compile, backend=backend, like=like,
-                              torch_threads=torch_threads) if fast else _EagerStep(model, B, settings)
+        # the step of ``backend`` (backends.make_step: native, inductor, eager or reference; falling back with a
+        # warning), reusing the conversion of ``like`` (an earlier Sampler's step for the same model) if given
+        self.backend = make_step(model, B, settings, backend, threads=threads, march=march, chunked=chunked,
+                                 like=like)
         self.log_likelihood = torch.zeros(B, dtype=torch.float64)  # nats, of the generated samples
         self.n_generated = 0
         self._token = torch.full((B,), model.bos, dtype=torch.long, device=device)
@@ -164,10 +131,11 @@ class Generation:
 
 
 def generate(model: SaShiMiLM, n_samples: int, seeds: list[int], settings: SamplingSettings = SamplingSettings(),
-             prime: torch.Tensor | None = None, fast: bool = True, compile: bool = True,
-             chunk_size: int = 4000, backend: str | None = None) -> Generation:
-    """Generate everything in memory (convenient for short outputs; use ``Sampler.chunks`` to stream)."""
-    sampler = Sampler(model, seeds, settings, prime=prime, fast=fast, compile=compile, backend=backend)
+             prime: torch.Tensor | None = None, backend: str | None = None, chunk_size: int = 4000,
+             threads: int | None = None) -> Generation:
+    """Generate everything in memory (convenient for short outputs; use ``Sampler.chunks`` to stream).
+    ``backend``: see ``backends.make_step``."""
+    sampler = Sampler(model, seeds, settings, prime=prime, backend=backend, threads=threads)
     parts = [] if sampler.prime is None else [sampler.prime]
     parts += list(sampler.chunks(n_samples, chunk_size))
     tokens = torch.cat(parts, dim=1) if parts else torch.empty(len(seeds), 0, dtype=torch.long)

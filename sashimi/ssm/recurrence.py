@@ -6,6 +6,9 @@ Dimension letters: B = batch, H = channels, M = state size of the recurrence, T 
 ``DenseSystem``     x_t = A x_{t-1} + b u_t,     y_t = Re(c^T x_t)                     (O(M^2) per step)
 ``LowRankSystem``   the bilinear DPLR step solved with Woodbury on the half state         (O(M) per step)
 
+The two O(M) systems hand out one real-valued folded form for fast steps (``folded()``, see ``folded.py``);
+``DenseSystem`` has none (a ZOH DPLR layer: dA = exp(dt A) has no O(M) step).
+
 Both are built from the current parameters by a kernel's ``discretize``; they hold no parameters themselves.
 """
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from sashimi.ssm.folded import FoldedStep, fold_diagonal, fold_lowrank
 
 
 @dataclass
@@ -40,6 +45,10 @@ class DiagonalSystem:
 
     def advance(self, x: torch.Tensor, AT: torch.Tensor) -> torch.Tensor:
         return AT * x
+
+    def folded(self) -> FoldedStep:
+        """This step in the form the fast steps consume (``folded.py``)."""
+        return fold_diagonal(self.mu, self.b, self.c, self.scale)
 
 
 @dataclass
@@ -123,6 +132,10 @@ class LowRankSystem:
         t = torch.einsum("hij,bhj->bhi", self.W, self._inner(self.D * rhs))
         x = self.D * (rhs - self._lowrank(t))
         return 2 * (x * self.c).sum(-1).real, x
+
+    def folded(self) -> FoldedStep:
+        """This step in the form the fast steps consume (``folded.py``)."""
+        return fold_lowrank(self.E, self.D, self.P, self.h, self.W, self.b, self.c)
 
 
 def forward_state(system, u: torch.Tensor, x0: torch.Tensor | None = None, chunk: int = 256) -> torch.Tensor:

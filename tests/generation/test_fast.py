@@ -35,7 +35,7 @@ def test_fast_step_equals_eager_step_equals_convolution(layer, unet):
     tokens = torch.randint(0, 256, (3, 70))  # > 4 pooling periods of 16
     conv = model(tokens)
     eager = _eager_logits(model, tokens)
-    fast = _fast_logits(FastLM(model, 3, compile=False), tokens, torch.full((3,), model.bos))
+    fast = _fast_logits(FastLM(model, 3, backend="eager"), tokens, torch.full((3,), model.bos))
     torch.testing.assert_close(eager, conv, atol=2e-5, rtol=1e-4)
     torch.testing.assert_close(fast, eager, atol=2e-5, rtol=1e-4)
 
@@ -47,7 +47,7 @@ def test_fast_step_continues_from_prefill_state(T):
     tokens = torch.randint(0, 256, (2, 50))
     conv = model(tokens)
     logits, state = model.prefill(tokens[:, :T])
-    fast = FastLM(model, 2, compile=False)
+    fast = FastLM(model, 2, backend="eager")
     fast.load_state(state)
     assert fast.t == T + 1  # BOS and the T prime tokens
     cont = _fast_logits(fast, tokens[:, T + 1 :], tokens[:, T])  # logits for samples T+1 ..
@@ -61,7 +61,7 @@ def test_compiled_fast_step_equals_eager_step():
     tokens = torch.randint(0, 256, (2, 40))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fast = FastLM(model, 2, compile=True, backend="inductor")
+        fast = FastLM(model, 2, backend="inductor")
     assert fast.compiled and fast.backend == "inductor", [str(w.message) for w in caught]  # not a fallback
     torch.testing.assert_close(_fast_logits(fast, tokens, torch.full((2,), model.bos)), model(tokens),
                                atol=2e-5, rtol=1e-4)
@@ -83,12 +83,12 @@ def test_bidirectional_model_cannot_generate():
     model = small_model("s4")
     model.backbone.center[0].layer.bidirectional = True
     with pytest.raises(ConfigError, match="bidirectional"):
-        FastLM(model, 1, compile=False)
+        FastLM(model, 1, backend="eager")
 
 
 def test_threads_of_a_torch_backend_are_torchs_and_not_settable_per_step():
     from sashimi.errors import ConfigError
-    fast = FastLM(small_model("s4"), 1, compile=False)
+    fast = FastLM(small_model("s4"), 1, backend="eager")
     assert fast.threads == torch.get_num_threads()
     with pytest.raises(ConfigError, match="torch.set_num_threads"):
         fast.threads = 2
@@ -101,7 +101,7 @@ def test_compiled_and_native_fast_steps_on_the_sc09_preset():
     model = sashimi.SaShiMiLM(sashimi.preset("sc09")).eval()
     tokens = torch.randint(0, 256, (2, 40))
     for backend in ("inductor", "native"):
-        fast = FastLM(model, 2, compile=True, backend=backend)
+        fast = FastLM(model, 2, backend=backend)
         assert fast.backend == backend
         torch.testing.assert_close(_fast_logits(fast, tokens, torch.full((2,), model.bos)), model(tokens),
                                    atol=5e-4, rtol=1e-3)
@@ -111,16 +111,16 @@ def test_compiled_and_native_fast_steps_on_the_sc09_preset():
 @torch.no_grad()
 def test_a_fastlm_like_another_reuses_its_conversion_and_steps_the_same(backend):
     model = small_model("s4")
-    first = FastLM(model, 2, compile=backend != "eager", backend=backend)
-    second = FastLM(model, 3, compile=backend != "eager", backend=backend, like=first)
-    fresh = FastLM(model, 3, compile=backend != "eager", backend=backend)
+    first = FastLM(model, 2, backend=backend)
+    second = FastLM(model, 3, backend=backend, like=first)
+    fresh = FastLM(model, 3, backend=backend)
     assert second.backend == fresh.backend == backend
     assert second.center[0] is first.center[0]  # the converted blocks are shared, not rebuilt
     u, bos = torch.rand(40, 3), torch.full((3,), model.bos)
     for a, b in zip(second.steps(bos, u), fresh.steps(bos, u)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(sashimi.errors.ConfigError, match="same model"):
-        FastLM(small_model("s4"), 2, compile=False, like=first)
+        FastLM(small_model("s4"), 2, backend="eager", like=first)
 
 
 def test_zoh_dplr_layers_step_their_own_recurrence(tmp_path, recwarn):

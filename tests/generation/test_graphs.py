@@ -64,8 +64,8 @@ def test_graphed_steps_equal_plain_steps_aligned_or_not(fake, split):
     model = small_model("s4")
     bos = torch.full((3,), model.bos)
     u = torch.rand(70, 3)
-    plain = FastLM(model, 3, compile=False)
-    graphed = FastLM(model, 3, compile=False, cuda_graphs=True)
+    plain = FastLM(model, 3, backend="eager")
+    graphed = FastLM(model, 3, backend="eager", cuda_graphs=True)
     assert graphed.cuda_graphs and not plain.cuda_graphs
     assert fake.captured == 3 + 1  # a graph per depth (two pooling levels) and one of the 16-step period
     assert all(s.abs().max() == 0 for s in graphed.snapshot())  # capture and check left the state as built
@@ -84,7 +84,7 @@ def test_graphed_steps_continue_from_a_prefill_state(fake):
     model = small_model("s4")
     prime = torch.randint(0, 256, (2, 21))
     _, state = model.prefill(prime)
-    plain, graphed = FastLM(model, 2, compile=False), FastLM(model, 2, compile=False, cuda_graphs=True)
+    plain, graphed = FastLM(model, 2, backend="eager"), FastLM(model, 2, backend="eager", cuda_graphs=True)
     plain.load_state(state)
     graphed.load_state(state)
     u = torch.rand(40, 2)
@@ -100,35 +100,35 @@ def test_graphs_of_a_model_with_few_classes(fake):
     cfg = sashimi.preset("tiny", d_model=8, d_state=8, n_layers=1, l_max=64, bits=3, quantization="linear")
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        assert FastLM(sashimi.SaShiMiLM(cfg).eval(), 2, compile=False, cuda_graphs=True).cuda_graphs
+        assert FastLM(sashimi.SaShiMiLM(cfg).eval(), 2, backend="eager", cuda_graphs=True).cuda_graphs
 
 
 def test_a_replay_that_differs_falls_back_with_a_warning(monkeypatch):
     monkeypatch.setattr(graphs, "api_for", lambda device: FakeGraphs(corrupt=True))
     model = small_model("s4")
     with pytest.warns(RuntimeWarning, match="CUDA graphs of the fast step unavailable.*differs.*logits"):
-        fast = FastLM(model, 2, compile=False, cuda_graphs=True)
+        fast = FastLM(model, 2, backend="eager", cuda_graphs=True)
     assert not fast.cuda_graphs
     assert all(s.abs().max() == 0 for s in fast.snapshot())
     u = torch.rand(20, 2)
     bos = torch.full((2,), model.bos)
-    torch.testing.assert_close(fast.steps(bos, u)[2], FastLM(model, 2, compile=False).steps(bos, u)[2])
+    torch.testing.assert_close(fast.steps(bos, u)[2], FastLM(model, 2, backend="eager").steps(bos, u)[2])
 
 
 def test_graphs_are_refused_off_a_gpu_and_for_the_native_step():
     model = small_model("s4")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA device"):
-            FastLM(model, 2, compile=False, cuda_graphs=True)
+            FastLM(model, 2, backend="eager", cuda_graphs=True)
     with pytest.raises(ConfigError, match="native"):
         FastLM(model, 2, backend="native", cuda_graphs=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a CPU model: no graphs by default, and no warning about them
-        assert not FastLM(model, 2, compile=False).cuda_graphs
+        assert not FastLM(model, 2, backend="eager").cuda_graphs
 
 
 def test_graphed_state_tensors_cannot_be_replaced(fake):
-    fast = FastLM(small_model("s4"), 2, compile=False, cuda_graphs=True)
+    fast = FastLM(small_model("s4"), 2, backend="eager", cuda_graphs=True)
     with pytest.raises(ConfigError, match="in place"):
         fast.states = {}
 

@@ -52,7 +52,7 @@ def test_native_step_equals_eager_fast_step(built, layer, unet, B, settings):
     bos = torch.full((B,), model.bos)
     nat = FastLM(model, B, settings, backend="native")
     assert nat.backend == "native"
-    eager = FastLM(model, B, settings, compile=False)
+    eager = FastLM(model, B, settings, backend="eager")
     tok_n, lp_n, logits_n = _run(nat, bos, u)
     tok_e, lp_e, logits_e = _run(eager, bos, u)
     torch.testing.assert_close(logits_n, logits_e, atol=2e-5, rtol=1e-4)
@@ -188,13 +188,16 @@ def test_threads_give_bit_identical_results_on_other_shapes(built, overrides):
             _assert_identical(_threaded_run(model, B, SamplingSettings(), threads, u, chunks), ref)
 
 
-def test_default_threads(monkeypatch):
-    monkeypatch.delenv("SASHIMI_NATIVE_THREADS", raising=False)
+def test_default_threads():
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert native._env_threads() == min(2, cpus)
-    for value, threads in (("1", 1), ("3", 3), ("0", min(2, cpus)), ("many", min(2, cpus))):
-        monkeypatch.setenv("SASHIMI_NATIVE_THREADS", value)
-        assert native._env_threads() == threads
+    assert native.default_threads() == min(2, cpus)
+
+
+def test_threads_come_from_the_caller_not_the_environment(built, monkeypatch):
+    monkeypatch.setenv("SASHIMI_NATIVE_THREADS", "1")  # read by the CLI only
+    fast = FastLM(small_model(), 1, backend="native")
+    assert fast.threads == native.default_threads()
+    assert FastLM(small_model(), 1, backend="native", threads=1).threads == 1
 
 
 def test_threads_setting_is_checked(built):
@@ -271,7 +274,7 @@ def test_sampler_uses_native_by_default_and_samples_like_eager(built):
     assert sampler.backend.backend == "native"
     prime = torch.randint(0, 256, (9,))
     fast = generate(model, 45, [3, 4], settings, prime=prime, chunk_size=16)
-    eager = generate(model, 45, [3, 4], settings, prime=prime, compile=False, chunk_size=16)
+    eager = generate(model, 45, [3, 4], settings, prime=prime, backend="eager", chunk_size=16)
     assert torch.equal(fast.tokens, eager.tokens)
     torch.testing.assert_close(fast.log_likelihood, eager.log_likelihood, rtol=1e-5, atol=1e-4)
 
@@ -325,13 +328,13 @@ def test_failed_build_falls_back_with_a_warning(monkeypatch):
     model = small_model("s4")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fast = FastLM(model, 2, compile=False)  # not compiled: the eager fast step
+        fast = FastLM(model, 2, backend="eager")  # not compiled: the eager fast step
     assert fast.backend == "eager" and not calls  # nothing is built unless the native step is asked for
     with pytest.warns(RuntimeWarning, match="native fast step unavailable.*Error building extension"):
-        fast = FastLM(model, 2, compile=False, backend="native")
+        fast = FastLM(model, 2, backend="native")
     with pytest.warns(RuntimeWarning, match="Error building extension"):
-        again = FastLM(model, 2, compile=False, backend="native")
-    assert fast.backend == again.backend == "eager" and len(calls) == 1  # the failure is remembered
+        again = FastLM(model, 2, backend="native")
+    assert fast.backend == again.backend == "inductor" and len(calls) == 1  # the failure is remembered
     tokens = torch.randint(0, 256, (2, 20))
     logits = torch.stack([fast.step(t, torch.rand(2))[2] for t in [torch.full((2,), 256), *tokens.T[:-1]]], 1)
     torch.testing.assert_close(logits, model(tokens), atol=2e-5, rtol=1e-4)
@@ -340,8 +343,8 @@ def test_failed_build_falls_back_with_a_warning(monkeypatch):
 def test_other_dtypes_fall_back_with_a_warning(built):
     model = small_model("s4d").double()
     with pytest.warns(RuntimeWarning, match="float32 on CPU only"):
-        fast = FastLM(model, 1, compile=False, backend="native")
-    assert fast.backend == "eager"
+        fast = FastLM(model, 1, backend="native")
+    assert fast.backend == "inductor"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fast.step(torch.full((1,), model.bos), torch.rand(1))
@@ -363,7 +366,7 @@ def test_native_step_on_other_shapes(built, overrides):
     nat = FastLM(model, 2, backend="native")
     assert nat.backend == "native"
     tok_n, lp_n, logits_n = _run(nat, bos, u)
-    tok_e, lp_e, logits_e = _run(FastLM(model, 2, compile=False), bos, u)
+    tok_e, lp_e, logits_e = _run(FastLM(model, 2, backend="eager"), bos, u)
     torch.testing.assert_close(logits_n, logits_e, atol=2e-5, rtol=1e-4)
     assert torch.equal(tok_n, tok_e)
 

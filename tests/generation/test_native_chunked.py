@@ -39,7 +39,7 @@ def test_chunk_tables_reproduce_the_recurrence(layer, init):
     w, beta, r = native._ssm_arrays(blk)
     D = blk.D.detach().float()
     T = 16
-    F, h = native._chunk_tables(w, beta, r, D, T)  # (H M T 2), (H T)
+    F, h = native._chunk_tables(blk, T)  # (H M T 2), (H T)
     H, M = F.shape[:2]
     torch.manual_seed(1)
     x0 = torch.randn(H, M, dtype=torch.complex128)
@@ -55,7 +55,7 @@ def _teacher_forced(model, B, steps, chunked=True, read_states_at=()):
     """Logits (n B C) and final states of the native step fed the tokens the eager step sampled."""
     u = torch.rand(steps, B)
     bos = torch.full((B,), model.bos)
-    eager = FastLM(model, B, compile=False)
+    eager = FastLM(model, B, backend="eager")
     tok_e, _, logits_e = _run(eager, bos, u)
     nat = FastLM(model, B, backend="native")
     assert nat.backend == "native"
@@ -73,7 +73,7 @@ def _teacher_forced(model, B, steps, chunked=True, read_states_at=()):
 
 def eager_states_at(model, B, tokens, k):
     """The eager fast step's states after k teacher-forced steps."""
-    eager = FastLM(model, B, compile=False)
+    eager = FastLM(model, B, backend="eager")
     prev = torch.full((B,), model.bos)
     for i in range(k):
         eager.step(prev, torch.rand(B))
@@ -128,7 +128,7 @@ def test_switching_the_chunked_recurrence_mid_run_keeps_the_state(built):
     model = _model("s4d")
     u = torch.rand(100, 2)
     bos = torch.full((2,), model.bos)
-    eager = FastLM(model, 2, compile=False)
+    eager = FastLM(model, 2, backend="eager")
     tok_e, _, logits_e = _run(eager, bos, u)
     nat = FastLM(model, 2, backend="native")
     first = _run(nat, bos, u[:41], tok_e[:41].transpose(0, 1))[2]
@@ -162,11 +162,10 @@ def test_many_modes(built, B):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
-def test_chunked_recurrence_can_be_turned_off(built, monkeypatch):
+def test_chunked_recurrence_can_be_turned_off(built):
     model = _model("s4")
     assert FastLM(model, 1, backend="native")._native.chunked
-    monkeypatch.setenv("SASHIMI_NATIVE_CHUNK", "0")
-    assert not FastLM(model, 1, backend="native")._native.chunked
+    assert not FastLM(model, 1, backend="native", chunked=False)._native.chunked
 
 
 def test_replacing_the_native_states_is_refused(built):

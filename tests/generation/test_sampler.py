@@ -13,9 +13,9 @@ def _teacher_forced_ll(model, tokens, start):
 
 def test_fixed_seed_gives_identical_audio_and_seeds_are_batch_independent():
     model = small_model()
-    a = generate(model, 40, [3, 4], compile=False)
-    b = generate(model, 40, [3, 4], compile=False)
-    alone = generate(model, 40, [4], compile=False)
+    a = generate(model, 40, [3, 4], backend="eager")
+    b = generate(model, 40, [3, 4], backend="eager")
+    alone = generate(model, 40, [4], backend="eager")
     assert torch.equal(a.tokens, b.tokens) and torch.equal(a.log_likelihood, b.log_likelihood)
     assert torch.equal(a.tokens[1:], alone.tokens)  # seed 4 samples the same audio in any batch
     assert not torch.equal(a.tokens[0], a.tokens[1])
@@ -23,16 +23,16 @@ def test_fixed_seed_gives_identical_audio_and_seeds_are_batch_independent():
 
 def test_fast_and_eager_sampling_agree():
     model = small_model("s4d")
-    fast = generate(model, 50, [0, 1], compile=False)
-    eager = generate(model, 50, [0, 1], fast=False)
+    fast = generate(model, 50, [0, 1], backend="eager")
+    eager = generate(model, 50, [0, 1], backend="reference")
     assert torch.equal(fast.tokens, eager.tokens)
     torch.testing.assert_close(fast.log_likelihood, eager.log_likelihood, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_log_likelihood_equals_teacher_forced_forward_pass(fast):
+@pytest.mark.parametrize("backend", ["eager", "reference"])
+def test_log_likelihood_equals_teacher_forced_forward_pass(backend):
     model = small_model()
-    g = generate(model, 45, [0, 1, 2], SamplingSettings(temperature=0.8, top_p=0.9), fast=fast, compile=False)
+    g = generate(model, 45, [0, 1, 2], SamplingSettings(temperature=0.8, top_p=0.9), backend=backend)
     torch.testing.assert_close(g.log_likelihood, _teacher_forced_ll(model, g.tokens, 0), rtol=1e-5, atol=1e-3)
 
 
@@ -40,17 +40,17 @@ def test_log_likelihood_equals_teacher_forced_forward_pass(fast):
 def test_priming_reproduces_the_prime_and_continues(T):
     model = small_model()
     prime = torch.randint(0, 256, (T,))
-    g = generate(model, 30, [7, 8], prime=prime, compile=False)
+    g = generate(model, 30, [7, 8], prime=prime, backend="eager")
     assert g.tokens.shape == (2, T + 30)
     assert torch.equal(g.tokens[:, :T], prime.expand(2, T))
     torch.testing.assert_close(g.log_likelihood, _teacher_forced_ll(model, g.tokens, T), rtol=1e-5, atol=1e-3)
-    eager = generate(model, 30, [7, 8], prime=prime, fast=False)
+    eager = generate(model, 30, [7, 8], prime=prime, backend="reference")
     assert torch.equal(eager.tokens, g.tokens)
 
 
 def test_tiny_top_p_generates_the_greedy_continuation():
     model = small_model()
-    g = generate(model, 20, [0, 1], SamplingSettings(top_p=1e-9), compile=False)
+    g = generate(model, 20, [0, 1], SamplingSettings(top_p=1e-9), backend="eager")
     assert torch.equal(g.tokens[0], g.tokens[1])  # the seed no longer matters
     with torch.no_grad():
         greedy = model(g.tokens).argmax(-1)
@@ -59,15 +59,15 @@ def test_tiny_top_p_generates_the_greedy_continuation():
 
 def test_chunks_stream_the_same_tokens_as_one_call():
     model = small_model()
-    sampler = Sampler(model, [5], compile=False)
+    sampler = Sampler(model, [5], backend="eager")
     chunks = list(sampler.chunks(50, chunk_size=16))
     assert [c.shape[1] for c in chunks] == [16, 16, 16, 2]
-    assert torch.equal(torch.cat(chunks, 1), generate(model, 50, [5], compile=False).tokens)
+    assert torch.equal(torch.cat(chunks, 1), generate(model, 50, [5], backend="eager").tokens)
 
 
 def test_nan_logits_raise_an_error_naming_the_step():
     model = small_model()
-    sampler = Sampler(model, [0], compile=False)
+    sampler = Sampler(model, [0], backend="eager")
     list(sampler.chunks(10))
     with torch.no_grad():
         for blk in sampler.backend.center:  # poison the deepest tier: it runs at step 15, its output
