@@ -10,7 +10,7 @@ Backends, fastest first:
 A fast backend that cannot be had falls back with a ``RuntimeWarning`` (native -> inductor -> eager);
 ``step.backend`` says which one runs. Every step object offers ``step``, ``steps``, ``forced``, ``load_state``,
 ``backend`` and ``threads``. ``threads``: the native step's threads, or torch's intra-op threads for the torch
-backends (see ``FastLM``). Environment variables are read by the CLI, never here.
+backends (see ``FastLM``); ``weights="bf16"``: the native step's bfloat16 Linear weights. Environment variables are read by the CLI, never here.
 """
 from __future__ import annotations
 
@@ -56,15 +56,18 @@ class ReferenceStep:
 
 def make_step(model: SaShiMiLM, batch_size: int, settings: SamplingSettings = SamplingSettings(),
               backend: str | None = None, *, threads: int | None = None, march: str = "native",
-              chunked: bool = True, cuda_graphs: bool | None = None, like: FastLM | None = None):
+              chunked: bool = True, cuda_graphs: bool | None = None, like: FastLM | None = None,
+              weights: str = "float32"):
     """The step object of ``backend`` (default: native on CPU, inductor on a GPU) for ``batch_size`` sequences."""
     if backend is not None and backend not in BACKENDS:
         raise ConfigError(f"unknown step backend {backend!r}; expected one of {BACKENDS}")
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
     if backend == "reference":
+        if weights != "float32":
+            raise ConfigError(f"weights={weights!r} is a native-step option; the reference step runs the model")
         return ReferenceStep(model, batch_size, settings, threads)
     if like is not None and not isinstance(like, FastLM):
         like = None  # a reference step has no converted blocks to share
     return FastLM(model, batch_size, settings, backend, threads=threads, cuda_graphs=cuda_graphs, like=like,
-                  march=march, chunked=chunked)
+                  march=march, chunked=chunked, weights=weights)

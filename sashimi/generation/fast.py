@@ -44,6 +44,7 @@ from sashimi.models.lm import SaShiMiLM
 from sashimi.nn.blocks import ResidualS4Block
 
 BACKENDS = ("native", "inductor", "eager")
+WEIGHTS = ("float32", "bf16")  # how the native step stores Linear weights (float32 accumulation either way)
 
 
 @contextlib.contextmanager
@@ -79,7 +80,9 @@ class FastLM(nn.Module):
 
     ``backend``: "native", "inductor" or "eager"; default "native" on CPU ("inductor" for a model on a GPU),
     ``self.backend`` says which one runs after any fallback. The native step is float32 on CPU only; ``march``
-    picks its build (``native.load``), ``chunked`` its chunked recurrence.
+    picks its build (``native.load``), ``chunked`` its chunked recurrence, ``weights="bf16"`` stores its Linear
+    weights as bfloat16 (float32 accumulation; half the bytes streamed per step; float32 is the reference). A
+    fallback from the native step runs float32 weights (with the fallback's warning).
 
     ``like``: another FastLM of the same (unchanged) model, e.g. for another batch size: its converted blocks
     are reused, which skips most of the set-up (the S4 layers' float64 discretization).
@@ -99,7 +102,8 @@ class FastLM(nn.Module):
 
     def __init__(self, model: SaShiMiLM, batch_size: int, settings: SamplingSettings = SamplingSettings(),
                  backend: str | None = None, *, threads: int | None = None, cuda_graphs: bool | None = None,
-                 like: FastLM | None = None, march: str = "native", chunked: bool = True):
+                 like: FastLM | None = None, march: str = "native", chunked: bool = True,
+                 weights: str = "float32"):
         super().__init__()
         if threads is not None and threads < 1:
             raise ConfigError(f"threads must be >= 1, got {threads}")
@@ -111,6 +115,11 @@ class FastLM(nn.Module):
         backend = backend or ("native" if on_cpu else "inductor")
         if backend not in BACKENDS:
             raise ConfigError(f"unknown fast-step backend {backend!r}; expected one of {BACKENDS}")
+        if weights not in WEIGHTS:
+            raise ConfigError(f"unknown weights {weights!r}; expected one of {WEIGHTS}")
+        if weights != "float32" and backend != "native":
+            raise ConfigError(f"weights={weights!r} is a native-step option (bfloat16 Linear weights, float32 "
+                              f"accumulation); the {backend} step runs the model's own weights")
         if cuda_graphs and backend == "native":
             raise ConfigError("cuda_graphs replays the torch backends ('inductor' or 'eager') on a GPU; the native "
                               "step runs on CPU")
@@ -135,7 +144,7 @@ class FastLM(nn.Module):
         self.compiled = False
         self._eager_steps = [self._step_at_depth(d) for d in range(len(self.pool) + 1)]
         if backend == "native":  # the native step allocates the state in its layout
-            self._native = self._build_native(march, registers, threads, chunked)
+            self._native = self._build_native(march, registers, threads, chunked, weights)
             if self._native is None:
                 backend = "inductor"
         if self._native is None:
@@ -152,13 +161,14 @@ class FastLM(nn.Module):
         self.state = state
         self._states, self.down, self.up = state.ssm, state.down, state.up
 
-    def _build_native(self, march: str, registers, threads: int | None, chunked: bool):
+    def _build_native(self, march: str, registers, threads: int | None, chunked: bool, weights: str):
         """The native step (its state adopted), or None after a RuntimeWarning if it cannot be built or does not
         fit this model."""
         from sashimi.generation import native
 
         try:
-            step = native.NativeStep(self, registers, march, threads=threads, chunked=chunked)
+            step = native.NativeStep(self, registers, march, threads=threads, chunked=chunked,
+                                      weights=weights)
             self._use_state(step.state)
             return step
         except Exception as err:  # noqa: BLE001 - any failure means: use the torch step

@@ -103,7 +103,7 @@ class NativeStep:
     """
 
     def __init__(self, fast, registers: tuple[list, list], march: str = "native", threads: int | None = None,
-                 chunked: bool = True):
+                 chunked: bool = True, weights: str = "float32"):
         mod = load(march)
         self.isa = mod.isa()
         head = fast.head
@@ -119,7 +119,8 @@ class NativeStep:
         self.state = StepState(blocks, *registers, fast.batch_size, like=head.weight, layout="native", zeros=mod.zeros)
         s = fast.settings
         net = mod.Net(fast.batch_size, head.out_features, list(fast.pool), bool(fast.unet), float(s.temperature),
-                      float(s.top_p), int(s.top_k))
+                      float(s.top_p), int(s.top_k), bf16=weights == "bf16")
+        self.weights = weights
         net.set_io(_f32(fast.embedding.weight), *_norm(fast.norm), _f32(head.weight), _f32(head.bias))
         n = len(fast.pool)
 

@@ -38,7 +38,8 @@ class Sampler:
 
     def __init__(self, model: SaShiMiLM, seeds: list[int], settings: SamplingSettings = SamplingSettings(),
                  prime: torch.Tensor | None = None, backend: str | None = None, *, threads: int | None = None,
-                 march: str = "native", chunked: bool = True, like: FastLM | None = None):
+                 march: str = "native", chunked: bool = True, like: FastLM | None = None,
+                 weights: str = "float32"):
         if not seeds:
             raise ConfigError("need at least one seed (one per sequence)")
         model.eval()  # dropout off: sampling follows the model's distribution
@@ -49,7 +50,7 @@ class Sampler:
         # the step of ``backend`` (backends.make_step: native, inductor, eager or reference; falling back with a
         # warning), reusing the conversion of ``like`` (an earlier Sampler's step for the same model) if given
         self.backend = make_step(model, B, settings, backend, threads=threads, march=march, chunked=chunked,
-                                 like=like)
+                                 like=like, weights=weights)
         self.log_likelihood = torch.zeros(B, dtype=torch.float64)  # nats, of the generated samples
         self.n_generated = 0
         self._token = torch.full((B,), model.bos, dtype=torch.long, device=device)

@@ -130,8 +130,8 @@ struct Tier {
 class Net {
  public:
   Net(int64_t batch, int64_t n_classes, std::vector<int64_t> pool, bool unet, double temperature, double top_p,
-      int64_t top_k)
-      : B_(static_cast<int>(batch)), C_(static_cast<int>(n_classes)), unet_(unet) {
+      int64_t top_k, bool bf16)
+      : B_(static_cast<int>(batch)), C_(static_cast<int>(n_classes)), unet_(unet), bf16_(bf16) {
     TORCH_CHECK(batch >= 1 && n_classes >= 1, "batch and classes must be positive");
     TORCH_CHECK(temperature > 0 && top_p > 0 && top_p <= 1 && top_k >= 0, "invalid sampling settings");
     settings_.temperature = static_cast<float>(temperature);
@@ -153,7 +153,7 @@ class Net {
     norm_b_.staging = f32(norm_b);
     TORCH_CHECK(norm_w_.staging.numel() == H0_ && norm_b_.staging.numel() == H0_, "final norm size mismatch");
     norm_eps_ = static_cast<float>(eps);
-    head_ = make_linear(head_w, head_b);
+    head_ = make_linear(head_w, head_b, false, bf16_);
     TORCH_CHECK(head_.N == C_ && head_.K == H0_, "head must be Linear(H, classes)");
   }
 
@@ -161,8 +161,8 @@ class Net {
                 const at::Tensor& up_w, const c10::optional<at::Tensor>& up_b, at::Tensor dreg, at::Tensor ureg) {
     Tier& T = tier(i);
     T.H = static_cast<int>(H);
-    T.down_linear = make_linear(down_w, down_b);
-    T.up_linear = make_linear(up_w, up_b);
+    T.down_linear = make_linear(down_w, down_b, false, bf16_);
+    T.up_linear = make_linear(up_w, up_b, false, bf16_);
     TORCH_CHECK(T.down_linear.K == T.H * T.p && T.up_linear.N == T.H * T.p, "pooling linear sizes mismatch");
     T.dreg_ = state_tensor(dreg, {B_, T.H, T.p}, {static_cast<int64_t>(T.H) * T.p, T.p, 1});
     T.ureg_ = state_tensor(ureg, {B_, T.H, T.p}, {static_cast<int64_t>(T.H) * T.p, T.p, 1});
@@ -251,7 +251,7 @@ class Net {
     k.im_ = state_tensor(im, {B_, H, M}, {static_cast<int64_t>(M) * H, 1, H});
     k.re = k.re_.data_ptr<float>();
     k.im = k.im_.data_ptr<float>();
-    k.out = make_linear(out_w, out_b, /*glu=*/true);
+    k.out = make_linear(out_w, out_b, /*glu=*/true, bf16_);
     TORCH_CHECK(k.out.K == H && k.out.N == 2 * H, "S4 output linear must be Linear(H, 2H)");
     groups_of(group).push_back(std::move(k));
   }
@@ -260,8 +260,8 @@ class Net {
               const c10::optional<at::Tensor>& b1, const at::Tensor& w2, const c10::optional<at::Tensor>& b2) {
     Block k;
     set_norm(k, ln_w, ln_b, eps);
-    k.ff_in = make_linear(w1, b1);
-    k.ff_out = make_linear(w2, b2);
+    k.ff_in = make_linear(w1, b1, false, bf16_);
+    k.ff_out = make_linear(w2, b2, false, bf16_);
     TORCH_CHECK(k.ff_in.K == k.H && k.ff_out.N == k.H && k.ff_out.K == k.ff_in.N, "FF linear sizes mismatch");
     groups_of(group).push_back(std::move(k));
   }
@@ -503,6 +503,7 @@ class Net {
   int balance_steps_ = 0;
   std::vector<Block*> deferred_;  // row split: the blocks whose chunk positions advance at the end of the step
   bool f_table() const { return B_ >= kFreeTableBatch; }  // the chunks' f from the table F (else free steps)
+  bool bf16_ = false;  // Linear weights as bfloat16 (gemm.h)
   int64_t t_ = 0;
   Settings settings_;
   at::Tensor emb_;
@@ -1070,9 +1071,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("isa", [] { return std::string(kIsa); }, "the vector unit the kernels were built for (simd.h)");
   m.def("zeros", &zeros_huge, "n zeroed float32, 64-byte aligned, on huge pages from 1 MB up where possible");
   py::class_<Net>(m, "Net")
-      .def(py::init<int64_t, int64_t, std::vector<int64_t>, bool, double, double, int64_t>(), py::arg("batch"),
+      .def(py::init<int64_t, int64_t, std::vector<int64_t>, bool, double, double, int64_t, bool>(), py::arg("batch"),
            py::arg("n_classes"), py::arg("pool"), py::arg("unet"), py::arg("temperature"), py::arg("top_p"),
-           py::arg("top_k"))
+           py::arg("top_k"), py::arg("bf16") = false)
       .def("set_io", &Net::set_io)
       .def("set_tier", &Net::set_tier)
       .def("add_s4", &Net::add_s4)

@@ -15,7 +15,8 @@ namespace {
 
 // ----------------------------------------------------------------------------------------------------------
 // Linear layers: y (rows N) = x (rows K) W^T + bias, W packed into panels of nb output columns (nb = 64, 32 or
-// 16, per layer), panel-major, each (K nb) row-major, zero-padded: the kernel keeps an (RB rows x nb columns)
+// 16, per layer), panel-major, each (K nb) row-major, zero-padded, as float32 or (Net::bf16) as bfloat16 with
+// float32 accumulation (half the bytes a step streams): the kernel keeps an (RB rows x nb columns)
 // block of accumulators in registers while it walks down a panel, so each weight is read once per RB rows.
 // Threads own whole panels; nb is the widest that splits the layer evenly between two threads (64 columns for
 // all but the 64-wide outputs of the sc09 preset's outer tier, which get two panels of 32).
@@ -26,6 +27,7 @@ namespace {
 struct Linear {
   int K = 0, N = 0, nb = 64, panels = 0;
   bool glu = false;
+  bool bf16 = false;  // weights stored as bfloat16 (two per float slot of w), widened to float32 as they load
   Arr w, b;
   int width() const { return glu ? panels * nb : N; }  // floats per output row
 };
@@ -43,7 +45,16 @@ static int panel_width(int n, bool glu) {
   return best;
 }
 
-static Linear make_linear(const at::Tensor& weight, const c10::optional<at::Tensor>& bias, bool glu = false) {
+// bfloat16 bits of x, rounded to nearest even (NaN stays NaN).
+static inline uint16_t bf16_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static Linear make_linear(const at::Tensor& weight, const c10::optional<at::Tensor>& bias, bool glu = false,
+                          bool bf16 = false) {
   TORCH_CHECK(weight.dim() == 2, "linear weight must be 2-d");
   at::Tensor W = f32(weight);
   Linear lin;
@@ -72,17 +83,36 @@ static Linear make_linear(const at::Tensor& weight, const c10::optional<at::Tens
       dst[(static_cast<int64_t>(p) * lin.K + k) * nb + c] = src[static_cast<int64_t>(n) * lin.K + k];
     if (b.defined()) bb.data_ptr<float>()[slot] = b.data_ptr<float>()[n];
   }
+  if (bf16) {  // the same panel layout, two bfloat16 weights per float slot
+    const int64_t n = packed.numel();
+    at::Tensor half = at::zeros({(n + 1) / 2}, at::kFloat);
+    uint16_t* h = reinterpret_cast<uint16_t*>(half.data_ptr<float>());
+    const float* f = packed.data_ptr<float>();
+    for (int64_t i = 0; i < n; ++i) h[i] = bf16_bits(f[i]);
+    packed = half;
+  }
+  lin.bf16 = bf16;
   lin.w.staging = packed;
   lin.b.staging = bb;
   return lin;
+}
+
+// VW weights as float32: as stored, or bfloat16 widened (its bits are the top half of the float's).
+static inline vf ldw(const float* p) { return ldv(p); }
+static inline vf ldw(const uint16_t* p) {
+  typedef uint16_t vh __attribute__((vector_size(VW * sizeof(uint16_t))));
+  typedef uint32_t vu __attribute__((vector_size(VW * sizeof(uint32_t))));
+  vh h;
+  std::memcpy(&h, p, sizeof h);
+  return reinterpret_cast<vf>(__builtin_convertvector(h, vu) << 16);
 }
 
 // RB rows of x (stride ldx) times CV vectors of one panel's columns (w, bias and y at the block's first
 // column) -> RB rows of y (stride ldy), ncols <= CV VW valid columns. ACC: y += x W^T + b (a residual branch
 // added in place), else y = x W^T + b. One FMA per weight and row in k order: an output's value does not
 // depend on RB or CV (so neither on how rows are shared between threads, nor on the ISA's blocking).
-template <int NBW, int RB, int CV, bool ACC>
-static inline void gemm_block(const float* __restrict w, const float* __restrict bias, const float* __restrict x,
+template <int NBW, int RB, int CV, bool ACC, typename WT>
+static inline void gemm_block(const WT* __restrict w, const float* __restrict bias, const float* __restrict x,
                               int64_t ldx, int K, float* __restrict y, int64_t ldy, int ncols) {
   vf acc[RB][CV];
 #pragma GCC unroll 4
@@ -90,10 +120,10 @@ static inline void gemm_block(const float* __restrict w, const float* __restrict
 #pragma GCC unroll 16
     for (int v = 0; v < CV; ++v) acc[r][v] = ldv(bias + v * VW);
   for (int k = 0; k < K; ++k) {
-    const float* __restrict wk = w + static_cast<int64_t>(k) * NBW;
+    const WT* __restrict wk = w + static_cast<int64_t>(k) * NBW;
     vf wv[CV];
 #pragma GCC unroll 16
-    for (int v = 0; v < CV; ++v) wv[v] = ldv(wk + v * VW);
+    for (int v = 0; v < CV; ++v) wv[v] = ldw(wk + v * VW);
 #pragma GCC unroll 4
     for (int r = 0; r < RB; ++r) {
       const float xv = x[r * ldx + k];
@@ -118,34 +148,47 @@ static inline void gemm_block(const float* __restrict w, const float* __restrict
 // RB rows times one panel (NBW columns, ncols valid), in column blocks of CV vectors: RB x CV accumulators and
 // CV weight vectors stay in registers (CV from the register count of simd.h: the whole 64-column panel at
 // 4 rows on AVX-512, 16 columns at 4 rows on AVX2, where 64 would spill).
-template <int NBW, int RB, bool ACC>
-static inline void gemm_panel(const float* __restrict w, const float* __restrict bias, const float* __restrict x,
+template <int NBW, int RB, bool ACC, typename WT>
+static inline void gemm_panel(const WT* __restrict w, const float* __restrict bias, const float* __restrict x,
                               int64_t ldx, int K, float* __restrict y, int64_t ldy, int ncols) {
   constexpr int V = NBW / VW;
   constexpr int CV = std::min(V, pow2_floor((NREG - 2) / (RB + 1)));
   static_assert(NBW % VW == 0 && V % CV == 0, "a panel is whole column blocks");
   for (int c0 = 0; c0 < NBW && c0 < ncols; c0 += CV * VW)
-    gemm_block<NBW, RB, CV, ACC>(w + c0, bias + c0, x, ldx, K, y + c0, ldy, ncols - c0);
+    gemm_block<NBW, RB, CV, ACC, WT>(w + c0, bias + c0, x, ldx, K, y + c0, ldy, ncols - c0);
 }
 
 // Panels [p0, p1) for all rows.
-template <int NBW, bool ACC>
+template <int NBW, bool ACC, typename WT = float>
 static void gemm_panels(const Linear& lin, int p0, int p1, const float* x, int64_t ldx, float* y, int64_t ldy,
                         int rows) {
   for (int p = p0; p < p1; ++p) {
-    const float* w = lin.w.p + static_cast<int64_t>(p) * lin.K * NBW;
+    const WT* w = reinterpret_cast<const WT*>(lin.w.p) + static_cast<int64_t>(p) * lin.K * NBW;
     const float* bias = lin.b.p + p * NBW;
     const int ncols = lin.glu ? NBW : std::min(NBW, lin.N - p * NBW);
     float* yp = y + p * NBW;
     int r = 0;
     for (; r + 4 <= rows; r += 4)
-      gemm_panel<NBW, 4, ACC>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols);
+      gemm_panel<NBW, 4, ACC, WT>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols);
     switch (rows - r) {
-      case 3: gemm_panel<NBW, 3, ACC>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols); break;
-      case 2: gemm_panel<NBW, 2, ACC>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols); break;
-      case 1: gemm_panel<NBW, 1, ACC>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols); break;
+      case 3: gemm_panel<NBW, 3, ACC, WT>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols); break;
+      case 2: gemm_panel<NBW, 2, ACC, WT>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols); break;
+      case 1: gemm_panel<NBW, 1, ACC, WT>(w, bias, x + r * ldx, ldx, lin.K, yp + r * ldy, ldy, ncols); break;
       default: break;
     }
+  }
+}
+
+template <typename WT>
+static void gemm_typed(const Linear& lin, int p0, int p1, const float* x, int64_t ldx, float* y, int64_t ldy,
+                       int rows, bool accumulate) {
+  switch (lin.nb * 2 + (accumulate ? 1 : 0)) {
+    case 128: gemm_panels<64, false, WT>(lin, p0, p1, x, ldx, y, ldy, rows); break;
+    case 129: gemm_panels<64, true, WT>(lin, p0, p1, x, ldx, y, ldy, rows); break;
+    case 64: gemm_panels<32, false, WT>(lin, p0, p1, x, ldx, y, ldy, rows); break;
+    case 65: gemm_panels<32, true, WT>(lin, p0, p1, x, ldx, y, ldy, rows); break;
+    case 32: gemm_panels<16, false, WT>(lin, p0, p1, x, ldx, y, ldy, rows); break;
+    default: gemm_panels<16, true, WT>(lin, p0, p1, x, ldx, y, ldy, rows); break;
   }
 }
 
@@ -157,14 +200,10 @@ static void gemm(const Linear& lin, const float* x, int64_t ldx, float* y, int64
   const int rows = c.b1 - c.b0;
   x += c.b0 * ldx;
   y += c.b0 * ldy;
-  switch (lin.nb * 2 + (accumulate ? 1 : 0)) {
-    case 128: gemm_panels<64, false>(lin, p0, p1, x, ldx, y, ldy, rows); break;
-    case 129: gemm_panels<64, true>(lin, p0, p1, x, ldx, y, ldy, rows); break;
-    case 64: gemm_panels<32, false>(lin, p0, p1, x, ldx, y, ldy, rows); break;
-    case 65: gemm_panels<32, true>(lin, p0, p1, x, ldx, y, ldy, rows); break;
-    case 32: gemm_panels<16, false>(lin, p0, p1, x, ldx, y, ldy, rows); break;
-    default: gemm_panels<16, true>(lin, p0, p1, x, ldx, y, ldy, rows); break;
-  }
+  if (lin.bf16)
+    gemm_typed<uint16_t>(lin, p0, p1, x, ldx, y, ldy, rows, accumulate);
+  else
+    gemm_typed<float>(lin, p0, p1, x, ldx, y, ldy, rows, accumulate);
 }
 
 
