@@ -1,10 +1,12 @@
 // The fused native generation step of sashimi.generation.fast.FastLM: one call runs a whole model step for the
 // batch (embedding, every due tier, head, sampling) on raw float32 pointers, with no allocation besides the
 // output tensors. Built and loaded by sashimi/generation/native.py (torch.utils.cpp_extension, JIT).
-// This file holds the model (blocks, tiers, Net) and its Python bindings; the kernels are in the headers beside
-// it: math.h (vectors, exp / GELU / sigmoid, LayerNorm), gemm.h (Linear layers), recurrence.h (S4 steps and the
-// chunked recurrence), sampling.h (a row's token from its logits), memory.h (buffers, weight arena), share.h (a
-// thread's share of a step), team.h (threads).
+// This file holds the model (blocks, tiers, Net: the schedule of a step, its threads) and its Python bindings;
+// the kernels are in the headers beside it, each with the packing of the memory layout it reads: simd.h (the
+// vector unit built for), math.h (exp / GELU / sigmoid, LayerNorm), gemm.h (Linear layers: panel packing,
+// float32 or bfloat16 weights), recurrence.h (S4 steps and the chunked recurrence: lane-group and chunk-table
+// packing), sampling.h (a row's token from its logits), memory.h (buffers, weight arena), share.h (a thread's
+// share of a step), team.h (threads).
 //
 // Dimension letters as in fast.py: B = batch, H = width of a tier, M = modes of a recurrence, C = classes,
 // R = DPLR rank, p = pool, L = channels per SIMD lane group.
@@ -186,65 +188,18 @@ class Net {
     TORCH_CHECK(k.R >= 0 && k.R <= RMAX, "DPLR rank must be at most ", RMAX);
     TORCH_CHECK(re.dim() == 3 && re.size(0) == B_ && re.size(1) == H, "SSM state must be (B, H, M)");
     const int M = k.M = static_cast<int>(re.size(2));
-    const int NR = k.R, A = 6 + 2 * NR;
+    const int NR = k.R;
     at::Tensor w = f32(ssm), bt = f32(beta), d = f32(dskip);
     TORCH_CHECK(w.numel() == static_cast<int64_t>(H) * (4 * NR + 6) * M, "SSM parameter block has the wrong size");
     TORCH_CHECK(bt.numel() == static_cast<int64_t>(H) * NR && d.numel() == H, "beta / D have the wrong size");
-    // pack per lane group
-    const int groups = (H + L - 1) / L;
-    k.group_stride = static_cast<int64_t>(L) * (NR + 1 + static_cast<int64_t>(M) * (4 * NR + 6));
-    at::Tensor packed = at::zeros({groups * k.group_stride}, at::kFloat);
-    const float* W = w.data_ptr<float>();
-    const float* BT = bt.data_ptr<float>();
-    const float* DS = d.data_ptr<float>();
-    float* P = packed.data_ptr<float>();
-    const int64_t per_h = static_cast<int64_t>(4 * NR + 6) * M;
-    // source array index a (0 .. 4R+5, in the order G_j re/im, DE re/im, Q_j re/im, Db re/im, c re/im)
-    auto src = [&](int h, int array, int m) { return W[h * per_h + static_cast<int64_t>(array) * M + m]; };
-    for (int h = 0; h < H; ++h) {
-      const int g = h / L, l = h % L;
-      float* base = P + g * k.group_stride;
-      for (int j = 0; j < NR; ++j) base[j * L + l] = BT[h * NR + j];
-      base[NR * L + l] = DS[h];
-      float* s1 = base + (NR + 1) * L;
-      float* s2 = s1 + static_cast<int64_t>(M) * 2 * NR * L;
-      for (int m = 0; m < M; ++m) {
-        for (int a = 0; a < 2 * NR; ++a) s1[(static_cast<int64_t>(m) * 2 * NR + a) * L + l] = src(h, a, m);
-        for (int a = 0; a < A; ++a) s2[(static_cast<int64_t>(m) * A + a) * L + l] = src(h, 2 * NR + a, m);
-      }
-    }
-    k.ssm.staging = packed;
+    k.ssm.staging = pack_ssm_groups(w.data_ptr<float>(), bt.data_ptr<float>(), d.data_ptr<float>(), H, M, NR,
+                                    k.group_stride);
     at::Tensor cf = f32(chunk_f), ch = f32(chunk_h);
     TORCH_CHECK(cf.numel() == static_cast<int64_t>(H) * M * kChunk * 2 && ch.numel() == static_cast<int64_t>(H) * kChunk,
                 "chunk tables have the wrong size (expected (H, M, ", kChunk, ", 2) and (H, ", kChunk, "))");
-    const bool table = f_table();
-    const int64_t half = chunk_half_stride(M, NR, table), E = 4 * NR + 6;
-    k.ctab_stride = static_cast<int64_t>(kChunk) * L + 2 * half;
-    at::Tensor ctab = at::zeros({groups * k.ctab_stride}, at::kFloat);
-    const float* CF = cf.data_ptr<float>();
-    const float* CH = ch.data_ptr<float>();
-    float* CT = ctab.data_ptr<float>();
-    for (int h = 0; h < H; ++h) {
-      const int g = h / L, l = h % LH;
-      float* base = CT + g * k.ctab_stride;
-      for (int i = 0; i < kChunk; ++i) base[i * L + h % L] = CH[h * kChunk + i];
-      float* P = base + kChunk * L + (h % L) / LH * half;  // this channel's half lane group
-      for (int j = 0; j < NR; ++j) P[j * LH + l] = BT[h * NR + j];
-      float* pm = P + NR * LH;
-      for (int m = 0; m < M; ++m) {
-        float* e = pm + m * E * LH;
-        for (int a = 0; a < 2 * NR; ++a) e[a * LH + l] = src(h, a, m);  // G_j re / im
-        for (int a = 0; a < 2 + 2 * NR; ++a) e[(2 * NR + a) * LH + l] = src(h, 2 * NR + a, m);  // DE, Q_j
-        for (int a = 0; a < 4; ++a) e[(4 * NR + 2 + a) * LH + l] = src(h, 4 * NR + 2 + a, m);  // Db, c
-      }
-      float* F = P + chunk_param_floats(M, NR);
-      for (int m = 0; table && m < M; ++m)
-        for (int i = 0; i < kChunk; ++i)
-          for (int a = 0; a < 2; ++a)
-            F[((static_cast<int64_t>(m) * kChunk + i) * 2 + a) * LH + l] =
-                CF[((static_cast<int64_t>(h) * M + m) * kChunk + i) * 2 + a];
-    }
-    k.ctab.staging = ctab;
+    k.ctab.staging = pack_chunk_tables(w.data_ptr<float>(), bt.data_ptr<float>(), cf.data_ptr<float>(),
+                                       ch.data_ptr<float>(), H, M, NR, f_table(), k.ctab_stride);
+    const int groups = (H + L - 1) / L;
     k.cbuf_ = zeros_huge(static_cast<int64_t>(groups) * B_ * 2 * kChunk * L);
     k.cbuf = k.cbuf_.data_ptr<float>();
     k.re_ = state_tensor(re, {B_, H, M}, {static_cast<int64_t>(M) * H, 1, H});

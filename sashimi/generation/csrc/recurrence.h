@@ -2,6 +2,8 @@
 // Part of the native generation step: fast_step.cpp includes it (one translation unit).
 #pragma once
 
+#include <torch/extension.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -282,6 +284,71 @@ static void chunk_out(const float* __restrict h, int p, int nl, int B, int b0, i
       for (int l = 0; l < nl; ++l) zr[l] = acc[l];
     }
   }
+}
+
+
+// ----------------------------------------------------------------------------------------------------------
+// Packing: the folded recurrence of H channels as native.py hands it over (W (H, (4R+6) M): per channel G_0 ..
+// G_{R-1}, DE, Q_0 .. Q_{R-1}, Db, c, each M real then M imaginary parts; BT (H, R) beta; DS (H) the skip D)
+// into the layouts the kernels above read. Each layout is described at its kernel; these are its only writers.
+
+// The per-step layout of ssm_group, one run of group_stride floats per lane group of L channels.
+static at::Tensor pack_ssm_groups(const float* W, const float* BT, const float* DS, int H, int M, int NR,
+                                  int64_t& group_stride) {
+  const int A = 6 + 2 * NR, groups = (H + L - 1) / L;
+  group_stride = static_cast<int64_t>(L) * (NR + 1 + static_cast<int64_t>(M) * (4 * NR + 6));
+  at::Tensor packed = at::zeros({groups * group_stride}, at::kFloat);
+  float* P = packed.data_ptr<float>();
+  const int64_t per_h = static_cast<int64_t>(4 * NR + 6) * M;
+  // source array index a (0 .. 4R+5, in the order G_j re/im, DE re/im, Q_j re/im, Db re/im, c re/im)
+  auto src = [&](int h, int array, int m) { return W[h * per_h + static_cast<int64_t>(array) * M + m]; };
+  for (int h = 0; h < H; ++h) {
+    const int g = h / L, l = h % L;
+    float* base = P + g * group_stride;
+    for (int j = 0; j < NR; ++j) base[j * L + l] = BT[h * NR + j];
+    base[NR * L + l] = DS[h];
+    float* s1 = base + (NR + 1) * L;
+    float* s2 = s1 + static_cast<int64_t>(M) * 2 * NR * L;
+    for (int m = 0; m < M; ++m) {
+      for (int a = 0; a < 2 * NR; ++a) s1[(static_cast<int64_t>(m) * 2 * NR + a) * L + l] = src(h, a, m);
+      for (int a = 0; a < A; ++a) s2[(static_cast<int64_t>(m) * A + a) * L + l] = src(h, 2 * NR + a, m);
+    }
+  }
+  return packed;
+}
+
+// The chunk tables of the chunked recurrence (layout above kFreeTableBatch), ctab_stride floats per lane group:
+// CH (H, T) the impulse response with D in h_0; CF (H, M, T, 2) the free-response functionals (packed only when
+// table: batch >= kFreeTableBatch).
+static at::Tensor pack_chunk_tables(const float* W, const float* BT, const float* CF, const float* CH, int H, int M,
+                                    int NR, bool table, int64_t& ctab_stride) {
+  const int groups = (H + L - 1) / L;
+  const int64_t half = chunk_half_stride(M, NR, table), E = 4 * NR + 6, per_h = E * M;
+  ctab_stride = static_cast<int64_t>(kChunk) * L + 2 * half;
+  at::Tensor ctab = at::zeros({groups * ctab_stride}, at::kFloat);
+  float* CT = ctab.data_ptr<float>();
+  auto src = [&](int h, int array, int m) { return W[h * per_h + static_cast<int64_t>(array) * M + m]; };
+  for (int h = 0; h < H; ++h) {
+    const int g = h / L, l = h % LH;
+    float* base = CT + g * ctab_stride;
+    for (int i = 0; i < kChunk; ++i) base[i * L + h % L] = CH[h * kChunk + i];
+    float* P = base + kChunk * L + (h % L) / LH * half;  // this channel's half lane group
+    for (int j = 0; j < NR; ++j) P[j * LH + l] = BT[h * NR + j];
+    float* pm = P + NR * LH;
+    for (int m = 0; m < M; ++m) {
+      float* e = pm + m * E * LH;
+      for (int a = 0; a < 2 * NR; ++a) e[a * LH + l] = src(h, a, m);  // G_j re / im
+      for (int a = 0; a < 2 + 2 * NR; ++a) e[(2 * NR + a) * LH + l] = src(h, 2 * NR + a, m);  // DE, Q_j
+      for (int a = 0; a < 4; ++a) e[(4 * NR + 2 + a) * LH + l] = src(h, 4 * NR + 2 + a, m);  // Db, c
+    }
+    float* F = P + chunk_param_floats(M, NR);
+    for (int m = 0; table && m < M; ++m)
+      for (int i = 0; i < kChunk; ++i)
+        for (int a = 0; a < 2; ++a)
+          F[((static_cast<int64_t>(m) * kChunk + i) * 2 + a) * LH + l] =
+              CF[((static_cast<int64_t>(h) * M + m) * kChunk + i) * 2 + a];
+  }
+  return ctab;
 }
 
 
