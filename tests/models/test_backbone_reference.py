@@ -6,7 +6,7 @@ it. ``reference_forward`` below re-derives the wiring without calling the backbo
 ``_blocks`` or the pool modules' forward: it walks down the tiers, through the centre and back up with plain
 loops, applying only leaf modules (each residual S4 / FF block as a unit, the final LayerNorm) and the
 pooling Linear layers by their weights. Folding, unfolding and the causal shift of the up-pool are written
-with explicit indexing from the documented semantics (``sashimi/nn/pool.py``, README "The SaShiMi model"):
+with explicit indexing from the documented semantics (``sashimi/nn/pool.py``, docs/model.md "The backbone"):
 
   DownPool: fold p consecutive steps into features, feature h*p + s = channel h at sub-step s; Linear.
   UpPool:   Linear to H*p features, unfold (same feature order), shift right by one pooled step: the p outputs
