@@ -10,6 +10,7 @@ from sashimi.runtime import tune_malloc
 # Each sub-command module exposes `register(subparsers)`; the handler it registers takes the parsed args.
 _COMMAND_MODULES = (
     "sashimi.cli.presets",
+    "sashimi.cli.models",
     "sashimi.cli.convert",
     "sashimi.cli.data",
     "sashimi.cli.train",

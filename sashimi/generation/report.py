@@ -57,7 +57,11 @@ def write_report(out_dir: Path, entries: list[dict], title: str, prime: dict | N
     shown = entries if max_items is None else entries[:max_items]
     for rank, e in enumerate(shown, 1):
         items.append(_item(out_dir, e["file"], f"#{rank}: {e['file']}", _meta(e, (heard or {}).get(e["file"]))))
-    ordered = "sorted by log-likelihood (most likely first)" if entries and "log_likelihood" in entries[0] else "in order"
+    ordered = "in order"
+    if entries and "log_likelihood" in entries[0]:
+        ordered = "sorted by log-likelihood (most likely first)"
+    elif entries and "seed" in entries[0]:
+        ordered = "sorted by seed"
     more = f" The first {len(shown)} are shown." if len(shown) < len(entries) else ""
     page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n{summary}"
@@ -66,6 +70,17 @@ def write_report(out_dir: Path, entries: list[dict], title: str, prime: dict | N
     path = out_dir / "index.html"
     atomic_write(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     return path
+
+
+def classifier_heard(out_dir: Path, entries: list[dict], sample_rate: int) -> dict[str, tuple[str, float]] | None:
+    """What the shipped evaluation classifier (spoken digits, 16 kHz, first second) hears in each sample, for
+    ``write_report(heard=...)``; None for other sample rates (it would hear nothing meaningful)."""
+    from sashimi.metrics.features import SAMPLE_RATE
+    from sashimi.metrics.score import hear
+
+    if sample_rate != SAMPLE_RATE or not entries:
+        return None
+    return hear(Path(out_dir), [e["file"] for e in entries])
 
 
 def _plots_current(audio: Path, plots: list[Path]) -> bool:
@@ -79,6 +94,8 @@ def _meta(e: dict, heard: tuple[str, float] | None) -> str:
     if "log_likelihood" in e:
         parts += [f"log-likelihood {e['log_likelihood']:.1f} nats", f"{e['bits_per_sample']:.3f} bits/sample",
                   f"seed {e['seed']}"]
+    elif "seed" in e:  # a diffusion model's sample: no likelihood
+        parts.append(f"seed {e['seed']}")
     if heard is not None:
         parts.append(f"classifier hears <b>{html.escape(heard[0])}</b> ({heard[1]:.0%})")
     return " &middot; ".join(parts)

@@ -74,6 +74,22 @@ def classify_waves(model, waves: np.ndarray, batch_size: int = MODEL_BATCH) -> t
     return np.concatenate(probs), np.concatenate(feats)
 
 
+def hear(folder: Path, files: list[str], classifier: Path = SHIPPED_CLASSIFIER) -> dict[str, tuple[str, float]]:
+    """What the evaluation classifier hears in each mono 16 kHz WAV of ``folder``: file -> (class, probability).
+    Clips shorter than 1 s are zero-padded, longer ones cut to their first second (the classifier's input)."""
+    import soundfile as sf
+
+    from sashimi.metrics.classifier import load_classifier
+
+    model = load_classifier(classifier)
+    waves = np.stack([fix_length(sf.read(str(Path(folder) / f), dtype="float32", always_2d=False)[0][:CLIP_LEN])
+                      for f in files]) if files else np.zeros((0, CLIP_LEN), np.float32)
+    with torch.no_grad():
+        probs, _ = classify_waves(model, waves)
+    classes = model.config.classes
+    return {f: (classes[int(p.argmax())], float(p.max())) for f, p in zip(files, probs)}
+
+
 def read_clip(path: Path) -> np.ndarray:
     """A mono 16 kHz clip of at least one second -> its first second (L,) float32; else AudioError."""
     import soundfile as sf
@@ -99,7 +115,7 @@ def read_clip(path: Path) -> np.ndarray:
 class SampleSet:
     folder: Path
     files: list[str]  # relative names, in manifest order (or sorted)
-    log_likelihood: np.ndarray | None  # (N,) from the manifest, None without one
+    log_likelihood: np.ndarray | None  # (N,) from the manifest; None without one, or without likelihoods
 
 
 def read_sample_set(folder: str | os.PathLike) -> SampleSet:
@@ -123,6 +139,8 @@ def read_sample_set(folder: str | os.PathLike) -> SampleSet:
     if extra:
         raise ConfigError(f"{manifest}: does not list {len(extra)} audio file(s) of the folder (first: {extra[0]}); "
                           "it belongs to another run, or files were added by hand")
+    if not all("log_likelihood" in r for r in rows):  # samples of a diffusion model: no likelihoods
+        return SampleSet(folder, listed, None)
     return SampleSet(folder, listed, np.array([float(r["log_likelihood"]) for r in rows]))
 
 
@@ -134,8 +152,8 @@ def _manifest_rows(manifest: Path) -> list[dict]:
     if not isinstance(rows, list) or not rows:
         raise ConfigError(f"{manifest}: has no 'samples' list")
     for i, r in enumerate(rows):
-        if not isinstance(r, dict) or "file" not in r or "log_likelihood" not in r:
-            raise ConfigError(f"{manifest}: samples[{i}] lacks 'file' or 'log_likelihood'")
+        if not isinstance(r, dict) or "file" not in r:
+            raise ConfigError(f"{manifest}: samples[{i}] lacks 'file'")
     return rows
 
 
@@ -146,7 +164,8 @@ def select(sample_set: SampleSet, how: str) -> np.ndarray:
         return np.arange(n)
     if sample_set.log_likelihood is None:
         raise ConfigError(f"--select {how}: needs the log-likelihoods of {sample_set.folder / MANIFEST} "
-                          "(samples from sashimi generate); use --select none for other folders")
+                          "(samples of an autoregressive model from sashimi generate; a diffusion model's have "
+                          "none); use --select none for other folders")
     order = np.argsort(sample_set.log_likelihood, kind="stable")  # least likely first
     if how == "official":
         scored_half = np.sort(np.random.RandomState(0).permutation(n)[n // 2:])  # positions in `order`

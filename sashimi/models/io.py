@@ -49,9 +49,9 @@ def _header(model: nn.Module) -> dict:
         return {"kind": "lm", "config": model.config.to_dict()}
     if isinstance(model, SaShiMi) and hasattr(model, "init_kwargs"):
         return {"kind": "backbone", "config": model.init_kwargs}
-    if hasattr(model, "checkpoint_header"):  # other models of the package (the evaluation classifier)
+    if hasattr(model, "checkpoint_header"):  # other models of the package (DiffWave, the evaluation classifier)
         return model.checkpoint_header()
-    raise CheckpointError(f"cannot save a {type(model).__name__}: expected SaShiMiLM or a SaShiMi backbone")
+    raise CheckpointError(f"cannot save a {type(model).__name__}: expected SaShiMiLM, DiffWave or a SaShiMi backbone")
 
 
 def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
@@ -67,7 +67,7 @@ def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
     return weights
 
 
-KINDS = ("lm", "backbone", "classifier")  # what a sashimi checkpoint holds (its metadata's "kind")
+KINDS = ("lm", "backbone", "classifier", "diffwave")  # what a sashimi checkpoint holds (its metadata's "kind")
 
 
 def read_header(weights: Path) -> dict:
@@ -124,12 +124,14 @@ def _torch_file_message(path: Path) -> str:
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a model from a checkpoint alone (file or directory); returns it in eval mode. A directory's
-    ``config.json``, where there is one, must agree with the weights' metadata."""
+    """Rebuild a model from a checkpoint alone (file or directory), or by name: a model shipped in the package
+    or a Hugging Face hub id (``pretrained.resolve``); returns it in eval mode. A directory's ``config.json``,
+    where there is one, must agree with the weights' metadata."""
     from sashimi.models.backbone import SaShiMi
     from sashimi.models.lm import SaShiMiLM
+    from sashimi.models.pretrained import resolve
 
-    path = Path(path)
+    path = resolve(path)
     weights = path / WEIGHTS_NAME if path.is_dir() else path
     if not weights.exists():
         raise CheckpointError(f"{weights}: no such file")
@@ -139,8 +141,13 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     if header["kind"] == "classifier":
         raise CheckpointError(f"{weights}: this is an evaluation classifier, not an audio model; "
                               "use it with `sashimi score --classifier` (sashimi.metrics.load_classifier)")
-    if header["kind"] == "lm":
+    if header["kind"] == "lm":  # the autoregressive model (its config's kind is "ar", or absent in old files)
         model = SaShiMiLM(SaShiMiConfig.from_dict(header["config"], where=f"{weights}: config"))
+    elif header["kind"] == "diffwave":
+        from sashimi.models.diffwave import DiffWave
+        from sashimi.models.diffwave_config import DiffWaveConfig
+
+        model = DiffWave(DiffWaveConfig.from_dict(header["config"], where=f"{weights}: config"))
     else:
         try:
             model = SaShiMi(**header["config"])

@@ -25,6 +25,20 @@ class SaShiMiLM(nn.Module):
         self.backbone = SaShiMi(**{k: getattr(config, k) for k in BACKBONE_FIELDS})
         self.head = nn.Linear(config.d_model, config.n_classes)
 
+    @classmethod
+    def from_pretrained(cls, name: str, map_location: str | torch.device = "cpu") -> "SaShiMiLM":
+        """A trained model by name: one shipped in the package (``sashimi models`` lists them), a local folder or
+        file written by ``sashimi.save_model``, or a Hugging Face hub id (downloaded with huggingface_hub and
+        cached; offline, from the cache only)."""
+        from sashimi.errors import CheckpointError
+        from sashimi.models.io import load_model
+
+        model = load_model(name, map_location=map_location)
+        if not isinstance(model, cls):
+            raise CheckpointError(f"{name}: this is a {type(model).__name__}, not a {cls.__name__}; use "
+                                  "sashimi.load_model for any kind")
+        return model
+
     def _shift(self, tokens: torch.Tensor) -> torch.Tensor:
         bos = torch.full_like(tokens[:, :1], self.bos)
         return torch.cat([bos, tokens[:, :-1]], dim=1)

@@ -24,7 +24,7 @@ def report(tmp_path_factory):
     import soundfile as sf
     sf.write(str(tmp / "p.wav"), 0.3 * np.sin(np.linspace(0, 90, 400)), 8000, subtype="PCM_16")
     threads = torch.get_num_threads()
-    assert main(["generate", str(tmp / "m.safetensors"), "--n", "3", "--seconds", "0.05", "--no-compile",
+    assert main(["generate", str(tmp / "m.safetensors"), "--n", "3", "--seconds", "0.05", "--backend", "eager",
                  "--prime", str(tmp / "p.wav"), "--out", str(tmp / "out"), "--report"]) == 0
     torch.set_num_threads(threads)
     return tmp / "out"
@@ -119,3 +119,17 @@ def test_report_plays_in_headless_chromium(report):
         assert len(images) == 2 * (len(rows) + 1) and all(images)
     finally:
         browser.close()
+
+
+def test_a_16khz_report_says_what_the_classifier_hears(tmp_path):
+    torch.manual_seed(0)
+    cfg = sashimi.preset("tiny", d_model=8, d_state=8, n_layers=1, l_max=64)  # 16 kHz: the classifier's rate
+    sashimi.save_model(sashimi.SaShiMiLM(cfg).eval(), tmp_path / "m.safetensors")
+    assert main(["generate", str(tmp_path / "m.safetensors"), "--n", "2", "--seconds", "0.02", "--backend", "eager",
+                 "--out", str(tmp_path / "out"), "--report"]) == 0
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert page.count("classifier hears") == 2
+
+
+def test_other_sample_rates_get_no_classifier_line(report):
+    assert "classifier hears" not in (report / "index.html").read_text()

@@ -1,0 +1,19 @@
+"""torch.hub entry points: ``torch.hub.load(<clone of this repo>, "sashimi_digits", source="local")`` loads a model
+shipped in the package, offline. Each entry is a shipped model by name (``sashimi models`` lists them)."""
+dependencies = ["torch", "safetensors"]
+
+
+def _shipped(name: str):
+    from sashimi.models.io import load_model
+
+    return load_model(name)
+
+
+def sashimi_digits():
+    """The autoregressive SaShiMi trained on the built-in spoken digits (16 kHz, 8-bit mu-law)."""
+    return _shipped("digits")
+
+
+def diffwave_digits():
+    """DiffWave with a SaShiMi backbone trained on the built-in spoken digits (16 kHz)."""
+    return _shipped("diffwave-digits")
