@@ -19,6 +19,7 @@ from sashimi.errors import AudioError, ConfigError
 
 MIN_BITS, MAX_BITS = 2, 16
 QUANTIZATION_KINDS = ("mu-law", "linear")
+FLOAT_WAVE = "none"  # data.quantization for models of float waveforms (diffusion): no tokens, samples in [-1, 1]
 
 
 def _check_bits(bits: int) -> int:

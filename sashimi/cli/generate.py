@@ -1,8 +1,12 @@
-"""`sashimi generate`: sample audio from a checkpoint, write WAVs sorted by likelihood, a manifest and a report."""
+"""`sashimi generate`: sample audio from a checkpoint, write WAVs sorted by likelihood, a manifest and a report.
+
+A diffusion model (``model.kind: diffwave``) is sampled by ``sashimi.cli.generate_diffusion`` instead."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,24 +19,31 @@ from tqdm import tqdm
 from sashimi.audio.quantize import make_quantizer
 from sashimi.cli.options import device
 from sashimi.errors import OS_FAULTS, CheckpointError, ConfigError
+from sashimi.generation import native
+from sashimi.generation.backends import BACKENDS
 from sashimi.generation.output import JOURNAL, OutputFolder
 from sashimi.generation.prime import load_prime
-from sashimi.generation.report import write_report
+from sashimi.generation.report import classifier_heard, write_report
 from sashimi.generation.sampler import PREFILL_CONV_SAMPLES, Sampler
 from sashimi.generation.sampling import SamplingSettings
+from sashimi.models.diffwave import DiffWave
 from sashimi.models.io import load_model
 from sashimi.models.lm import SaShiMiLM
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("generate", help="sample audio from a trained model",
-                              description="Sample audio in recurrent mode; WAVs are sorted by log-likelihood.")
+                              description="Sample audio from a trained model. Autoregressive models: in recurrent "
+                              "mode, WAVs sorted by log-likelihood. Diffusion models (DiffWave): ancestral DDPM "
+                              "sampling over all diffusion steps, or deterministic DDIM with --steps S.")
     p.add_argument("checkpoint", help="model checkpoint (.safetensors file or directory)")
     p.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
     p.add_argument("--seconds", type=float, default=4.0, help="seconds to generate per sample (default 4)")
-    p.add_argument("--temperature", type=float, default=1.0, help="> 0; logits are divided by it (default 1)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1] (1 = off)")
-    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = off)")
+    p.add_argument("--steps", type=int, help="diffusion models: DDIM with this many network evaluations instead of "
+                   "ancestral DDPM over all T steps (the default), e.g. 50")
+    p.add_argument("--temperature", type=float, help="> 0; logits are divided by it (default 1)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling mass in (0, 1] (default 1 = off)")
+    p.add_argument("--top-k", type=int, help="keep the k most likely tokens (default 0 = off)")
     p.add_argument("--prime", help="mono audio file at the model's sample rate to continue")
     p.add_argument("--prime-seconds", type=float, help="use only the first seconds of --prime")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed SEED+i")
@@ -49,12 +60,15 @@ def register(subparsers) -> None:
     p.add_argument("--device", type=device, default="cpu",
                    help="cpu (default), cuda or cuda:N: where the model runs; on a GPU the step is replayed as "
                    "CUDA graphs")
-    p.add_argument("--backend", choices=("native", "inductor", "eager"),
-                   help="fast-step backend (default native on CPU: the fused C++ step, built once with the system "
-                   "compiler, falling back to inductor, then eager, with a warning; inductor on a GPU)")
-    p.add_argument("--eager", action="store_true", help="use the reference step (SaShiMiLM.step), slow")
-    p.add_argument("--no-compile", action="store_true", help="same as --backend eager (the fast step, "
-                   "uncompiled)")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="the recurrent step: native (default on CPU: the fused C++ step, built once with the system "
+                   "compiler, falling back to inductor, then eager, with a warning), inductor (the default on a "
+                   "GPU), eager (the torch fast step, uncompiled) or reference (SaShiMiLM.step itself, slow)")
+    p.add_argument("--weights", choices=("float32", "bf16"), default="float32",
+                   help="native step: Linear weights as bfloat16 (float32 accumulation; faster where the step is "
+                   "bound by streaming weights, e.g. batch 1; float32, the default, is the reference)")
+    p.add_argument("--eager", action="store_true", help=argparse.SUPPRESS)  # renamed: a clear error
+    p.add_argument("--no-compile", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(handler=run)
 
 
@@ -71,6 +85,10 @@ def _validate(args) -> None:
         raise ConfigError("--prime-seconds needs --prime FILE")
     if args.seed < 0:
         raise ConfigError(f"--seed must be >= 0, got {args.seed}")
+    if args.eager or args.no_compile:
+        flag = "--eager" if args.eager else "--no-compile"
+        raise ConfigError(f"{flag} is gone: use --backend reference (SaShiMiLM.step) or --backend eager (the fast "
+                          "step, uncompiled)")
     if args.backend == "native" and torch.device(args.device).type != "cpu":
         raise ConfigError(f"--backend native runs on the CPU; with --device {args.device} use --backend inductor "
                           "or eager")
@@ -78,13 +96,19 @@ def _validate(args) -> None:
 
 def run(args) -> int:
     _validate(args)
+    model = load_model(args.checkpoint, map_location=args.device)
+    if isinstance(model, DiffWave):
+        from sashimi.cli.generate_diffusion import run_diffusion
+
+        return run_diffusion(args, model)
+    if args.steps is not None:
+        raise ConfigError("--steps applies to diffusion models (model.kind: diffwave); this model is autoregressive")
     try:
-        settings = SamplingSettings(args.temperature, args.top_p, args.top_k)
+        settings = SamplingSettings(_or(args.temperature, 1.0), _or(args.top_p, 1.0), _or(args.top_k, 0))
     except ConfigError as err:
         raise ConfigError(f"--{str(err).replace('_', '-')}") from None
     if args.stream and Path(args.stream).exists() and not args.overwrite:
         raise ConfigError(f"--stream {args.stream}: the file exists; pass --overwrite to replace it")
-    model = load_model(args.checkpoint, map_location=args.device)
     if not isinstance(model, SaShiMiLM):
         raise CheckpointError(f"{args.checkpoint}: holds a bare backbone, not a SaShiMiLM; cannot generate")
     cfg = model.config
@@ -96,10 +120,16 @@ def run(args) -> int:
     try:
         return _run(args, model, settings, prime_tokens, n_new)
     except OSError as err:  # a full disk, a read-only folder, too many open files: one line, not a traceback
-        raise ConfigError(_os_error(err, args)) from None
+        raise ConfigError(os_error_message(err, args)) from None
 
 
-def _os_error(err: OSError, args) -> str:
+def _or(value, default):
+    """An option's value, or its default where it was not given (None)."""
+    return default if value is None else value
+
+
+def os_error_message(err: OSError, args) -> str:
+    """One line for an OS fault while writing the samples: cause, file, fix, and how to go on."""
     cause, fix = OS_FAULTS.get(err.errno, (err.strerror or str(err), "fix it"))
     where = f" while writing {err.filename}" if err.filename else f" while writing to {args.out}"
     journal = Path(args.out) / JOURNAL
@@ -118,7 +148,7 @@ def _run(args, model, settings, prime_tokens, n_new) -> int:
     with tqdm(total=total, initial=total - len(seeds) * n_new, unit="sample", unit_scale=True, desc="generate") as bar:
         for b0 in range(0, len(seeds), batch):
             step = _generate_batch(model, seeds[b0 : b0 + batch], settings, prime_tokens, n_new, out, args, bar, step)
-            backends.add("reference" if args.eager else step.backend)
+            backends.add(step.backend)
     elapsed = time.perf_counter() - start
     generated = len(seeds) * n_new
     manifest = _manifest(args, cfg, settings, n_new, prime_tokens, elapsed, generated, "+".join(sorted(backends)))
@@ -128,7 +158,8 @@ def _run(args, model, settings, prime_tokens, n_new) -> int:
         if prime_tokens is not None:
             _write_tokens(out.folder / "prime.wav", prime_tokens[None], cfg)
             prime = {"file": "prime.wav", "source": str(args.prime)}
-        write_report(out.folder, rows, f"sashimi generate: {args.checkpoint}", prime)
+        write_report(out.folder, rows, f"sashimi generate: {args.checkpoint}", prime,
+                     heard=classifier_heard(out.folder, rows, cfg.sample_rate))
     kept = f", {args.n - len(seeds)} kept from the interrupted run" if len(seeds) < args.n else ""
     print(f"wrote {len(rows)} samples to {out.folder} ({manifest['timing']['samples_per_second']:.0f} samples/s, "
           f"{manifest['timing']['real_time_factor']:.2f}x real time overall, including setup{kept})")
@@ -146,19 +177,16 @@ def _generate_batch(model, seeds, settings, prime, n_new, out: OutputFolder, arg
     a FastLM, whose converted model the next batch reuses (``like``), or the reference step."""
     cfg = model.config
     quant = make_quantizer(cfg.quantization, cfg.bits)
-    loop_threads = args.threads or 1  # torch's threads in the step loop (small ops: 1 is fastest)
+    threads, chunked = _step_threads(args), _env_flag("SASHIMI_NATIVE_CHUNK", True)
     stepped = 0 if prime is None else len(prime) - PREFILL_CONV_SAMPLES // len(seeds)
     if stepped > 0:  # tqdm's bar has not started yet: say why nothing moves for a while
         print(f"priming: the last {stepped / cfg.sample_rate:.1f} s of the prime go through the recurrent step "
               "(bounded memory); this takes a while", file=sys.stderr, flush=True)
     with _default_threads():  # the step's set-up and the prefill: ~1.6x faster on two cores than on one
-        # the torch steps are compiled for, and run on, the loop's threads (FastLM torch_threads)
-        sampler = Sampler(model, seeds, settings, prime=prime, fast=not args.eager, compile=not args.no_compile,
-                          backend="eager" if args.no_compile else args.backend, like=like, torch_threads=loop_threads)
-    backend = "reference" if args.eager else sampler.backend.backend
-    if args.threads and backend == "native":
-        sampler.backend.threads = args.threads
-    torch.set_num_threads(loop_threads)
+        # the torch steps are compiled for, and run on, the loop's threads (backends.make_step)
+        sampler = Sampler(model, seeds, settings, prime=prime, backend=args.backend, threads=threads,
+                          chunked=chunked, like=like, weights=args.weights)
+    torch.set_num_threads(1 if sampler.backend.backend == "native" else sampler.backend.threads)
     n_prime = 0 if prime is None else len(prime)
     scratch = out.scratch(len(seeds), n_prime + n_new)  # (B, T) int16: one open file whatever B is
     stream = _stream_writer(args.stream, cfg) if args.stream and seeds[0] == args.seed else None
@@ -191,9 +219,14 @@ def _stream_writer(path: str, cfg) -> sf.SoundFile:
         raise ConfigError(f"--stream {path}: cannot write there ({err})") from None
 
 
+def pcm16(audio: np.ndarray) -> np.ndarray:
+    """Float audio in [-1, 1] (clipped outside) -> int16 PCM, the samples of the WAVs."""
+    return np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
+
+
 def _put(scratch, stream, audio, position: int) -> int:
     """audio (B c) floats -> int16 PCM into the scratch at ``position`` (and the stream, flushed)."""
-    pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
+    pcm = pcm16(audio)
     scratch[:, position:position + pcm.shape[1]] = pcm
     if stream is not None:
         stream.write(pcm[0])
@@ -202,6 +235,22 @@ def _put(scratch, stream, audio, position: int) -> int:
 
 
 _DEFAULT_THREADS = torch.get_num_threads()  # torch's default for this process (all cores, or OMP_NUM_THREADS)
+
+
+def _step_threads(args) -> int:
+    """--threads, else for the native step SASHIMI_NATIVE_THREADS or its default (2 where the process has 2
+    CPUs), else 1 for the torch steps' loop (small ops: 1 thread is fastest)."""
+    if args.threads:
+        return args.threads
+    if args.backend in (None, "native") and torch.device(args.device).type == "cpu":
+        value = os.environ.get("SASHIMI_NATIVE_THREADS", "").strip()
+        return min(int(value), native.MAX_THREADS) if value.isdigit() and int(value) >= 1 else native.default_threads()
+    return 1
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    return default if not value else value not in ("0", "false", "no", "off")
 
 
 @contextlib.contextmanager
@@ -229,8 +278,9 @@ def _manifest(args, cfg, settings, n_new, prime_tokens, elapsed, generated: int,
         "settings": {**settings.to_dict(), "n": args.n, "seconds": args.seconds, "seed": args.seed,
                      "prime": args.prime, "prime_seconds": args.prime_seconds,
                      "prime_samples": 0 if prime_tokens is None else len(prime_tokens),
-                     "batch_size": args.batch_size or args.n, "step": "eager" if args.eager else "fast",
-                     "backend": backend, "compiled": backend in ("native", "inductor"), "device": args.device},
+                     "batch_size": args.batch_size or args.n, "step": "reference" if backend == "reference" else "fast",
+                     "backend": backend, "compiled": backend in ("native", "inductor"), "device": args.device,
+                     "weights": args.weights if backend == "native" else "float32"},
         "log_likelihood_note": "nats of the generated samples (after the prime) under the model, temperature 1",
         "timing": {"seconds": elapsed, "samples_generated": generated, "samples_per_second": generated / elapsed,
                    "real_time_factor": generated / elapsed / cfg.sample_rate,

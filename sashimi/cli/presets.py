@@ -4,9 +4,13 @@ from __future__ import annotations
 import argparse
 
 from sashimi.models.config import PRESETS, preset
+from sashimi.models.diffwave_config import DIFFWAVE_PRESETS
 from sashimi.models.lm import SaShiMiLM
 
-PUBLISHED = {"sc09": "4.1M-6.8M (SaShiMi on SC09 in the papers)"}
+PUBLISHED = {"sc09": "4.1M-6.8M (SaShiMi on SC09 in the papers)",
+             "sc09-diffwave": "23.0M (DiffWave + SaShiMi in the SaShiMi paper)",
+             "sc09-diffwave-small": "about 7.5M (the small DiffWave + SaShiMi)",
+             "sc09-wavenet-diffwave": "24.1M (DiffWave's unconditional SC09 model)"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,4 +26,9 @@ def run(args: argparse.Namespace) -> int:
         n = sum(p.numel() for p in SaShiMiLM(cfg).parameters())
         print(f"{name:<12} {n:>12,}  {cfg.layer:<5} {cfg.d_model:>7} {cfg.n_layers:>8} "
               f"{'x'.join(map(str, cfg.pool)):<8} {cfg.l_max:>7}  {PUBLISHED.get(name, '')}")
+    print(f"\n{'diffusion preset':<28} {'parameters':>12}  {'backbone':<8}  sizes  published")
+    for name in DIFFWAVE_PRESETS:
+        cfg = preset(name)
+        sizes = ", ".join(f"{k} {getattr(cfg, k)}" for k in cfg.size_fields)
+        print(f"{name:<28} {cfg.estimate_parameters():>12,}  {cfg.backbone:<8}  {sizes}  {PUBLISHED.get(name, '')}")
     return 0

@@ -15,8 +15,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train a model from a YAML config",
         description="Train from a YAML config (a path or a shipped preset: sc09, sc09-unet, youtubemix, "
-                    "beethoven, demo) with section.key=value overrides, e.g. "
-                    "`sashimi train sc09 data.root=/data/sc09 trainer.devices=8`.",
+                    "beethoven, demo; diffusion models (model.kind: diffwave): sc09-diffwave, sc09-diffwave-small, "
+                    "sc09-wavenet-diffwave, sc09-wavenet-diffwave-small, demo-diffwave) with section.key=value "
+                    "overrides, e.g. `sashimi train sc09 data.root=/data/sc09 trainer.devices=8`.",
     )
     p.add_argument("args", nargs="*", metavar="CONFIG|key=value",
                    help="config file or preset name, then overrides (with --resume: overrides only)")

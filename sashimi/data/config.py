@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from sashimi.audio.quantize import MAX_BITS, MIN_BITS, QUANTIZATION_KINDS
+from sashimi.audio.quantize import FLOAT_WAVE, MAX_BITS, MIN_BITS, QUANTIZATION_KINDS
 from sashimi.errors import ConfigError
 
 DATASET_NAMES = ("sc09", "youtubemix", "beethoven", "folder", "digits")
@@ -36,7 +36,8 @@ class DataConfig:
     root: folder holding the dataset.
     sample_rate: rate the audio is resampled to.
     sample_len: samples per training example (clips are zero-padded or cut to this length).
-    quantization, bits: token quantizer ("mu-law" | "linear", 2..16 bits).
+    quantization, bits: token quantizer ("mu-law" | "linear", 2..16 bits), or "none": items are float32
+        waveforms in [-1, 1] (diffusion models; bits is then unused).
     overlap: samples shared by consecutive training windows of long files (0 <= overlap < sample_len).
     strict: a bad audio file is an error instead of being skipped and listed.
     eval_len: long-file datasets only: valid/test items are whole files when None, else contiguous
@@ -72,8 +73,9 @@ class DataConfig:
         for field in ("sample_rate", "sample_len"):
             if getattr(self, field) <= 0:
                 raise ConfigError(f"data.{field} must be positive, got {getattr(self, field)}")
-        if self.quantization not in QUANTIZATION_KINDS:
-            raise ConfigError(f"data.quantization must be one of {', '.join(QUANTIZATION_KINDS)}; got {self.quantization!r}")
+        kinds = QUANTIZATION_KINDS + (FLOAT_WAVE,)
+        if self.quantization not in kinds:
+            raise ConfigError(f"data.quantization must be one of {', '.join(kinds)}; got {self.quantization!r}")
         if not MIN_BITS <= self.bits <= MAX_BITS:
             raise ConfigError(f"data.bits must be in {MIN_BITS}..{MAX_BITS}, got {self.bits}")
         if not 0 <= self.overlap < self.sample_len:

@@ -10,7 +10,8 @@ clip zero-padded (at the end) or cut to `sample_len`.
 `sample_len` are zero-padded). Valid/test items cover every sample exactly once: whole files when
 `eval_len` is None, else contiguous windows of `eval_len` whose last one per file may be shorter.
 
-Every item is a 1-D LongTensor of tokens `(L,)`; L is `sample_len` for all clip items and for training
+Every item is a 1-D LongTensor of tokens `(L,)` (with `quantization: none`, a float32 waveform `(L,)` in
+[-1, 1] instead); L is `sample_len` for all clip items and for training
 windows, and may vary for valid/test items of long-file datasets (use `collate_tokens` to batch those).
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sashimi.audio.io import AudioInfo, read_frames
-from sashimi.audio.quantize import make_quantizer
+from sashimi.audio.quantize import FLOAT_WAVE, make_quantizer
 from sashimi.data.config import SPLITS, DataConfig
 from sashimi.data.index import FileIndex, build_index, scan_audio_files
 from sashimi.errors import AudioError, ConfigError
@@ -42,17 +43,19 @@ def _check_split(split: str) -> str:
 
 
 class _TokenDataset(Dataset):
-    """Shared item logic: read `(read_path, start, length)`, pad to `out_len`, quantize."""
+    """Shared item logic: read `(read_path, start, length)`, pad to `out_len`, quantize (or keep the floats)."""
 
     def __init__(self, cfg: DataConfig, index: FileIndex, split: str):
         self.cfg, self.index, self.split = cfg, index, split
-        self.quantizer = make_quantizer(cfg.quantization, cfg.bits)
+        self.quantizer = None if cfg.quantization == FLOAT_WAVE else make_quantizer(cfg.quantization, cfg.bits)
 
     def _tokens(self, file_idx: int, start: int, length: int, out_len: int) -> torch.Tensor:
         entry = self.index.files[file_idx]
         n = min(length, entry.frames - start)
         wave = np.zeros(out_len, dtype=np.float32)
         wave[:n] = read_frames(entry.read_path, start, n)
+        if self.quantizer is None:
+            return torch.from_numpy(np.clip(wave, -1.0, 1.0))  # (out_len,) float32
         return torch.from_numpy(self.quantizer.encode_array(wave))  # (out_len,)
 
 

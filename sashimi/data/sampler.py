@@ -68,12 +68,13 @@ class ResumableSampler(Sampler[int]):
 
 
 def collate_tokens(batch: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack 1-D token tensors of different lengths: `(tokens (B, L_max), lengths (B,))`, right-padded with 0.
+    """Stack 1-D token tensors (or float waveforms) of different lengths: `(tokens (B, L_max), lengths (B,))`,
+    right-padded with 0, in the items' dtype.
 
     Positions at or beyond `lengths[b]` are padding and must be masked out of any loss.
     """
     lengths = torch.tensor([len(t) for t in batch], dtype=torch.long)
-    tokens = torch.zeros(len(batch), int(lengths.max()), dtype=torch.long)
+    tokens = torch.zeros(len(batch), int(lengths.max()), dtype=batch[0].dtype)
     for b, t in enumerate(batch):
         tokens[b, : len(t)] = t
     return tokens, lengths

@@ -4,8 +4,8 @@ While a run is in progress the folder holds a journal (``.sashimi-generate.json`
 manifest rows of every finished sample) and one hidden WAV per finished sample (``.seed<S>.wav``). A batch
 is generated into one scratch file (``.batch.raw``, int16 (B, T) memory-mapped), so one file is open
 whatever the batch size; its WAVs are written when the batch ends, and only then does the journal list
-them. At the end the samples are ranked by log-likelihood, renamed ``<rank>_seed<S>.wav`` and listed in
-``manifest.json``, and the journal goes away.
+them. At the end the samples are ranked by log-likelihood (samples without one, from a diffusion model, by
+seed), renamed ``<rank>_seed<S>.wav`` and listed in ``manifest.json``, and the journal goes away.
 
 A killed run is continued with ``resume=True``: finished samples are kept, the rest are generated (a seed
 gives the same audio whatever the batch). A folder that already holds a manifest or a journal is refused
@@ -118,8 +118,10 @@ class OutputFolder:
 
     # ----- the end
     def finalize(self, manifest: dict) -> list[dict]:
-        """Rank by log-likelihood, rename, write the manifest, drop the journal; returns the ranked rows."""
-        rows = sorted(self.rows, key=lambda r: -r["log_likelihood"])
+        """Rank by log-likelihood (by seed where the rows have none: diffusion samples), rename, write the
+        manifest, drop the journal; returns the ranked rows."""
+        ranked = all("log_likelihood" in r for r in self.rows)
+        rows = sorted(self.rows, key=lambda r: -r["log_likelihood"] if ranked else r["seed"])
         width = len(str(len(rows)))
         for rank, row in enumerate(rows, 1):
             name = f"{rank:0{width}d}_seed{row['seed']}.wav"

@@ -1,4 +1,6 @@
-"""SaShiMiConfig: the one config of the autoregressive audio model, validated and stored in every checkpoint."""
+"""SaShiMiConfig: the one config of the autoregressive audio model (``model.kind: ar``), validated and stored in
+every checkpoint. ``model_config`` reads the model section of either kind (the diffusion model's config is
+``sashimi.models.diffwave_config.DiffWaveConfig``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,10 +12,13 @@ from dataclasses import dataclass, field
 from sashimi.errors import ConfigError
 
 FORMAT_VERSION = 1
+MODEL_KINDS = ("ar", "diffwave")  # model.kind: the autoregressive 8-bit model, or the diffusion model
+AR_ONLY_FIELDS = ("bits", "quantization")  # token options, which a diffusion model does not have
 
 
 @dataclass
 class SaShiMiConfig:
+    kind: str = "ar"  # checkpoints written before model kinds existed have none: they are "ar"
     # backbone
     d_model: int = 64
     n_layers: int = 8
@@ -37,6 +42,9 @@ class SaShiMiConfig:
 
     def __post_init__(self):
         self.pool = tuple(self.pool)
+        if self.kind != "ar":
+            raise ConfigError(f"model.kind of a SaShiMiConfig must be 'ar', got {self.kind!r} (read model sections "
+                              "with sashimi.models.config.model_config)")
         if self.quantization not in ("mu-law", "linear"):
             raise ConfigError(f"model.quantization must be 'mu-law' or 'linear', got {self.quantization!r}")
         if not 2 <= self.bits <= 16:
@@ -78,6 +86,11 @@ class SaShiMiConfig:
     def n_classes(self) -> int:
         return 2**self.bits
 
+    @property
+    def size_fields(self) -> tuple[str, ...]:
+        """The fields that set the model's size, largest effect first (named when a model is too large)."""
+        return ("d_model", "n_layers", "expand", "ff")
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["pool"] = list(self.pool)
@@ -85,8 +98,30 @@ class SaShiMiConfig:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "model") -> "SaShiMiConfig":
-        """Build from a plain dict; unknown keys and wrong types are errors that name the field."""
+        """Build from a plain dict; unknown keys, keys of diffusion models and wrong types are errors that name
+        the field."""
+        if isinstance(d, dict):
+            from sashimi.models.diffwave_config import DiffWaveConfig
+
+            diffusion_only = [k for k in DiffWaveConfig.__dataclass_fields__ if k not in cls.__dataclass_fields__]
+            given = [k for k in diffusion_only if k in d]
+            if given:
+                raise ConfigError(f"{where}.{given[0]} is an option of diffusion models (model.kind: diffwave), and "
+                                  f"{where}.kind is {d.get('kind', 'ar')}: remove it or set model.kind: diffwave")
         return cls(**check_fields(cls, d, where))
+
+
+def model_config(d: dict, where: str = "model"):
+    """The config of either model kind from a model section (``kind: ar``, the default, or ``kind: diffwave``):
+    a SaShiMiConfig or a DiffWaveConfig."""
+    from sashimi.models.diffwave_config import DiffWaveConfig
+
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+    kind = d.get("kind", "ar")
+    if kind not in MODEL_KINDS:
+        raise ConfigError(f"{where}.kind must be one of {', '.join(MODEL_KINDS)}; got {kind!r}")
+    return (DiffWaveConfig if kind == "diffwave" else SaShiMiConfig).from_dict(d, where)
 
 
 def check_fields(cls, d: dict, where: str) -> dict:
@@ -152,7 +187,13 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def preset(name: str, **overrides) -> SaShiMiConfig:
+def preset(name: str, **overrides):
+    """A model preset with overrides: a SaShiMiConfig (``PRESETS``) or a DiffWaveConfig (``DIFFWAVE_PRESETS``)."""
+    from sashimi.models.diffwave_config import DIFFWAVE_PRESETS, DiffWaveConfig
+
+    if name in DIFFWAVE_PRESETS:
+        return DiffWaveConfig.from_dict({**DIFFWAVE_PRESETS[name], **overrides}, where=f"preset {name}")
     if name not in PRESETS:
-        raise ConfigError(f"unknown model preset {name!r}; expected one of {sorted(PRESETS)}")
+        known = sorted(PRESETS) + sorted(DIFFWAVE_PRESETS)
+        raise ConfigError(f"unknown model preset {name!r}; expected one of {known}")
     return SaShiMiConfig.from_dict({**PRESETS[name], **overrides}, where=f"preset {name}")

@@ -1,8 +1,9 @@
-"""Causal down- and up-pooling between SaShiMi tiers.
+"""Down- and up-pooling between SaShiMi tiers (causal for the autoregressive model).
 
 DownPool: (B, L, H) -> (B, L/p, H*expand): fold p consecutive steps into features, then Linear.
-UpPool:   (B, L/p, H*expand) -> (B, L, H): Linear to H*p features, unfold into p steps, and shift right by
-one pooled step so that output position t only depends on pooled steps that end before t.
+UpPool:   (B, L/p, H*expand) -> (B, L, H): Linear to H*p features, unfold into p steps, and (``causal=True``,
+the default) shift right by one pooled step so that output position t only depends on pooled steps that end
+before t. The diffusion backbone sees the whole sequence and uses ``causal=False``: no shift.
 Feature order when folding/unfolding is (h, s): feature h*p + s is channel h at sub-step s.
 
 Step mode: each keeps a preallocated buffer (B, H, p), updated in place; ``tau`` is the step index at the
@@ -48,17 +49,18 @@ class DownPool(nn.Module):
 
 
 class UpPool(nn.Module):
-    def __init__(self, d_input: int, expand: int, pool: int):
+    def __init__(self, d_input: int, expand: int, pool: int, causal: bool = True):
         super().__init__()
-        self.pool = pool
+        self.pool, self.causal = pool, causal
         self.d_output = d_input // expand
         self.linear = nn.Linear(d_input, self.d_output * pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B L/p H*expand) -> (B L H), shifted one pooled step to the right."""
+        """x: (B L/p H*expand) -> (B L H), shifted one pooled step to the right when causal."""
         B, Lp, _ = x.shape
         x = self.linear(x)  # (B L/p H*p)
-        x = F.pad(x[:, :-1], (0, 0, 1, 0))  # causal shift by one pooled step
+        if self.causal:
+            x = F.pad(x[:, :-1], (0, 0, 1, 0))  # causal shift by one pooled step
         x = x.reshape(B, Lp, self.d_output, self.pool).transpose(-1, -2)  # (B L/p p H)
         return x.reshape(B, Lp * self.pool, self.d_output)
 

@@ -10,6 +10,8 @@ changes (optimizer step, load_state_dict, .to()), so step mode can never go stal
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -43,6 +45,7 @@ class S4(nn.Module):
         self.output_linear = nn.Linear(d_model, 2 * d_model)
         self.step_mode = "diagonal" if mode == "diag" else ("dense" if disc == "zoh" else "linear")
         self._system_cache: tuple | None = None
+        self._kernel_cache: dict | None = None  # {L: (parameter versions, kernel)} inside cached_kernels
 
     # ----- convolution mode -----
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,11 +59,21 @@ class S4(nn.Module):
     def _ssm(self, u: torch.Tensor) -> torch.Tensor:
         """SSM convolution plus skip: u (B H L) -> (B H L)."""
         L = u.shape[-1]
+        k = self._conv_kernel(L)
+        return fft_conv(u, k, self.D, n=2 * L if self.bidirectional else None)
+
+    def _conv_kernel(self, L: int) -> torch.Tensor:
+        """The kernel the FFT convolution applies: (H L), or for a bidirectional layer the two-sided (H 2L), circular
+        over 2L: the forward kernel on the past, the backward kernel on the strict future. Inside
+        ``cached_kernels`` it is computed once per length and parameter version."""
+        key = tuple((p._version, p.data_ptr(), p.dtype) for p in self.kernel.parameters())
+        if self._kernel_cache is not None and self._kernel_cache.get(L, (None,))[0] == key:
+            return self._kernel_cache[L][1]
         k = self.kernel(L)  # (S H L)
-        if self.bidirectional:  # forward kernel on the past, backward kernel on the strict future
-            k = F.pad(k[0], (0, L)) + F.pad(k[1].flip(-1), (L, 0))  # (H 2L), circular over 2L
-            return fft_conv(u, k, self.D, n=2 * L)
-        return fft_conv(u, k[0], self.D)
+        k = F.pad(k[0], (0, L)) + F.pad(k[1].flip(-1), (L, 0)) if self.bidirectional else k[0]
+        if self._kernel_cache is not None:
+            self._kernel_cache[L] = (key, k)
+        return k
 
     def _output(self, y: torch.Tensor) -> torch.Tensor:
         """Pointwise tail shared by both modes: GELU, dropout, Linear(H, 2H) + GLU. y: (..., H)."""
@@ -108,6 +121,21 @@ class S4(nn.Module):
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, d_state={self.d_state}, mode={self.mode!r}, bidirectional={self.bidirectional}"
+
+
+@contextlib.contextmanager
+def cached_kernels(module: nn.Module):
+    """Inside the block, every S4 layer of ``module`` computes its convolution kernel once per input length and
+    reuses it while its parameters are unchanged: for inference that runs a model many times on inputs of one
+    length (diffusion sampling: T network evaluations). Meant for no-grad use; the kernels are dropped at exit."""
+    layers = [m for m in module.modules() if isinstance(m, S4)]
+    for m in layers:
+        m._kernel_cache = {}
+    try:
+        yield module
+    finally:
+        for m in layers:
+            m._kernel_cache = None
 
 
 def _validate(d_model, d_state, mode, disc, dropout) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from sashimi.errors import ConfigError
-from sashimi.models.config import SaShiMiConfig, check_fields
+from sashimi.models.config import SaShiMiConfig, check_fields, model_config
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"  # shipped presets (package data)
 SECTIONS = ("model", "data", "optim", "schedule", "trainer")
@@ -108,14 +108,24 @@ class TrainerConfig:
 
 @dataclass
 class TrainConfig:
-    model: SaShiMiConfig
+    model: "SaShiMiConfig | DiffWaveConfig"  # noqa: F821  (model.kind: ar | diffwave)
     data: "DataConfig"  # noqa: F821  (sashimi.data.DataConfig, imported lazily)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def __post_init__(self):
-        for key in ("bits", "quantization", "sample_rate"):
+        from sashimi.audio.quantize import FLOAT_WAVE
+
+        float_data = self.data.quantization == FLOAT_WAVE
+        if self.model.kind == "diffwave" and not float_data:
+            raise ConfigError(f"model.kind diffwave learns float waveforms: set data.quantization: {FLOAT_WAVE} "
+                              f"(got {self.data.quantization!r})")
+        if self.model.kind == "ar" and float_data:
+            raise ConfigError(f"data.quantization: {FLOAT_WAVE} gives float waveforms, which only a diffusion model "
+                              "(model.kind: diffwave) learns; an autoregressive model needs mu-law or linear")
+        keys = ("sample_rate",) if self.model.kind == "diffwave" else ("bits", "quantization", "sample_rate")
+        for key in keys:
             if getattr(self.model, key) != getattr(self.data, key):
                 raise ConfigError(f"model.{key}={getattr(self.model, key)!r} disagrees with "
                                   f"data.{key}={getattr(self.data, key)!r}; set both to the same value")
@@ -133,7 +143,7 @@ class TrainConfig:
             if required not in d:
                 raise ConfigError(f"config: missing section {required!r}")
         return cls(
-            model=SaShiMiConfig.from_dict(d["model"], where="model"),
+            model=model_config(d["model"], where="model"),
             data=DataConfig.from_dict(d["data"]),
             optim=OptimConfig(**check_fields(OptimConfig, d.get("optim", {}), "optim")),
             schedule=ScheduleConfig(**check_fields(ScheduleConfig, d.get("schedule", {}), "schedule")),

@@ -36,8 +36,7 @@ class StreamSampler(Sampler[int]):
 
         batch, order, order_epoch = self.start_batch, None, -1
         while True:
-            for j in range(self.batch_size):
-                position = batch * self.global_batch + self.rank + j * self.world_size
+            for position in stream_positions(batch, self.batch_size, self.rank, self.world_size):
                 epoch = position // self.per_epoch
                 if epoch != order_epoch:
                     order, order_epoch = epoch_permutation(self.n, self.seed, epoch), epoch
@@ -45,8 +44,13 @@ class StreamSampler(Sampler[int]):
             batch += 1
 
 
+def stream_positions(batch: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[int]:
+    """Stream positions of the examples that ``rank`` takes from global batch ``batch``, in batch order."""
+    return [batch * batch_size * world_size + rank + j * world_size for j in range(batch_size)]
+
+
 def stack_tokens(batch: list[torch.Tensor]) -> torch.Tensor:
-    """Equal-length 1-D token tensors -> (B, L)."""
+    """Equal-length 1-D token tensors (or float waveforms) -> (B, L)."""
     return torch.stack(batch)
 
 
@@ -73,6 +77,12 @@ def eval_loader(dataset: Dataset, *, batch_size: int, rank: int = 0, world_size:
     shard = list(range(rank, len(dataset), world_size))
     return DataLoader(dataset, batch_size=batch_size, sampler=shard, collate_fn=collate_tokens,
                       num_workers=num_workers, generator=_own_generator(0))
+
+
+def eval_indices(batch_idx: int, batch_size: int, count: int, rank: int = 0, world_size: int = 1) -> list[int]:
+    """Dataset indices of the ``count`` items in batch ``batch_idx`` of ``eval_loader`` on ``rank``."""
+    first = batch_idx * batch_size
+    return [rank + (first + j) * world_size for j in range(count)]
 
 
 def check_data_root(data_config) -> Path:

@@ -2,6 +2,9 @@
 
 The model runs in convolution mode over whole examples, batched (padded at the end, which a causal model
 cannot see; padding is masked out). The result is the paper's number: bits per sample.
+
+A diffusion model (``model.kind: diffwave``) has no exact likelihood: it is scored by its denoising loss, per
+band of diffusion steps (``sashimi.train.diffusion.evaluate_denoising``).
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from tqdm import tqdm
 
 from sashimi.errors import CheckpointError, ConfigError
 from sashimi.metrics import LikelihoodTotals
-from sashimi.models.config import SaShiMiConfig
+from sashimi.models.config import model_config
 from sashimi.models.io import WEIGHTS_NAME, load_state
 from sashimi.models.lm import SaShiMiLM
 from sashimi.train.callbacks import BEST, LAST, read_checkpoint
@@ -72,7 +75,7 @@ def _prefill_all(model: SaShiMiLM, tokens: torch.Tensor):
 
 
 def load_for_evaluation(checkpoint: str | Path, config: str | Path | None = None,
-                        overrides: list[str] = ()) -> tuple[SaShiMiLM, TrainConfig]:
+                        overrides: list[str] = ()) -> tuple[torch.nn.Module, TrainConfig]:
     """The model and training config behind ``checkpoint``.
 
     ``checkpoint``: a run directory (uses checkpoints/best.ckpt, else last.ckpt), a ``.ckpt`` file (config
@@ -88,14 +91,21 @@ def load_for_evaluation(checkpoint: str | Path, config: str | Path | None = None
     return _load_exported(path, config, overrides)
 
 
-def _load_training_checkpoint(path: Path, config, overrides) -> tuple[SaShiMiLM, TrainConfig]:
+def _load_training_checkpoint(path: Path, config, overrides) -> tuple[torch.nn.Module, TrainConfig]:
     ckpt = read_checkpoint(path)
     saved, state = _parts(ckpt, path)
-    raw = read_config_dict(config) if config is not None else saved
+    raw = saved if config is None else {**read_config_dict(config), "model": saved["model"]}  # weights decide model
     train_config = TrainConfig.from_dict(apply_overrides(raw, list(overrides)))
-    model = SaShiMiLM(SaShiMiConfig.from_dict(saved["model"], where=f"{path}: model config"))
+    model = _build(model_config(saved["model"], where=f"{path}: model config"))
     load_state(model, {k.removeprefix("model."): v for k, v in state.items()}, path)
     return model, train_config
+
+
+def _build(config) -> torch.nn.Module:
+    """The model of a config of either kind."""
+    from sashimi.models.diffwave import DiffWave
+
+    return DiffWave(config) if config.kind == "diffwave" else SaShiMiLM(config)
 
 
 def _parts(ckpt, path: Path) -> tuple[dict, dict]:
@@ -109,7 +119,7 @@ def _parts(ckpt, path: Path) -> tuple[dict, dict]:
     return saved, state
 
 
-def _load_exported(path: Path, config, overrides) -> tuple[SaShiMiLM, TrainConfig]:
+def _load_exported(path: Path, config, overrides) -> tuple[torch.nn.Module, TrainConfig]:
     from sashimi.models.io import load_model
 
     if not (path / WEIGHTS_NAME).is_file() and path.suffix != ".safetensors":
@@ -125,9 +135,17 @@ def _load_exported(path: Path, config, overrides) -> tuple[SaShiMiLM, TrainConfi
 
 def evaluate_checkpoint(checkpoint, *, split: str = "test", config=None, overrides: list[str] = (),
                         batch_size: int | None = None, device: str = "cpu", progress: bool = True) -> dict:
-    """Evaluate a checkpoint on a split; returns a plain dict (bits_per_sample, loss, accuracy, samples, ...)."""
+    """Evaluate a checkpoint on a split; returns a plain dict: bits_per_sample, loss, accuracy, samples, ... for
+    an autoregressive model; kind "diffwave", loss (denoising, mean over bands), loss_t000_050, ..., samples
+    for a diffusion model."""
     model, train_config = load_for_evaluation(checkpoint, config, overrides)
     dataset = build_split(train_config.data, split)
     batch_size = batch_size or train_config.trainer.val_batch_size or train_config.trainer.batch_size
+    head = {"checkpoint": str(checkpoint), "split": split, "examples": len(dataset)}
+    if model.config.kind == "diffwave":
+        from sashimi.train.diffusion import evaluate_denoising
+
+        bands = evaluate_denoising(model, dataset, batch_size=batch_size, device=device, progress=progress)
+        return {**head, "kind": "diffwave", **bands.losses(), "samples": bands.samples}
     totals = evaluate(model, dataset, batch_size=batch_size, device=device, progress=progress)
-    return {"checkpoint": str(checkpoint), "split": split, "examples": len(dataset), **totals.to_dict()}
+    return {**head, **totals.to_dict()}

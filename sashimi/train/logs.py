@@ -29,19 +29,27 @@ def read_metrics(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def plot_curves(run_dir: str | Path, png: str | Path, title: str | None = None) -> Path:
-    """train/loss and val/loss in bits per sample against optimizer steps, with the uniform 8-bit line."""
+    """train/loss and val/loss in bits per sample against optimizer steps, with the uniform 8-bit line; for a
+    diffusion model, the denoising losses (mean squared error of the noise, per band of steps too)."""
     from matplotlib.figure import Figure  # no pyplot: no backend or global figure state, renders to PNG
 
     m = read_metrics(run_dir)
+    diffusion = _is_diffusion_run(run_dir)
+    scale = 1.0 if diffusion else 1 / math.log(2)
     fig = Figure(figsize=(7, 4), dpi=120)
     ax = fig.subplots()
-    for key, style in (("train/loss", dict(lw=1, alpha=0.7)), ("val/loss", dict(marker="o", lw=2))):
+    keys = [("train/loss", dict(lw=1, alpha=0.7)), ("val/loss", dict(marker="o", lw=2))]
+    keys += [(k, dict(marker=".", lw=1)) for k in sorted(m) if diffusion and k.startswith("val/loss_t")]
+    for key, style in keys:
         if key in m:
-            steps, nats = zip(*m[key])
-            ax.plot([s + 1 for s in steps], [v / math.log(2) for v in nats], label=key, **style)
-    ax.axhline(8.0, color="gray", ls="--", lw=1, label="uniform (8 bits)")
+            steps, values = zip(*m[key])
+            ax.plot([s + 1 for s in steps], [v * scale for v in values], label=key, **style)
+    if diffusion:
+        ax.set_yscale("log")
+    else:
+        ax.axhline(8.0, color="gray", ls="--", lw=1, label="uniform (8 bits)")
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("NLL (bits per sample)")
+    ax.set_ylabel("denoising loss (MSE of the noise)" if diffusion else "NLL (bits per sample)")
     ax.set_title(title or Path(run_dir).name)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -49,6 +57,17 @@ def plot_curves(run_dir: str | Path, png: str | Path, title: str | None = None) 
     Path(png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png)
     return Path(png)
+
+
+def _is_diffusion_run(run_dir: str | Path) -> bool:
+    """Whether the run's config.yaml trains a diffusion model (model.kind: diffwave)."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return False
+    model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
+    return model.get("kind") == "diffwave"
 
 
 def main(argv: list[str] | None = None) -> int:

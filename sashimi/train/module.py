@@ -1,4 +1,7 @@
-"""The LightningModule: next-sample cross-entropy over 2^bits classes, AdamW with the SSM groups, schedules.
+"""The LightningModules of the audio models: ``AudioTask`` holds what every audio model's training shares (data
+stream, non-finite steps, AdamW with the SSM groups, schedules, exact resume); ``SaShiMiTask`` trains the
+autoregressive model with next-sample cross-entropy over 2^bits classes (the diffusion model's task is
+``sashimi.train.diffusion.DiffusionTask``).
 
 Shapes: B = batch, L = length, C = 2^bits classes.
 """
@@ -51,8 +54,9 @@ def with_schedule(task: pl.LightningModule, optimizer, s, max_steps: int) -> dic
     return {"optimizer": optimizer}
 
 
-class SaShiMiTask(pl.LightningModule):
-    """Trains a SaShiMiLM. ``config`` is the plain dict of a TrainConfig (stored in every checkpoint).
+class AudioTask(pl.LightningModule):
+    """Trains the audio model ``build_model`` makes; subclasses give its ``training_loss`` and validation.
+    ``config`` is the plain dict of a TrainConfig (stored in every checkpoint).
 
     ``datasets`` (optional, {"train": ..., "valid": ...}) replaces the datasets the data config names.
     """
@@ -61,7 +65,7 @@ class SaShiMiTask(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters({"config": config})
         self.config = TrainConfig.from_dict(config)
-        self.model = SaShiMiLM(self.config.model)
+        self.model = self.build_model(self.config.model)
         if self.config.trainer.precision == "64-true":
             # Lightning restores checkpoint weights before it converts the module: build in float64 so a
             # resumed run loads them exactly instead of through float32.
@@ -69,8 +73,7 @@ class SaShiMiTask(pl.LightningModule):
         self.datasets = dict(datasets or {})
         self.batches_seen = 0  # training batches consumed by this rank: the data stream position
         self.nonfinite_total = self.nonfinite_run = 0
-        self.val_totals = LikelihoodTotals()
-        self.plateau = None  # ReduceLROnPlateau, stepped by validation (see on_validation_epoch_end)
+        self.plateau = None  # ReduceLROnPlateau, stepped by validation (see step_plateau)
         self._plateau_state = None  # restored before configure_optimizers creates the scheduler
 
     # ----- data -----
@@ -90,11 +93,18 @@ class SaShiMiTask(pl.LightningModule):
         return eval_loader(self.dataset("valid"), batch_size=t.val_batch_size or t.batch_size,
                            rank=self.global_rank, world_size=self.trainer.world_size, num_workers=t.num_workers)
 
+    # ----- what each model kind provides -----
+    def build_model(self, model_config) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def training_loss(self, batch: torch.Tensor) -> torch.Tensor:
+        """The loss of one training batch (B L); ``self.batches_seen`` already counts it."""
+        raise NotImplementedError
+
     # ----- training -----
-    def training_step(self, tokens: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
         self.batches_seen += 1
-        logits = self.model(tokens)  # (B L C)
-        loss = token_nll(logits, tokens).mean()
+        loss = self.training_loss(batch)
         if self._any_rank_nonfinite(loss):
             self._skip_step()
             return None  # Lightning skips backward and the optimizer step (on every rank)
@@ -119,23 +129,10 @@ class SaShiMiTask(pl.LightningModule):
         warnings.warn(f"non-finite loss at step {self.global_step}: step skipped "
                       f"({self.nonfinite_total} so far, {self.nonfinite_run} in a row)", RuntimeWarning)
 
-    # ----- validation: exact sums over the whole split, reduced over ranks -----
-    def on_validation_epoch_start(self) -> None:
-        self.val_totals = LikelihoodTotals()
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        tokens, lengths = batch  # (B L), (B,)
-        self.val_totals.add(self.model(tokens), tokens, lengths)
-
-    def on_validation_epoch_end(self) -> None:
-        t = self.val_totals
-        sums = torch.tensor([t.nll, t.samples, t.correct], dtype=torch.float64, device=self.device)
-        nll, samples, correct = self.trainer.strategy.reduce(sums, reduce_op="sum").tolist()
-        total = LikelihoodTotals(nll, int(samples), int(correct))
-        self.log_dict({"val/loss": total.loss, "val/bits_per_sample": total.bits_per_sample,
-                       "val/accuracy": total.accuracy}, sync_dist=True)  # equal on every rank already
+    def step_plateau(self, val_loss: float) -> None:
+        """Called by each validation round with its val/loss, so the checkpoint written after it includes it."""
         if self.plateau is not None and not self.trainer.sanity_checking:
-            self.plateau.step(total.loss)  # here, so the checkpoint written after validation includes it
+            self.plateau.step(val_loss)
 
     # ----- optimizer and schedule -----
     def configure_optimizers(self):
@@ -158,3 +155,31 @@ class SaShiMiTask(pl.LightningModule):
         self._plateau_state = state["plateau"]
         if self.plateau is not None and self._plateau_state is not None:
             self.plateau.load_state_dict(self._plateau_state)
+
+
+class SaShiMiTask(AudioTask):
+    """Trains a SaShiMiLM: next-sample cross-entropy; validation sums the exact NLL over the whole split."""
+
+    def build_model(self, model_config) -> SaShiMiLM:
+        return SaShiMiLM(model_config)
+
+    def training_loss(self, tokens: torch.Tensor) -> torch.Tensor:
+        logits = self.model(tokens)  # (B L C)
+        return token_nll(logits, tokens).mean()
+
+    # ----- validation: exact sums over the whole split, reduced over ranks -----
+    def on_validation_epoch_start(self) -> None:
+        self.val_totals = LikelihoodTotals()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        tokens, lengths = batch  # (B L), (B,)
+        self.val_totals.add(self.model(tokens), tokens, lengths)
+
+    def on_validation_epoch_end(self) -> None:
+        t = self.val_totals
+        sums = torch.tensor([t.nll, t.samples, t.correct], dtype=torch.float64, device=self.device)
+        nll, samples, correct = self.trainer.strategy.reduce(sums, reduce_op="sum").tolist()
+        total = LikelihoodTotals(nll, int(samples), int(correct))
+        self.log_dict({"val/loss": total.loss, "val/bits_per_sample": total.bits_per_sample,
+                       "val/accuracy": total.accuracy}, sync_dist=True)  # equal on every rank already
+        self.step_plateau(total.loss)

@@ -110,9 +110,12 @@ def _config_from_dict(d: dict, overrides: list[str]):
 
 def _task(config, datasets):
     from sashimi.train.classifier import ClassifierTask, ClassifierTrainConfig
+    from sashimi.train.diffusion import DiffusionTask
 
     if isinstance(config, ClassifierTrainConfig):
         return ClassifierTask(config.to_dict(), datasets)
+    if config.model.kind == "diffwave":
+        return DiffusionTask(config.to_dict(), datasets)
     return SaShiMiTask(config.to_dict(), datasets)
 
 
@@ -131,11 +134,13 @@ def check_model_size(config, memory: int | None = None) -> None:
     need = n * _BYTES.get(config.trainer.precision, 4) * _TRAINING_COPIES
     memory = memory or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > memory:
+        fields = model.size_fields
+        given = ", ".join(f"model.{k}={getattr(model, k)}" for k in fields)
+        lower = f"model.{fields[0]}, model.{fields[1]} or model.{fields[2]}"
         raise ConfigError(
-            f"model.d_model={model.d_model}, model.n_layers={model.n_layers}, model.expand={model.expand}, "
-            f"model.ff={model.ff} make a model of {n / 1e6:,.0f} million parameters, which needs about "
-            f"{need / 2**30:,.0f} GiB to train (weights, gradients and AdamW state in {config.trainer.precision}); "
-            f"this machine has {memory / 2**30:,.0f} GiB: lower model.d_model, model.n_layers or model.expand")
+            f"{given} make a model of {n / 1e6:,.0f} million "
+            f"parameters, which needs about {need / 2**30:,.0f} GiB to train (weights, gradients and AdamW state in "
+            f"{config.trainer.precision}); this machine has {memory / 2**30:,.0f} GiB: lower {lower}")
 
 
 def prepare_run_dir(run_dir: Path, *, resume: bool) -> None:

@@ -50,8 +50,7 @@ def _generate(checkpoint, out, *options, n: int = 2) -> dict:
     (["--backend", "inductor"], "inductor"),
     (["--backend", "eager"], "eager"),
     ([], "native"),  # the default
-    (["--no-compile"], "eager"),
-    (["--eager"], "reference"),
+    (["--backend", "reference"], "reference"),
 ])
 def test_every_backend_generates_and_says_what_ran(checkpoint, tmp_path, options, ran):
     fallback = ran == "native" and not native.available()  # a machine that cannot build the native step
@@ -106,7 +105,7 @@ def test_a_compiled_fast_step_runs_on_the_threads_it_was_built_for(checkpoint):
     from sashimi.generation.fast import FastLM
 
     model = sashimi.load_model(checkpoint)
-    fast = FastLM(model, 2, backend="inductor", torch_threads=1)
+    fast = FastLM(model, 2, backend="inductor", threads=1)
     assert fast.backend == "inductor" and fast.threads == 1
     torch.set_num_threads(2)
     token = torch.full((2,), model.bos)
@@ -172,7 +171,7 @@ def test_an_exported_models_config_json_must_agree_with_its_weights(checkpoint, 
     (folder / "config.json").write_text("{ truncated")
     assert "config.json: not a readable JSON file" in _error(capsys, "generate", folder)
     (folder / "config.json").unlink()  # the weights alone rebuild the model
-    assert main(["generate", str(folder), "--n", "1", "--seconds", "0.01", "--no-compile",
+    assert main(["generate", str(folder), "--n", "1", "--seconds", "0.01", "--backend", "eager",
                  "--out", str(tmp_path / "out")]) == 0
 
 
@@ -180,3 +179,27 @@ def test_less_than_one_sample_is_refused(checkpoint, tmp_path, capsys):
     err = _error(capsys, "generate", checkpoint, "--seconds", "1e-5", "--out", tmp_path / "out")
     assert "--seconds 1e-05 is less than one sample at the model's 8000 Hz; use at least 0.000125" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag", ["--eager", "--no-compile"])
+def test_renamed_backend_flags_say_what_replaced_them(checkpoint, tmp_path, flag, capsys):
+    code = main(["generate", str(checkpoint), "--n", "1", "--seconds", "0.01", flag, "--out", str(tmp_path / "o")])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "--backend reference" in err and "--backend eager" in err and "Traceback" not in err
+
+
+def test_native_threads_and_chunking_from_the_environment_at_the_cli(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("SASHIMI_NATIVE_THREADS", "1")
+    monkeypatch.setenv("SASHIMI_NATIVE_CHUNK", "0")
+    seen = {}
+    from sashimi.generation import fast as fast_module
+    real = fast_module.FastLM.__init__
+
+    def spy(self, *a, **kw):
+        seen.update(threads=kw.get("threads"), chunked=kw.get("chunked"))
+        real(self, *a, **kw)
+
+    monkeypatch.setattr(fast_module.FastLM, "__init__", spy)
+    _generate(checkpoint, tmp_path / "out", "--backend", "native")
+    assert seen == {"threads": 1, "chunked": False}

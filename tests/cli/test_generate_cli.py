@@ -38,7 +38,7 @@ def test_generate_writes_sorted_wavs_and_a_true_manifest(checkpoint, tmp_path):
     out = tmp_path / "out"
     prime = _prime(tmp_path / "prime.wav")
     rc = main(["generate", str(checkpoint), "--n", "3", "--seconds", "0.01", "--top-p", "0.95", "--seed", "5",
-               "--prime", prime, "--prime-seconds", "0.015", "--out", str(out), "--no-compile",
+               "--prime", prime, "--prime-seconds", "0.015", "--out", str(out), "--backend", "eager",
                "--stream", str(tmp_path / "live.wav")])
     assert rc == 0
     manifest = json.loads((out / "manifest.json").read_text())
@@ -61,11 +61,11 @@ def test_generate_writes_sorted_wavs_and_a_true_manifest(checkpoint, tmp_path):
 
 @pytest.mark.parametrize("backend", ["eager", "native"])
 def test_same_seed_same_audio_through_the_cli(checkpoint, tmp_path, monkeypatch, backend):
-    from sashimi.generation import fast
+    from sashimi.generation import blocks as fast_blocks
 
     conversions = []
-    convert = fast._fast_blocks
-    monkeypatch.setattr(fast, "_fast_blocks", lambda blocks: conversions.append(1) or convert(blocks))
+    convert = fast_blocks.fast_blocks
+    monkeypatch.setattr(fast_blocks, "fast_blocks", lambda blocks: conversions.append(1) or convert(blocks))
     audio = []
     for name, batch in (("a", "3"), ("b", "1")):  # batch composition must not matter either
         assert main(["generate", str(checkpoint), "--n", "3", "--seconds", "0.005", "--out", str(tmp_path / name),
@@ -159,7 +159,7 @@ def _audio_by_seed(out):
 def test_an_interrupted_run_resumes_without_redoing_finished_files(checkpoint, tmp_path, monkeypatch):
     from sashimi.generation import sampler as sampler_module
 
-    args = ["--n", "5", "--seconds", "0.01", "--batch-size", "2", "--no-compile"]
+    args = ["--n", "5", "--seconds", "0.01", "--batch-size", "2", "--backend", "eager"]
     assert main(["generate", str(checkpoint), *args, "--out", str(tmp_path / "whole")]) == 0
     whole, _ = _audio_by_seed(tmp_path / "whole")
 
@@ -189,7 +189,7 @@ def test_an_interrupted_run_resumes_without_redoing_finished_files(checkpoint, t
 
 def test_an_existing_sample_set_is_never_replaced_silently(checkpoint, tmp_path, capsys):
     out, live = tmp_path / "out", tmp_path / "live.wav"
-    args = [str(checkpoint), "--n", "2", "--seconds", "0.01", "--no-compile", "--out", str(out)]
+    args = [str(checkpoint), "--n", "2", "--seconds", "0.01", "--backend", "eager", "--out", str(out)]
     assert main(["generate", *args, "--seed", "0"]) == 0
     first = sorted(p.name for p in out.iterdir())
     assert main(["generate", *args, "--seed", "7"]) == 2
@@ -201,7 +201,7 @@ def test_an_existing_sample_set_is_never_replaced_silently(checkpoint, tmp_path,
     assert sorted(r["seed"] for r in rows) == [7, 8]
     assert sorted(p.name for p in out.iterdir()) == sorted([r["file"] for r in rows] + ["manifest.json"])
     live.write_text("my notes")
-    assert main(["generate", str(checkpoint), "--n", "1", "--seconds", "0.01", "--no-compile",
+    assert main(["generate", str(checkpoint), "--n", "1", "--seconds", "0.01", "--backend", "eager",
                  "--out", str(tmp_path / "o2"), "--stream", str(live)]) == 2
     assert "--stream" in capsys.readouterr().err and live.read_text() == "my notes"
     assert main(["generate", *args[:-1], str(tmp_path / "live.wav")]) == 2  # --out names a file
@@ -215,10 +215,10 @@ def test_resume_with_other_settings_is_refused(checkpoint, tmp_path, capsys, mon
     monkeypatch.setattr(sampler_module.Sampler, "chunks", lambda self, n: (_ for _ in ()).throw(KeyboardInterrupt)
                         if self.seeds == [1] else chunks(self, n))
     with pytest.raises(KeyboardInterrupt):  # killed in the second batch: the first one is kept
-        main(["generate", str(checkpoint), "--n", "2", "--batch-size", "1", "--seconds", "0.01", "--no-compile",
+        main(["generate", str(checkpoint), "--n", "2", "--batch-size", "1", "--seconds", "0.01", "--backend", "eager",
               "--out", str(out)])
     monkeypatch.undo()
-    assert main(["generate", str(checkpoint), "--n", "2", "--seconds", "0.01", "--no-compile", "--out", str(out),
+    assert main(["generate", str(checkpoint), "--n", "2", "--seconds", "0.01", "--backend", "eager", "--out", str(out),
                  "--resume", "--temperature", "0.5"]) == 2
     assert "other settings" in capsys.readouterr().err
 
@@ -241,7 +241,7 @@ def test_os_faults_while_generating_are_one_line_and_resumable(checkpoint, tmp_p
         return finish(self, audio, rows, sample_rate)
 
     monkeypatch.setattr(output.OutputFolder, "finish_batch", fails_in_the_second_batch)
-    args = [str(checkpoint), "--n", "2", "--batch-size", "1", "--seconds", "0.01", "--no-compile", "--out", str(out)]
+    args = [str(checkpoint), "--n", "2", "--batch-size", "1", "--seconds", "0.01", "--backend", "eager", "--out", str(out)]
     assert main(["generate", *args]) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.split("\n") if "error:" in line]  # the rest is the progress bar
