@@ -3,6 +3,7 @@ separate extensions and timed in one process, round by round in turn (on a noisy
 
     mkdir -p /tmp/old && git archive 8411f78 sashimi/generation/csrc | tar -x -C /tmp/old --strip-components=3
     python benchmarks/ab_native.py /tmp/old/fast_step.cpp sashimi/generation/csrc/fast_step.cpp --batch 16 --rounds 16
+    python benchmarks/ab_native.py OLD/fast_step.cpp NEW/fast_step.cpp --batch 16 --march x86-64-v3   # AVX2 kernels
 
 A version's headers (``*.h``) lie beside its ``fast_step.cpp``, as in the repository; versions from before the
 split into headers are one self-contained file.
@@ -34,11 +35,12 @@ from sashimi.generation.fast import FastLM  # noqa: E402
 from sashimi.jit import Extension  # noqa: E402
 
 
-def build(src: Path, model, batch: int) -> FastLM:
-    """A FastLM whose native step comes from ``src``."""
+def build(src: Path, model, batch: int, march: str = "native") -> FastLM:
+    """A FastLM whose native step comes from ``src``, built with -march=march."""
     digest = hashlib.md5(b"".join(p.read_bytes() for p in [src, *sorted(src.parent.glob("*.h"))])).hexdigest()[:12]
     saved = native._EXTENSION
-    native._EXTENSION = Extension(f"sashimi_ab_{digest}", src.resolve(), f"native step from {src}")
+    tag = "".join(c if c.isalnum() else "_" for c in march)
+    native._EXTENSION = Extension(f"sashimi_ab_{digest}_{tag}", src.resolve(), f"native step from {src}", march=march)
     try:
         fast = FastLM(model, batch, backend="native")
     finally:
@@ -55,6 +57,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=512, help="steps per round and version")
     ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--march", default="native", help="-march of every build (x86-64-v3: the AVX2 kernels)")
     args = ap.parse_args()
     for src in args.sources:
         if not src.is_file():
@@ -62,7 +65,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = sashimi.SaShiMiLM(sashimi.preset(args.preset)).eval()
     print(f"# {args.preset}, batch {args.batch}, {args.steps} steps x {args.rounds} rounds, {machine()}")
-    fasts = [build(src, model, args.batch) for src in args.sources]
+    fasts = [build(src, model, args.batch, args.march) for src in args.sources]
     token = torch.zeros(args.batch, dtype=torch.long)
     for fast in fasts:  # warm-up
         fast.steps(token, torch.rand(args.steps, args.batch))

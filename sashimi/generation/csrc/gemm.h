@@ -45,6 +45,14 @@ static int panel_width(int n, bool glu) {
   return best;
 }
 
+// A panel of nb columns is stored as sub-panels of sub_width(nb) columns, each (K sw) row-major: a column block
+// of the kernel (below) then reads whole cache lines in order. On AVX-512 a sub-panel is the whole 64-column
+// panel (the kernel's block at 4 rows); with 8- or 4-float vectors, whose register files hold 16-column blocks
+// at 4 rows, sub-panels of 16 columns (a 64-column panel read as four interleaved 256-byte-stride passes
+// stalled on its loads: 49% of the AVX2 GEMM's samples on one load instruction).
+constexpr int kSubWidth = VW >= 16 ? 64 : 16;
+static constexpr int sub_width(int nb) { return nb < kSubWidth ? nb : kSubWidth; }
+
 // bfloat16 bits of x, rounded to nearest even (NaN stays NaN).
 static inline uint16_t bf16_bits(float x) {
   uint32_t u;
@@ -78,9 +86,9 @@ static Linear make_linear(const at::Tensor& weight, const c10::optional<at::Tens
   for (int n = 0; n < lin.N; ++n) {
     int slot = n;  // n's place in the panel-major column order
     if (glu) slot = n < H ? n / w * nb + n % w : (n - H) / w * nb + w + (n - H) % w;
-    const int p = slot / nb, c = slot % nb;
-    for (int k = 0; k < lin.K; ++k)
-      dst[(static_cast<int64_t>(p) * lin.K + k) * nb + c] = src[static_cast<int64_t>(n) * lin.K + k];
+    const int p = slot / nb, c = slot % nb, sw = sub_width(nb);
+    const int64_t at = static_cast<int64_t>(p) * lin.K * nb + static_cast<int64_t>(c / sw) * lin.K * sw + c % sw;
+    for (int k = 0; k < lin.K; ++k) dst[at + static_cast<int64_t>(k) * sw] = src[static_cast<int64_t>(n) * lin.K + k];
     if (b.defined()) bb.data_ptr<float>()[slot] = b.data_ptr<float>()[n];
   }
   if (bf16) {  // the same panel layout, two bfloat16 weights per float slot
@@ -107,23 +115,29 @@ static inline vf ldw(const uint16_t* p) {
   return reinterpret_cast<vf>(__builtin_convertvector(h, vu) << 16);
 }
 
-// RB rows of x (stride ldx) times CV vectors of one panel's columns (w, bias and y at the block's first
-// column) -> RB rows of y (stride ldy), ncols <= CV VW valid columns. ACC: y += x W^T + b (a residual branch
+// RB rows of x (stride ldx) times CV vectors of one panel's columns c0 .. c0 + CV VW (w at the panel, bias and
+// y at the block's first column) -> RB rows of y (stride ldy), ncols <= CV VW valid columns. ACC: y += x W^T + b (a residual branch
 // added in place), else y = x W^T + b. One FMA per weight and row in k order: an output's value does not
 // depend on RB or CV (so neither on how rows are shared between threads, nor on the ISA's blocking).
 template <int NBW, int RB, int CV, bool ACC, typename WT>
-static inline void gemm_block(const WT* __restrict w, const float* __restrict bias, const float* __restrict x,
+static inline void gemm_block(const WT* __restrict w, int c0, const float* __restrict bias, const float* __restrict x,
                               int64_t ldx, int K, float* __restrict y, int64_t ldy, int ncols) {
+  constexpr int SW = sub_width(NBW);
+  const WT* col[CV];  // vector v's column c0 + v VW: its sub-panel, at row 0
+#pragma GCC unroll 16
+  for (int v = 0; v < CV; ++v) {
+    const int c = c0 + v * VW;
+    col[v] = w + static_cast<int64_t>(c / SW) * K * SW + c % SW;
+  }
   vf acc[RB][CV];
 #pragma GCC unroll 4
   for (int r = 0; r < RB; ++r)
 #pragma GCC unroll 16
     for (int v = 0; v < CV; ++v) acc[r][v] = ldv(bias + v * VW);
   for (int k = 0; k < K; ++k) {
-    const WT* __restrict wk = w + static_cast<int64_t>(k) * NBW;
     vf wv[CV];
 #pragma GCC unroll 16
-    for (int v = 0; v < CV; ++v) wv[v] = ldw(wk + v * VW);
+    for (int v = 0; v < CV; ++v) wv[v] = ldw(col[v] + static_cast<int64_t>(k) * SW);
 #pragma GCC unroll 4
     for (int r = 0; r < RB; ++r) {
       const float xv = x[r * ldx + k];
@@ -155,7 +169,7 @@ static inline void gemm_panel(const WT* __restrict w, const float* __restrict bi
   constexpr int CV = std::min(V, pow2_floor((NREG - 2) / (RB + 1)));
   static_assert(NBW % VW == 0 && V % CV == 0, "a panel is whole column blocks");
   for (int c0 = 0; c0 < NBW && c0 < ncols; c0 += CV * VW)
-    gemm_block<NBW, RB, CV, ACC, WT>(w + c0, bias + c0, x, ldx, K, y + c0, ldy, ncols - c0);
+    gemm_block<NBW, RB, CV, ACC, WT>(w, c0, bias + c0, x, ldx, K, y + c0, ldy, ncols - c0);
 }
 
 // Panels [p0, p1) for all rows.
