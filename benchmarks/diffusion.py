@@ -31,10 +31,13 @@ from sashimi.diffusion.generate import generate
 from sashimi.diffusion.loss import denoising_loss, example_generator
 from sashimi.ssm.optim import adamw
 
-# Seconds, from benchmarks/official_diffwave.py on the machine of benchmarks/RESULTS.md (to be measured).
+# Seconds, measured with benchmarks/official_diffwave.py --batch 1 --evals 2 (albertfgu/diffwave-sashimi, pure
+# PyTorch: no CUDA Cauchy extension, no pykeops) on 2 vCPUs of an AMD EPYC (Zen 4, AVX-512), torch 2.13.0+cpu,
+# 2026-12-05; peak resident memory 19.6 GiB. Batch 16 was not run: batch 1 already peaks at 19.6 GiB of the
+# machine's 24 GiB, and one batch-16 evaluation would take minutes.
 OFFICIAL = {
-    "train_step": None,  # one training step, batch 1 x 16,000
-    "ddpm_per_audio_second": {1: None, 16: None},  # 200-step sampling, per second of audio, by batch size
+    "train_step": 131.54,  # one training step, batch 1 x 16,000
+    "ddpm_per_audio_second": {1: 2714.22, 16: None},  # 200-step sampling, per second of audio, by batch size
     "fast_per_audio_second": {1: None, 16: None},  # the official code has no fast sampler: stays None
 }
 
