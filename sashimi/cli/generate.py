@@ -95,6 +95,14 @@ def _validate(args) -> None:
 
 
 def run(args) -> int:
+    threads = torch.get_num_threads()  # the step loop sets its own; a caller of main() gets its count back
+    try:
+        return _run_command(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_command(args) -> int:
     _validate(args)
     model = load_model(args.checkpoint, map_location=args.device)
     if isinstance(model, DiffWave):

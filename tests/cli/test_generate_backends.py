@@ -203,3 +203,9 @@ def test_native_threads_and_chunking_from_the_environment_at_the_cli(checkpoint,
     monkeypatch.setattr(fast_module.FastLM, "__init__", spy)
     _generate(checkpoint, tmp_path / "out", "--backend", "native")
     assert seen == {"threads": 1, "chunked": False}
+
+
+def test_generate_gives_the_callers_torch_threads_back(checkpoint, tmp_path):
+    before = torch.get_num_threads()
+    _generate(checkpoint, tmp_path / "out", "--backend", "eager", "--threads", "1")
+    assert torch.get_num_threads() == before
