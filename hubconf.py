@@ -13,7 +13,3 @@ def sashimi_digits():
     """The autoregressive SaShiMi trained on the built-in spoken digits (16 kHz, 8-bit mu-law)."""
     return _shipped("digits")
 
-
-def diffwave_digits():
-    """DiffWave with a SaShiMi backbone trained on the built-in spoken digits (16 kHz)."""
-    return _shipped("diffwave-digits")

@@ -19,7 +19,8 @@ import torch
 from sashimi.errors import ConfigError
 from sashimi.generation import loop
 from sashimi.generation.fast import BACKENDS as FAST_BACKENDS
-from sashimi.generation.fast import FastLM, _torch_threads
+from sashimi.generation.fast import FastLM
+from sashimi.generation.loop import torch_threads
 from sashimi.generation.sampling import SamplingSettings, sample
 from sashimi.models.lm import SaShiMiLM
 
@@ -45,12 +46,12 @@ class ReferenceStep:
 
     def steps(self, token: torch.Tensor, u: torch.Tensor):
         """u (n B): n steps, each sample fed back -> tokens (n B), log-probs (n B), last logits (B C)."""
-        with _torch_threads(self.threads):
+        with torch_threads(self.threads):
             return loop.steps(self.step, token, u, self.model.n_classes)
 
     def forced(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (n B) consumed in turn -> the logits of every step (n B C)."""
-        with _torch_threads(self.threads):
+        with torch_threads(self.threads):
             return loop.forced(self.step, tokens, self.model.n_classes)
 
 

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from sashimi.errors import ConfigError
 from sashimi.generation import blocks as fast_blocks_module
 from sashimi.generation import loop
+from sashimi.generation.loop import torch_threads as _torch_threads
 from sashimi.generation.blocks import FastFFBlock, FastS4Block  # noqa: F401 - re-exported
 from sashimi.generation.sampling import SamplingSettings, sample
 from sashimi.generation.state import StepState
@@ -45,20 +46,6 @@ from sashimi.nn.blocks import ResidualS4Block
 
 BACKENDS = ("native", "inductor", "eager")
 WEIGHTS = ("float32", "bf16")  # how the native step stores Linear weights (float32 accumulation either way)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    """torch's intra-op threads set to ``n`` inside the block (where they differ), restored after it."""
-    before = torch.get_num_threads()
-    if before == n:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _own_code(fn):

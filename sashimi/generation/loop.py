@@ -4,9 +4,24 @@ the CUDA graphs replay it one pooling period at a time (``graphs.py``); each ret
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads set to ``n`` inside the block (where they differ), restored after it."""
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
 
 Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 

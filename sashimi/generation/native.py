@@ -6,12 +6,12 @@ processes load the cached build in well under a second). Loading is lazy (nothin
 backend is asked for); a failure is remembered, so a process tries to build only once.
 ``FastLM`` catches ``NativeUnavailable`` and falls back to the inductor or eager step with a warning.
 
-``NativeStep(fast)`` copies the fast model's weights into the extension (linear weights packed in panels, the
-S4 recurrences folded as described in ``fast_step.cpp``) and shares its state tensors, which the native step
-updates in place: ``FastLM.load_state`` and the eager fast step see the same state (a multi-threaded ``steps``
+``NativeStep(fast, registers)`` copies the fast model's weights into the extension (linear weights packed in
+panels, the folded S4 recurrences that ``sashimi.ssm`` hands out) and allocates the step state (``StepState``,
+native layout), which the FastLM adopts and the native step updates in place: ``FastLM.load_state`` and the eager fast step see the same state (a multi-threaded ``steps``
 call of 256 steps or more works on a private copy of the SSM states and writes it back before it returns).
 
-Chunked recurrence (the default; ``SASHIMI_NATIVE_CHUNK=0``, read when a ``FastLM`` is built, or
+Chunked recurrence (the default; ``chunked=False`` (``make_step``, ``FastLM``; ``SASHIMI_NATIVE_CHUNK=0`` on the CLI), or
 ``NativeStep.chunked = False`` turns it off): the S4 layers keep their state at the start of a 16-step chunk
 and compute outputs from a free response plus a short convolution (``fast_step.cpp``, chunk_run), with tables
 from ``_chunk_tables``. ``FastLM.states`` calls ``NativeStep.sync()`` before handing the states out, which
@@ -26,7 +26,7 @@ running them alone for its rows with no barrier, and only the deeper levels by c
 The row shares start even; every 256 steps the step gives more rows to a thread that got through its rows
 faster (``balance``; on a CPU shared with other work, or vCPUs of unequal speed).
 Results are bit-identical for any number of threads and either split. The default is 2 threads where the
-process may run on at least 2 CPUs, else 1: ``SASHIMI_NATIVE_THREADS=n`` (read when a ``FastLM`` is built) or
+process may run on at least 2 CPUs, else 1: ``threads=n`` (``make_step``, ``FastLM``; ``--threads`` or ``SASHIMI_NATIVE_THREADS=n`` on the CLI) or
 ``NativeStep.threads = n`` sets it. On the 2-core machine of ``benchmarks/RESULTS.md`` two threads gave 1.8x (a
 call per step) to 2.1x (``steps``) the samples/s of one at batch 1 and 1.75-1.8x at batch 16, and won at every
 batch size from 1 to 64; more than 2 was not measured. The row split gave +16% at batch 16 and +8% at batch 8.

@@ -18,7 +18,7 @@
 // for this backend), so every recurrence runs across channels in SIMD lanes with no horizontal sums.
 // Activations are row-major with the batch first.
 //
-// Threads (Net::threads; native.py sets it from SASHIMI_NATIVE_THREADS, default 2 where the process may use 2
+// Threads (Net::threads; native.py sets it from threads= (the CLI: --threads or SASHIMI_NATIVE_THREADS), default 2 where the process may use 2
 // CPUs). Thread 0 is the caller, the others persistent workers of this Net (Team; not torch's pool). Two ways
 // to share a step:
 // - Column split (batch < Net::rows_from, and the deeper levels at any batch). Each thread owns a fixed share
@@ -571,7 +571,7 @@ class Net {
   }
 
   // ----- the step -----
-  // On threads_ threads (thread 0: the caller), set by native.py (SASHIMI_NATIVE_THREADS or its default).
+  // On threads_ threads (thread 0: the caller), set by native.py (threads= or its default).
   void run(const int64_t* token, const float* u, int64_t* out_tok, float* out_lp, float* logits) {
     job_ = Job{token, u, out_tok, out_lp, logits, t_};
     if (threads_ <= 1) {
