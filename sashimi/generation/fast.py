@@ -31,7 +31,6 @@ import weakref
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from sashimi.errors import ConfigError
 from sashimi.generation import blocks as fast_blocks_module
