@@ -75,14 +75,16 @@ def classify_waves(model, waves: np.ndarray, batch_size: int = MODEL_BATCH) -> t
 
 
 def hear(folder: Path, files: list[str], classifier: Path = SHIPPED_CLASSIFIER) -> dict[str, tuple[str, float]]:
-    """What the evaluation classifier hears in each mono 16 kHz WAV of ``folder``: file -> (class, probability).
-    Clips shorter than 1 s are zero-padded, longer ones cut to their first second (the classifier's input)."""
+    """What the evaluation classifier hears in each mono WAV of ``folder``: file -> (class, probability).
+    Clips are resampled to 16 kHz; shorter than 1 s they are zero-padded, longer ones cut to their first second
+    (the classifier's input)."""
     import soundfile as sf
 
     from sashimi.metrics.classifier import load_classifier
 
     model = load_classifier(classifier)
-    waves = np.stack([fix_length(sf.read(str(Path(folder) / f), dtype="float32", always_2d=False)[0][:CLIP_LEN])
+    waves = np.stack([fix_length(_at_classifier_rate(*sf.read(str(Path(folder) / f), dtype="float32",
+                                                               always_2d=False))[:CLIP_LEN])
                       for f in files]) if files else np.zeros((0, CLIP_LEN), np.float32)
     with torch.no_grad():
         probs, _ = classify_waves(model, waves)
@@ -90,25 +92,30 @@ def hear(folder: Path, files: list[str], classifier: Path = SHIPPED_CLASSIFIER) 
     return {f: (classes[int(p.argmax())], float(p.max())) for f, p in zip(files, probs)}
 
 
+def _at_classifier_rate(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    """A mono clip at the classifier's 16 kHz (soxr, band-limited): 8 kHz models are scored on what they make."""
+    from sashimi.audio.io import resample
+
+    return resample(wave, int(sample_rate), SAMPLE_RATE)
+
+
 def read_clip(path: Path) -> np.ndarray:
-    """A mono 16 kHz clip of at least one second -> its first second (L,) float32; else AudioError."""
+    """A mono clip of at least one second, at any sample rate -> its first second at 16 kHz (L,) float32; else
+    AudioError."""
     import soundfile as sf
 
     from sashimi.audio.io import audio_info
 
     info = audio_info(path)
-    if info.sample_rate != SAMPLE_RATE:
-        raise AudioError(f"{path}: sample rate {info.sample_rate} Hz; the classifier scores 16000 Hz clips "
-                         f"(resample the set first)")
     if info.channels != 1:
         raise AudioError(f"{path}: {info.channels} channels; the classifier scores mono clips")
-    if info.frames < CLIP_LEN:
-        raise AudioError(f"{path}: {info.frames} samples ({info.frames / SAMPLE_RATE:.3f} s); the classifier "
-                         f"needs clips of at least 1 s ({CLIP_LEN} samples)")
-    wave, _ = sf.read(str(path), frames=CLIP_LEN, dtype="float32", always_2d=False)
+    if info.frames < info.sample_rate:
+        raise AudioError(f"{path}: {info.frames} samples ({info.frames / info.sample_rate:.3f} s); the classifier "
+                         f"needs clips of at least 1 s ({info.sample_rate} samples at {info.sample_rate} Hz)")
+    wave, _ = sf.read(str(path), frames=info.sample_rate, dtype="float32", always_2d=False)
     if not np.isfinite(wave).all():
         raise AudioError(f"{path}: holds NaN or infinite samples")
-    return fix_length(wave)
+    return fix_length(_at_classifier_rate(wave, info.sample_rate))
 
 
 @dataclass

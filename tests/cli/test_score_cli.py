@@ -92,7 +92,7 @@ def _write(path, wave, sr):
 
 
 @pytest.mark.parametrize("case, message", [
-    ("rate", "sample rate 8000 Hz"),
+    ("short-8k", "at least 1 s (8000 samples at 8000 Hz)"),
     ("stereo", "2 channels"),
     ("short", "at least 1 s"),
     ("empty", "no .wav or .flac files"),
@@ -106,8 +106,8 @@ def test_bad_input_is_one_clear_line(classifier, digit_tones, samples, tmp_path,
     folder, extra = tmp_path / "bad", ["--reference", digit_tones]
     folder.mkdir()
     tone = np.sin(np.linspace(0, 3000, 16000)).astype(np.float32) * 0.3
-    if case == "rate":
-        _write(folder / "a.wav", tone[:8000], 8000)
+    if case == "short-8k":
+        _write(folder / "a.wav", tone[:6000], 8000)
     elif case == "stereo":
         _write(folder / "a.wav", np.stack([tone, tone], 1), 16000)
     elif case == "short":
@@ -137,3 +137,17 @@ def test_out_of_the_box_with_the_shipped_classifier_and_reference(digit_tones, s
     assert result["n_samples"] == 12 and result["reference"]["test"]["accuracy"] >= 0.98
     assert result["reference"]["train"]["n_samples"] > 9000  # statistics of the 12,000-clip digits set
     assert result["is_textbook"] <= 10 + 1e-9  # the textbook IS is bounded by the number of classes
+
+
+def test_clips_at_other_rates_are_resampled_for_the_classifier(classifier, tmp_path):
+    """An 8 kHz model's samples are scored as they are: soxr to 16 kHz, then the first second."""
+    from sashimi.audio.io import resample
+    from sashimi.metrics.score import hear, read_clip
+
+    t = np.arange(8000) / 8000
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    _write(tmp_path / "a.wav", tone, 8000)
+    clip = read_clip(tmp_path / "a.wav")
+    assert clip.shape == (16000,)
+    np.testing.assert_allclose(clip, resample(tone, 8000, 16000)[:16000], atol=1e-3)  # PCM_16 rounding
+    assert set(hear(tmp_path, ["a.wav"], classifier)) == {"a.wav"}
