@@ -16,8 +16,9 @@ COLUMNS = (("fid", "FID", "down"), ("is", "IS", "up"), ("mis", "mIS", "up"), ("a
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "score", help="sample quality: FID, IS, mIS, AM, NDB with the SC09 evaluation classifier",
-        description="Score a folder of one-second 16 kHz clips (e.g. the output of `sashimi generate`) the way "
-                    "the SaShiMi paper does, beside the reference dataset's Train and Test rows.")
+        description="Score a folder of one-second clips (e.g. the output of `sashimi generate`; rates other than "
+                    "16 kHz are resampled with soxr first) the way the SaShiMi paper does, beside the reference "
+                    "dataset's Train and Test rows.")
     p.add_argument("samples", type=Path, help="folder of WAV/FLAC clips (with manifest.json from sashimi generate)")
     p.add_argument("--classifier", type=Path, default=None,
                    help="classifier (.safetensors or folder; default: the small classifier shipped for the "
