@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "sashimi.cli.evaluate",
     "sashimi.cli.generate",
     "sashimi.cli.score",
+    "sashimi.cli.package",
     "sashimi.cli.bench",
 )
 
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Sub-commands that end in a key=value list, and where it goes. argparse ends a positional list at the first
 # option, so the pairs after one (`sashimi train demo --run-dir runs/demo trainer.max_steps=100`) come back
 # unparsed; parse() puts them where they belong.
-_TRAILING = {"train": "args", "evaluate": "overrides", "classifier": "args"}
+_TRAILING = {"train": "args", "evaluate": "overrides", "classifier": "args", "package": "overrides"}
 
 
 def parse(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
