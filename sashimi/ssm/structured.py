@@ -43,7 +43,10 @@ def vandermonde(coef: torch.Tensor, log_z: torch.Tensor, L: int, split: int | No
     """
     sizes = (coef.shape[0],) if split is None else (split, coef.shape[0] - split)
     grad_z = torch.is_grad_enabled() and log_z.requires_grad  # (inside forward, grad mode is always off)
-    out = _Vandermonde.apply(coef, log_z, L, sizes, grad_z)
+    # Under mixed precision the products stay in coef's dtype: autocast would run the real matmuls in bf16/fp16,
+    # far too coarse for kernel values summed over thousands of powers (and the backward expects one dtype).
+    with torch.autocast(coef.device.type, enabled=False):
+        out = _Vandermonde.apply(coef, log_z, L, sizes, grad_z)
     return out[0] if split is None else out
 
 

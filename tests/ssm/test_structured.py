@@ -56,3 +56,21 @@ def test_paired_matrix_power_equals_matrix_power(n):
     assert rel_err(paired_matrix_power(dA, n), torch.linalg.matrix_power(dA, n)) < 1e-10  # rounding, ~n eps
     with pytest.raises(ValueError, match="even size"):
         paired_matrix_power(torch.zeros(3, 3, dtype=torch.complex128), 2)
+
+
+@pytest.mark.parametrize("mode", ["dplr", "diag"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_mixed_precision_keeps_the_kernel_in_float32(mode, dtype):
+    """Under autocast the kernel products stay float32 (they sum thousands of powers), values equal the float32
+    run and the backward works: bf16-mixed / 16-mixed training of any S4 layer."""
+    torch.manual_seed(0)
+    s4 = S4(4, 8, mode=mode, l_max=300)
+    x = torch.randn(2, 300, 4)
+    ref = s4.kernel(300)
+    with torch.autocast("cpu", dtype=dtype):
+        k = s4.kernel(300)
+        y = s4(x)  # (B L H)
+    assert k.dtype == torch.float32 and rel_err(k, ref) < 1e-6
+    y.float().square().mean().backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in s4.parameters())
+    assert any(p.grad is not None for p in s4.kernel.parameters())
