@@ -46,8 +46,7 @@ def card_set(dataset, n: int) -> torch.Tensor:
     """(n, L) uint8 tokens: the first ``n`` items of ``dataset`` (all of one length, 8-bit)."""
     if n < 1 or n > len(dataset):
         raise ConfigError(f"--card-clips: expected 1..{len(dataset)} clips of the test split, got {n}")
-    rows = [torch.as_tensor(dataset[i]) for i in range(n)]
-    rows = [r[0] if isinstance(r, tuple) else r for r in rows]
+    rows = [dataset[i] for i in range(n)]  # (L,) tokens each
     if len({r.shape for r in rows}) != 1 or int(max(r.max() for r in rows)) > 255:
         raise ConfigError("the card set needs equal-length 8-bit clips")
     return torch.stack(rows).to(torch.uint8)  # (N, L)
