@@ -10,6 +10,7 @@ def _shipped(name: str):
 
 
 def sashimi_digits():
-    """The autoregressive SaShiMi trained on the built-in spoken digits (16 kHz, 8-bit mu-law)."""
+    """The autoregressive SaShiMi trained on the built-in spoken digits (8 kHz, 8-bit mu-law; its card:
+    sashimi/models/pretrained/digits/README.md)."""
     return _shipped("digits")
 
