@@ -2,26 +2,20 @@
 from __future__ import annotations
 
 import os
-import platform
 import resource
 import statistics
 import time
 
 import torch
 
-from sashimi.runtime import tune_malloc
+from sashimi.runtime import cpu_name, tune_malloc
 
 # The benchmarks run with the process settings of the `sashimi` command (sashimi/runtime.py).
 MALLOC_TUNED = tune_malloc()
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
     malloc = "glibc malloc tuned (sashimi.runtime)" if MALLOC_TUNED else "default malloc"
     return (f"{os.cpu_count()} CPU cores ({cpu}){gpu}, torch {torch.__version__}, {torch.get_num_threads()} threads, "

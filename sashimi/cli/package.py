@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from sashimi.errors import ConfigError
+from sashimi.models.io import WEIGHTS_NAME
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", type=Path, default=None, help="the training config to print on the card "
                                                               "(default: RUN_DIR/config.yaml)")
     p.add_argument("--card-clips", type=int, default=8, help="test clips in the card set (default 8)")
+    p.add_argument("--overwrite", action="store_true", help="replace the model already in --out")
     p.add_argument("--no-test-split", action="store_true", help="skip the bits per sample over the whole test split")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.root=/data/digits")
     p.set_defaults(handler=run)
@@ -35,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from sashimi.train.evaluate import evaluate, load_for_evaluation
     from sashimi.train.package import CardFacts, card_set, package
 
+    if (args.out / WEIGHTS_NAME).exists() and not args.overwrite:  # before the minutes of evaluation
+        raise ConfigError(f"{args.out} already holds a model ({WEIGHTS_NAME}); pass --overwrite to replace it")
     config = args.run_dir / "config.yaml"
     model_dir = args.run_dir / "model"
     if not config.is_file() or not model_dir.is_dir():
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = (args.recipe or config).read_text(encoding="utf-8")
     facts = CardFacts(name=args.name or args.out.name, summary=args.summary, trained=args.trained,
                       sampling=args.sampling, test_bits=test_bits, scores=scores, recipe=recipe)
-    out = package(model_dir, args.out, card_set(test, args.card_clips), facts)
+    out = package(model_dir, args.out, card_set(test, args.card_clips), facts, overwrite=args.overwrite)
     print(f"wrote {out}: test split {test_bits if test_bits is None else f'{test_bits:.4f}'} bits/sample, "
           f"card set {facts.card_bits:.4f} bits/sample ({facts.card_clips} clips)")
     return 0

@@ -11,7 +11,6 @@ agree (``card_set_bits``) without the dataset; and on the whole test split, the 
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from sashimi.errors import CheckpointError, ConfigError
 from sashimi.models.io import CONFIG_NAME, WEIGHTS_NAME, atomic_write, load_model
 from sashimi.models.pretrained import CARD_NAME
+from sashimi.runtime import cpu_name
 
 CARD_SET_NAME = "card-set.safetensors"
 
@@ -67,11 +67,14 @@ def card_set_bits(model, tokens: torch.Tensor, batch_size: int = 8) -> float:
     return evaluate(model, list(tokens), batch_size=batch_size, progress=False).bits_per_sample
 
 
-def package(model_dir: Path, out: Path, tokens: torch.Tensor, facts: CardFacts) -> Path:
+def package(model_dir: Path, out: Path, tokens: torch.Tensor, facts: CardFacts, *,
+            overwrite: bool = False) -> Path:
     """Write ``out`` (see the module docstring) from an exported model folder and the facts; returns ``out``."""
     for name in (WEIGHTS_NAME, CONFIG_NAME):
         if not (model_dir / name).is_file():
             raise CheckpointError(f"{model_dir / name}: missing (expected an exported model folder)")
+    if (out / WEIGHTS_NAME).exists() and not overwrite:
+        raise ConfigError(f"{out} already holds a model ({WEIGHTS_NAME}); pass --overwrite to replace it")
     out.mkdir(parents=True, exist_ok=True)
     for name in (WEIGHTS_NAME, CONFIG_NAME):
         atomic_write(out / name, lambda tmp, src=model_dir / name: shutil.copyfile(src, tmp))
@@ -87,13 +90,7 @@ def package(model_dir: Path, out: Path, tokens: torch.Tensor, facts: CardFacts) 
 
 def machine() -> str:
     """CPU model, cores and torch version of this machine, for the card."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}"
+    return f"{os.cpu_count()} CPU cores ({cpu_name()}), torch {torch.__version__}"
 
 
 def render_card(facts: CardFacts, model) -> str:

@@ -61,6 +61,7 @@ def test_a_packaged_folder_is_a_shipped_model_by_name(run_dir, tmp_path, monkeyp
     ("not-a-run", "not a finished run directory"),
     ("bad-scores", "not a readable `sashimi score --json` file"),
     ("clips", "--card-clips: expected 1.."),
+    ("exists", "already holds a model"),
 ])
 def test_bad_input_is_one_clear_error(run_dir, tmp_path, case, message):
     args = [str(run_dir), "--out", str(tmp_path / "x"), "--summary", "s", "--no-test-split"]
@@ -71,8 +72,18 @@ def test_bad_input_is_one_clear_error(run_dir, tmp_path, case, message):
         args += ["--scores", str(tmp_path / "s.json")]
     elif case == "clips":
         args += ["--card-clips", "1000"]
+    elif case == "exists":
+        (tmp_path / "x").mkdir()
+        (tmp_path / "x" / "model.safetensors").write_bytes(b"a user's model")
     from sashimi.cli.main import build_parser
 
     parsed = build_parser().parse_args(["package", *args])
     with pytest.raises(ConfigError, match=message):
         parsed.handler(parsed)
+
+
+def test_overwrite_replaces_a_packaged_model(run_dir, tmp_path):
+    out = tmp_path / "m"
+    args = ["package", str(run_dir), "--out", str(out), "--summary", "s", "--no-test-split", "--card-clips", "1"]
+    assert main(args) == 0
+    assert main(args + ["--overwrite"]) == 0
