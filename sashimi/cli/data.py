@@ -28,6 +28,8 @@ def register(subparsers) -> None:
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
     synth.add_argument("--backend", choices=("auto", "lib", "command"), default="auto",
                        help="lib: espeakng-loader wheel; command: espeak-ng program; auto: the first available")
+    synth.add_argument("--no-noise", action="store_true",
+                       help="leave out the background noise (the same clips otherwise)")
     synth.set_defaults(handler=_synth_digits)
 
     info = sub.add_parser("info", help="summarize a prepared dataset")
@@ -72,7 +74,8 @@ def _info(args) -> int:
 def _synth_digits(args) -> int:
     from sashimi.data.digits import synth_digits
 
-    s = synth_digits(args.root, args.n_clips, args.seed, workers=args.workers, backend=args.backend)
+    s = synth_digits(args.root, args.n_clips, args.seed, workers=args.workers, backend=args.backend,
+                     noise=not args.no_noise)
     print(f"wrote {s.n_clips} clips to {s.root} in {s.seconds:.1f} s ({s.bytes_on_disk / 1e6:.1f} MB) with {s.backend}")
     for split, n in s.clips_per_split.items():
         print(f"  {split}: {n} clips, {len(s.voices_per_split[split])} voices")

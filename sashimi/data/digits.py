@@ -57,7 +57,7 @@ class ClipSpec:
     pitch: int
     amplitude: int
     peak: float
-    snr_db: float
+    snr_db: float | None  # None: no background noise (`synth_digits(noise=False)`)
     noise_color: float  # one-pole low-pass coefficient of the noise, 0 = white
     offset: float  # where the word starts, as a fraction of the free space
     split: str
@@ -97,8 +97,12 @@ def split_voices(variants: list[str], seed: int) -> dict[str, list[str]]:
     }
 
 
-def plan_clips(n_clips: int, seed: int, voices: dict[str, list[str]], accents: list[str]) -> list[ClipSpec]:
-    """Parameters of every clip; words cycle so each digit gets n_clips / 10 clips."""
+def plan_clips(n_clips: int, seed: int, voices: dict[str, list[str]], accents: list[str], *,
+               noise: bool = True) -> list[ClipSpec]:
+    """Parameters of every clip; words cycle so each digit gets n_clips / 10 clips.
+
+    `noise=False` plans the same clips (same words, voices, levels and offsets) without background noise.
+    """
     variants = sorted(v for vs in voices.values() for v in vs)
     split_of = {v: s for s, vs in voices.items() for v in vs}
     specs = []
@@ -109,10 +113,16 @@ def plan_clips(n_clips: int, seed: int, voices: dict[str, list[str]], accents: l
             clip=i, word=DIGITS[i % len(DIGITS)], variant=variant, accent=accents[rng.integers(len(accents))],
             rate=int(rng.integers(RATE_WPM[0], RATE_WPM[1] + 1)), pitch=int(rng.integers(PITCH[0], PITCH[1] + 1)),
             amplitude=int(rng.integers(AMPLITUDE[0], AMPLITUDE[1] + 1)), peak=float(rng.uniform(*PEAK)),
-            snr_db=float(rng.uniform(*SNR_DB)), noise_color=float(rng.uniform(0.0, 0.95)),
+            snr_db=_drawn_snr(rng, noise), noise_color=float(rng.uniform(0.0, 0.95)),
             offset=float(rng.uniform()), split=split_of[variant],
         ))
     return specs
+
+
+def _drawn_snr(rng: np.random.Generator, noise: bool) -> float | None:
+    """The clip's SNR, drawn even without noise so the other draws (and clips) stay those of the noisy set."""
+    snr = float(rng.uniform(*SNR_DB))
+    return snr if noise else None
 
 
 def trim_silence(wave: np.ndarray, frame: int = 160, floor_db: float = -40.0) -> np.ndarray:
@@ -143,12 +153,15 @@ def _speak(synth, spec: ClipSpec) -> np.ndarray:
 
 
 def render_clip(synth, spec: ClipSpec) -> np.ndarray:
-    """One 1-second clip `(CLIP_LEN,)`: the word at a random offset and level, plus coloured background noise."""
+    """One 1-second clip `(CLIP_LEN,)`: the word at a random offset and level, plus coloured background noise
+    (none when `spec.snr_db` is None)."""
     word = _speak(synth, spec)
     word = word * (spec.peak / np.abs(word).max())
     clip = np.zeros(CLIP_LEN, dtype=np.float64)
     start = int(spec.offset * (CLIP_LEN - len(word)))
     clip[start : start + len(word)] = word
+    if spec.snr_db is None:
+        return np.clip(clip, -0.99, 0.99).astype(np.float32)
     rng = np.random.default_rng([spec.clip, 3])
     noise = lfilter([1.0 - spec.noise_color], [1.0, -spec.noise_color], rng.standard_normal(CLIP_LEN))
     speech_rms = np.sqrt(np.mean(word**2))
@@ -191,8 +204,13 @@ def _prepare_root(root: Path) -> None:
 
 
 def synth_digits(root: str | os.PathLike, n_clips: int = DEFAULT_N_CLIPS, seed: int = 0, *,
-                 workers: int | None = None, backend: str = "auto", progress: bool = True) -> DigitsSummary:
-    """Write the digits dataset to `root` (replacing an earlier one there) and summarize it."""
+                 workers: int | None = None, backend: str = "auto", progress: bool = True,
+                 noise: bool = True) -> DigitsSummary:
+    """Write the digits dataset to `root` (replacing an earlier one there) and summarize it.
+
+    `noise=False` writes the same clips without their background noise (a set for models that should spend
+    no capacity on the noise floor; the evaluation classifier's reference statistics are of the noisy set).
+    """
     if isinstance(n_clips, bool) or not isinstance(n_clips, int) or n_clips < 10:
         raise ConfigError(f"n_clips must be an integer >= 10 (one per digit), got {n_clips!r}")
     started = time.perf_counter()
@@ -201,7 +219,7 @@ def synth_digits(root: str | os.PathLike, n_clips: int = DEFAULT_N_CLIPS, seed: 
     if not accents:
         raise SynthesisError(f"{synth.name} has none of the English accents {', '.join(ACCENTS)}")
     voices = split_voices(synth.variants, seed)
-    specs = plan_clips(n_clips, seed, voices, accents)
+    specs = plan_clips(n_clips, seed, voices, accents, noise=noise)
     root = Path(root)
     _prepare_root(root)
     jobs = [(str(root), backend, specs[i : i + BLOCK]) for i in range(0, n_clips, BLOCK)]
@@ -212,7 +230,7 @@ def synth_digits(root: str | os.PathLike, n_clips: int = DEFAULT_N_CLIPS, seed: 
             tqdm(total=n_clips, desc="synth-digits", unit="clip", disable=not progress) as bar:
         for done in pool.imap_unordered(_write_block, jobs):
             bar.update(done)
-    _write_lists_and_metadata(root, specs, voices, accents, synth.name, seed)
+    _write_lists_and_metadata(root, specs, voices, accents, synth.name, seed, noise)
     return DigitsSummary(
         root=str(root), n_clips=n_clips,
         clips_per_split={s: sum(c.split == s for c in specs) for s in voices},
@@ -222,12 +240,12 @@ def synth_digits(root: str | os.PathLike, n_clips: int = DEFAULT_N_CLIPS, seed: 
     )
 
 
-def _write_lists_and_metadata(root, specs, voices, accents, backend, seed) -> None:
+def _write_lists_and_metadata(root, specs, voices, accents, backend, seed, noise) -> None:
     for split, name in SPLIT_LISTS.items():
         (root / name).write_text("".join(f"{c.path}\n" for c in specs if c.split == split))
     meta = {
         "generator": "sashimi data synth-digits", "backend": backend, "seed": seed, "n_clips": len(specs),
-        "sample_rate": SAMPLE_RATE, "clip_len": CLIP_LEN, "accents": accents, "voices": voices,
+        "background_noise": noise, "sample_rate": SAMPLE_RATE, "clip_len": CLIP_LEN, "accents": accents, "voices": voices,
         "clips": [{**asdict(c), "path": c.path} for c in specs],
     }
     (root / METADATA).write_text(json.dumps(meta, indent=1))

@@ -96,6 +96,7 @@ class TrainerConfig:
     seed: int = 0
     max_nonfinite: int = 20  # stop after this many consecutive non-finite losses
     progress_bar: bool = True
+    init_from: str | None = None  # a trained model (shipped name, folder or hub id) whose weights a new run starts from
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:

@@ -119,6 +119,24 @@ def _task(config, datasets):
     return SaShiMiTask(config.to_dict(), datasets)
 
 
+# model fields a warm start may change: they only shape training or the initial values it replaces
+_WARM_START_FREE = frozenset({"dropout", "ssm_lr", "init", "dt_min", "dt_max"})
+
+
+def warm_start(model, source: str) -> None:
+    """Copy the weights of the trained model ``source`` (shipped name, folder or hub id) into ``model``, whose
+    config must agree with it apart from ``_WARM_START_FREE``; the optimizer and schedule start fresh."""
+    from sashimi.models.io import load_model
+
+    trained = load_model(source)
+    ours, theirs = model.config.to_dict(), trained.config.to_dict()
+    differ = sorted(k for k in set(ours) | set(theirs) if k not in _WARM_START_FREE and ours.get(k) != theirs.get(k))
+    if differ:
+        given = ", ".join(f"model.{k}={ours.get(k)!r} (it has {theirs.get(k)!r})" for k in differ)
+        raise ConfigError(f"trainer.init_from={source!r}: this config's {given}; set them as the trained model has them")
+    model.load_state_dict(trained.state_dict())
+
+
 # bytes per parameter while training with AdamW: weights, gradients and two moments
 _TRAINING_COPIES = 4
 _BYTES = {"64-true": 8, "bf16-true": 2}  # else 4 (float32 weights, mixed precision included)
@@ -175,6 +193,9 @@ def _fit(config, run_dir: Path, *, resume: bool, datasets) -> Path:
     prepare_run_dir(run_dir, resume=resume)
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
     task = _task(config, datasets)
+    init_from = getattr(config.trainer, "init_from", None)
+    if init_from and not resume:  # a resumed run has its own weights in the checkpoint
+        warm_start(task.model, init_from)
     trainer = build_trainer(config, run_dir)
     try:
         trainer.fit(task, ckpt_path=ckpt if resume else None, weights_only=True)

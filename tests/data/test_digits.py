@@ -148,3 +148,24 @@ def test_falls_back_to_the_espeak_program(tmp_path, monkeypatch):
     for f in (tmp_path / "out").glob("*/*.wav"):
         wave, sr = sf.read(f)
         assert sr == 16000 and len(wave) == 16000 and np.abs(wave).max() > 0.2
+
+
+def test_no_noise_gives_the_same_clips_without_their_background(digits50, tmp_path):
+    root, _ = digits50
+    clean = tmp_path / "clean"
+    synth_digits(clean, n_clips=50, seed=0, workers=1, progress=False, noise=False)
+    meta_noisy = json.loads((root / "digits.json").read_text())
+    meta_clean = json.loads((clean / "digits.json").read_text())
+    assert meta_noisy["background_noise"] is True and meta_clean["background_noise"] is False
+    for name in ("validation_list.txt", "testing_list.txt"):
+        assert _read_list(root, name) == _read_list(clean, name)
+    for noisy_clip, clean_clip in zip(meta_noisy["clips"], meta_clean["clips"]):
+        assert clean_clip["snr_db"] is None
+        assert {k: v for k, v in clean_clip.items() if k != "snr_db"} == \
+            {k: v for k, v in noisy_clip.items() if k != "snr_db"}
+        noisy, _ = sf.read(root / noisy_clip["path"], dtype="float64")
+        speech, _ = sf.read(clean / clean_clip["path"], dtype="float64")
+        assert (speech == 0).mean() > 0.2 and (noisy == 0).mean() < 0.1  # digital silence only without noise
+        loud = np.abs(speech) > 0  # the word (the noise is measured against the word's RMS)
+        snr = 10 * np.log10(np.mean(speech[loud] ** 2) / np.mean((noisy - speech) ** 2))
+        assert 24 < snr < 46 + 3, (noisy_clip["path"], snr, noisy_clip["snr_db"])

@@ -194,3 +194,24 @@ def test_bf16_mixed_precision_trains_on_the_cpu(tone_root, tiny, tmp_path):
     model_dir = train(load_config("demo", over), tmp_path / "run")
     assert all(math.isfinite(v) for _, v in read_metrics(tmp_path / "run")["val/loss"])
     assert all(v.dtype == torch.float32 for v in weights(model_dir).values() if v.is_floating_point())
+
+
+def test_init_from_starts_from_trained_weights_and_resumes_exactly(tone_root, tiny, tmp_path):
+    over = tiny(tone_root, **{"trainer.precision": "64-true", "trainer.max_steps": 2})
+    source = train(load_config("demo", over), tmp_path / "source")
+    warm = over + [f"trainer.init_from={source}", "model.dropout=0.1"]  # dropout may differ from the source's
+    frozen = train(load_config("demo", warm + ["optim.lr=1e-30", "model.ssm_lr=1e-30"]), tmp_path / "frozen")
+    a, b = weights(source), weights(frozen)
+    assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-12) for k in a)  # the new run began at the source
+    straight = train(load_config("demo", warm + ["trainer.max_steps=4"]), tmp_path / "straight")
+    train(load_config("demo", warm + ["trainer.max_steps=3"]), tmp_path / "cut")
+    resumed = resume(tmp_path / "cut", ["trainer.max_steps=4"])  # its own weights, not the source's again
+    a, b = weights(straight), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_init_from_refuses_another_architecture(tone_root, tiny, tmp_path):
+    source = train(load_config("demo", tiny(tone_root, **{"trainer.max_steps": 1})), tmp_path / "source")
+    config = load_config("demo", tiny(tone_root, **{"trainer.init_from": str(source), "model.d_model": 8}))
+    with pytest.raises(sashimi.errors.ConfigError, match=r"init_from=.*model\.d_model=8 \(it has 16\)"):
+        train(config, tmp_path / "other")
