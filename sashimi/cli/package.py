@@ -34,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sashimi.train.data import build_split
-    from sashimi.train.evaluate import evaluate, load_for_evaluation
-    from sashimi.train.package import CardFacts, card_set, package
+    from sashimi.train.evaluate import load_for_evaluation
+    from sashimi.train.package import CardFacts, card_metric, card_set, card_set_score, package
 
     if (args.out / WEIGHTS_NAME).exists() and not args.overwrite:  # before the minutes of evaluation
         raise ConfigError(f"{args.out} already holds a model ({WEIGHTS_NAME}); pass --overwrite to replace it")
@@ -45,20 +45,18 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.run_dir}: not a finished run directory (expected config.yaml and model/)")
     scores = _read_scores(args.scores) if args.scores else {}
     model, train_config = load_for_evaluation(model_dir, config, args.overrides)
-    if model.config.kind != "ar":
-        raise ConfigError(f"{model_dir}: `sashimi package` packages autoregressive models (this one is "
-                          f"{model.config.kind!r})")
     test = build_split(train_config.data, "test")
-    test_bits = None
+    metric, test_score = card_metric(model), None
     if not args.no_test_split:
         batch = train_config.trainer.val_batch_size or train_config.trainer.batch_size
-        test_bits = evaluate(model, test, batch_size=batch).bits_per_sample
+        test_score = card_set_score(model, test, batch_size=batch, progress=True)
     recipe = (args.recipe or config).read_text(encoding="utf-8")
     facts = CardFacts(name=args.name or args.out.name, summary=args.summary, trained=args.trained,
-                      sampling=args.sampling, test_bits=test_bits, scores=scores, recipe=recipe)
+                      sampling=args.sampling, test_score=test_score, scores=scores, recipe=recipe)
     out = package(model_dir, args.out, card_set(test, args.card_clips), facts, overwrite=args.overwrite)
-    print(f"wrote {out}: test split {test_bits if test_bits is None else f'{test_bits:.4f}'} bits/sample, "
-          f"card set {facts.card_bits:.4f} bits/sample ({facts.card_clips} clips)")
+    shown = "not measured" if test_score is None else f"{test_score:.4f}"
+    print(f"wrote {out}: test split {shown} ({metric}), card set {facts.card_score:.4f} ({metric}, "
+          f"{facts.card_clips} clips)")
     return 0
 
 

@@ -2,11 +2,14 @@
 
     FOLDER/model.safetensors      the weights, config in the metadata (``save_model``)
     FOLDER/config.json            the same config, readable
-    FOLDER/card-set.safetensors   ``tokens`` (N, L) uint8: the first N clips of the test split (unseen voices)
+    FOLDER/card-set.safetensors   the first N clips of the test split (unseen voices): ``tokens`` (N, L) uint8 for
+                                  an autoregressive model, ``audio`` (N, L) float32 for a diffusion model
     FOLDER/README.md              the model card; its first line is the summary ``sashimi models`` shows
 
-The card records the bits per sample on the card set, so anyone can check that the shipped config and weights
-agree (``card_set_bits``) without the dataset; and on the whole test split, the number to compare models by.
+The card records the model's held-out score on the card set, so anyone can check that the shipped config and
+weights agree (``card_set_score``) without the dataset; and on the whole test split, the number to compare
+models by. The score is the exact bits per sample of an autoregressive model, and the denoising loss (mean over
+bands of diffusion steps, noise seeded per clip) of a diffusion model, which has no exact likelihood.
 """
 from __future__ import annotations
 
@@ -34,40 +37,65 @@ class CardFacts:
     summary: str
     trained: str = ""  # steps, batch, wall time, machine: how the run went
     sampling: str = ""  # the generation settings the scores were measured with
-    test_bits: float | None = None  # bits per sample over the whole test split
-    card_bits: float | None = None  # bits per sample over the card set
+    test_score: float | None = None  # ``card_metric`` over the whole test split
+    card_score: float | None = None  # ``card_metric`` over the card set
     card_clips: int = 0
     scores: dict = field(default_factory=dict)  # `sashimi score --json` of the model's samples
     recipe: str = ""  # the training config, YAML
     machine: str = ""
 
 
+def card_metric(model) -> str:
+    """What the card's held-out numbers are for this kind of model."""
+    return "denoising loss" if model.config.kind == "diffwave" else "bits per sample"
+
+
 def card_set(dataset, n: int) -> torch.Tensor:
-    """(n, L) uint8 tokens: the first ``n`` items of ``dataset`` (all of one length, 8-bit)."""
+    """The first ``n`` items of ``dataset`` (all of one length): (n, L) uint8 tokens (8-bit at most) or
+    float32 waveforms."""
     if n < 1 or n > len(dataset):
         raise ConfigError(f"--card-clips: expected 1..{len(dataset)} clips of the test split, got {n}")
-    rows = [dataset[i] for i in range(n)]  # (L,) tokens each
-    if len({r.shape for r in rows}) != 1 or int(max(r.max() for r in rows)) > 255:
-        raise ConfigError("the card set needs equal-length 8-bit clips")
+    rows = [dataset[i] for i in range(n)]  # (L,) each
+    if len({r.shape for r in rows}) != 1:
+        raise ConfigError("the card set needs equal-length clips")
+    if rows[0].is_floating_point():
+        return torch.stack(rows).float()  # (N, L)
+    if int(max(r.max() for r in rows)) > 255:
+        raise ConfigError("the card set needs 8-bit tokens")
     return torch.stack(rows).to(torch.uint8)  # (N, L)
 
 
+def _card_set_tensors(rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"audio" if rows.is_floating_point() else "tokens": rows.contiguous()}
+
+
 def load_card_set(folder: str | os.PathLike) -> torch.Tensor:
-    """The card set of a packaged model folder: (N, L) int64 tokens."""
+    """The card set of a packaged model folder: (N, L) int64 tokens or float32 waveforms."""
     path = Path(folder) / CARD_SET_NAME
     if not path.is_file():
         raise CheckpointError(f"{path}: no card set (a folder written by `sashimi package`)")
-    return load_file(str(path))["tokens"].long()
+    tensors = load_file(str(path))
+    if "tokens" in tensors:
+        return tensors["tokens"].long()
+    if "audio" in tensors:
+        return tensors["audio"].float()
+    raise CheckpointError(f"{path}: expected a 'tokens' or 'audio' tensor, found {sorted(tensors)}")
 
 
-def card_set_bits(model, tokens: torch.Tensor, batch_size: int = 8) -> float:
-    """Exact bits per sample of ``model`` over the card set's tokens (N, L)."""
+def card_set_score(model, rows, batch_size: int = 8, progress: bool = False) -> float:
+    """``card_metric`` of ``model`` over card-set rows (N, L) or a dataset split: exact bits per sample (tokens),
+    or the denoising loss with the evaluation's seeded noise (waveforms)."""
+    items = list(rows) if torch.is_tensor(rows) else rows
+    if model.config.kind == "diffwave":
+        from sashimi.train.diffusion import evaluate_denoising
+
+        return evaluate_denoising(model, items, batch_size=batch_size, progress=progress).losses()["loss"]
     from sashimi.train.evaluate import evaluate
 
-    return evaluate(model, list(tokens), batch_size=batch_size, progress=False).bits_per_sample
+    return evaluate(model, items, batch_size=batch_size, progress=progress).bits_per_sample
 
 
-def package(model_dir: Path, out: Path, tokens: torch.Tensor, facts: CardFacts, *,
+def package(model_dir: Path, out: Path, rows: torch.Tensor, facts: CardFacts, *,
             overwrite: bool = False) -> Path:
     """Write ``out`` (see the module docstring) from an exported model folder and the facts; returns ``out``."""
     for name in (WEIGHTS_NAME, CONFIG_NAME):
@@ -78,10 +106,10 @@ def package(model_dir: Path, out: Path, tokens: torch.Tensor, facts: CardFacts, 
     out.mkdir(parents=True, exist_ok=True)
     for name in (WEIGHTS_NAME, CONFIG_NAME):
         atomic_write(out / name, lambda tmp, src=model_dir / name: shutil.copyfile(src, tmp))
-    atomic_write(out / CARD_SET_NAME, lambda tmp: save_file({"tokens": tokens.contiguous()}, tmp))
+    atomic_write(out / CARD_SET_NAME, lambda tmp: save_file(_card_set_tensors(rows), tmp))
     model = load_model(out)
-    facts.card_clips = int(tokens.shape[0])
-    facts.card_bits = card_set_bits(model, tokens.long())
+    facts.card_clips = int(rows.shape[0])
+    facts.card_score = card_set_score(model, load_card_set(out))
     facts.machine = facts.machine or machine()
     card = render_card(facts, model)
     atomic_write(out / CARD_NAME, lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
@@ -97,15 +125,21 @@ def render_card(facts: CardFacts, model) -> str:
     """The model card, Markdown."""
     cfg = model.config
     n_params = sum(p.numel() for p in model.parameters())
-    lines = [f"# {facts.name}: {facts.summary}", "",
-             f"{n_params / 1e6:.2f}M parameters; {cfg.sample_rate} Hz, {cfg.bits}-bit {cfg.quantization}.", "",
+    metric = card_metric(model)
+    if cfg.kind == "diffwave":
+        what = (f"{cfg.sample_rate} Hz float waveforms, {cfg.backbone} backbone, {cfg.diffusion_steps} diffusion "
+                "steps")
+        heading = "Held-out denoising loss (no exact likelihood: mean MSE over bands of diffusion steps)"
+    else:
+        what, heading = f"{cfg.sample_rate} Hz, {cfg.bits}-bit {cfg.quantization}", "Held-out likelihood"
+    lines = [f"# {facts.name}: {facts.summary}", "", f"{n_params / 1e6:.2f}M parameters; {what}.", "",
              "## Use", "", "```bash", f"sashimi generate {facts.name} --n 8 --report", "```", "",
              "```python", "import sashimi", f'model = sashimi.load_model("{facts.name}")', "```", "",
-             "## Held-out likelihood", ""]
-    if facts.test_bits is not None:
-        lines.append(f"- test split (voices never heard in training): **{facts.test_bits:.4f} bits per sample**")
+             f"## {heading}", ""]
+    if facts.test_score is not None:
+        lines.append(f"- test split (voices never heard in training): **{facts.test_score:.4f} {metric}**")
     lines += [f"- card set ({CARD_SET_NAME}, the first {facts.card_clips} test clips): "
-              f"**{facts.card_bits:.4f} bits per sample** (checked by the tests)", ""]
+              f"**{facts.card_score:.4f} {metric}** (checked by the tests)", ""]
     if facts.scores:
         lines += ["## Sample quality", "", _scores_table(facts.scores), ""]
         if facts.sampling:

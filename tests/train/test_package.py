@@ -9,7 +9,7 @@ from sashimi.cli.main import main
 from sashimi.errors import ConfigError
 from sashimi.models import pretrained
 from sashimi.train import load_config, train
-from sashimi.train.package import card_set_bits, load_card_set
+from sashimi.train.package import card_set_score, load_card_set
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_package_writes_a_folder_whose_card_bits_reproduce(run_dir, tmp_path, ca
     assert tokens.shape == (3, 512)
     written = float(card.split("the first 3 test clips): **")[1].split(" bits")[0])
     model = sashimi.load_model(out)
-    assert abs(card_set_bits(model, tokens) - written) < 1e-4
+    assert abs(card_set_score(model, tokens) - written) < 1e-4
     test_bits = float(card.split("training): **")[1].split(" bits")[0])
     assert 0 < test_bits < 12  # two steps of training: near log2(256)
     exported = sashimi.load_model(run_dir / "model").state_dict()
@@ -87,3 +87,25 @@ def test_overwrite_replaces_a_packaged_model(run_dir, tmp_path):
     args = ["package", str(run_dir), "--out", str(out), "--summary", "s", "--no-test-split", "--card-clips", "1"]
     assert main(args) == 0
     assert main(args + ["--overwrite"]) == 0
+
+
+def test_a_diffusion_run_packages_with_its_denoising_loss(tone_root, tmp_path):
+    """A DiffWave's card set is float audio and its card number the seeded denoising loss, reproduced on load;
+    the test-split number is the mean over bands that `sashimi evaluate` gives."""
+    from sashimi.train.evaluate import evaluate_checkpoint
+    from tests.train.conftest import tiny_overrides
+
+    run = tmp_path / "dw"
+    train(load_config("demo-diffwave", tiny_overrides(tone_root, **{"trainer.max_steps": 2})), run)
+    out = tmp_path / "shipped" / "dw"
+    assert main(["package", str(run), "--out", str(out), "--summary", "a diffusion model", "--card-clips", "2"]) == 0
+    audio = load_card_set(out)
+    assert audio.dtype == torch.float32 and audio.shape == (2, 512) and audio.abs().max() <= 1
+    card = (out / "README.md").read_text()
+    assert "diffusion steps" in card and "Held-out denoising loss" in card
+    written = float(card.split("the first 2 test clips): **")[1].split(" denoising loss")[0])
+    model = sashimi.load_model(out)
+    assert isinstance(model, sashimi.DiffWave)
+    assert abs(card_set_score(model, audio) - written) < 1e-4
+    test_loss = float(card.split("training): **")[1].split(" denoising loss")[0])
+    assert test_loss == pytest.approx(evaluate_checkpoint(run, progress=False)["loss"], abs=1e-4)
