@@ -1,6 +1,6 @@
 """The models shipped in the package: they load by name and from their folder, their config and weights agree
-with their model card (bits per sample, or a diffusion model's denoising loss, on the card set), they fit the size budget, and the README's main job
-runs end to end with them."""
+with their model card (bits per sample, or a diffusion model's denoising loss, on the card set), they fit the
+size budget, and the README's main job runs end to end with them."""
 import json
 import re
 from pathlib import Path
