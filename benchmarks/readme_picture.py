@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from matplotlib import mlab
 from matplotlib.figure import Figure
 
 from sashimi.audio.io import load_audio, resample
@@ -33,7 +34,9 @@ def main() -> None:
         wave = np.asarray(resample(wave, rate, sr), dtype=np.float32).reshape(-1)[:sr]
         word, p = hear(path.parent, [path.name])[path.name]
         label = f"shipped model, {path.stem}" if i < len(samples) else "real clip (unseen voice)"
-        ax.specgram(wave, NFFT=256, Fs=sr, noverlap=192, cmap="magma", vmin=-120)
+        spec, freqs, times = mlab.specgram(wave, NFFT=256, Fs=sr, noverlap=192)  # (F, T) power
+        db = 10 * np.log10(spec + 1e-12)  # digital silence (a noiseless clip) at the floor, not -inf
+        ax.pcolormesh(times, freqs, db, cmap="magma", vmin=-120, vmax=max(-60.0, float(db.max())), shading="auto")
         ax.set_title(f"{label}\nclassifier hears: {word} ({p:.0%})", fontsize=9)
         ax.set_xlabel("s")
     axes[0].set_ylabel("Hz")
