@@ -42,9 +42,13 @@ def test_card_bits_reproduce_from_name_and_folder(name):
     assert config == by_name.config.to_dict()
 
 
-def test_torch_hub_loads_the_shipped_digits_model_offline():
-    model = torch.hub.load(str(REPO), "sashimi_digits", source="local", trust_repo=True)
-    assert isinstance(model, sashimi.SaShiMiLM) and model.config.to_dict() == sashimi.load_model("digits").config.to_dict()
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_torch_hub_loads_every_shipped_model_offline(name):
+    entry = "sashimi_" + name.replace("-", "_")
+    assert f"def {entry}()" in (REPO / "hubconf.py").read_text(), f"hubconf.py has no {entry}"
+    model = torch.hub.load(str(REPO), entry, source="local", trust_repo=True)
+    shipped = sashimi.load_model(name)
+    assert type(model) is type(shipped) and model.config.to_dict() == shipped.config.to_dict()
 
 
 def test_the_readme_main_job_runs_with_the_shipped_model(tmp_path, capsys):
