@@ -14,3 +14,9 @@ def sashimi_digits():
     sashimi/models/pretrained/digits/README.md)."""
     return _shipped("digits")
 
+
+
+def sashimi_digits_diffwave():
+    """The DiffWave with a SaShiMi backbone trained on the built-in spoken digits without background noise (8 kHz
+    float waveforms; its card: sashimi/models/pretrained/digits-diffwave/README.md)."""
+    return _shipped("digits-diffwave")

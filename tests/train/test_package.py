@@ -102,7 +102,7 @@ def test_a_diffusion_run_packages_with_its_denoising_loss(tone_root, tmp_path):
     audio = load_card_set(out)
     assert audio.dtype == torch.float32 and audio.shape == (2, 512) and audio.abs().max() <= 1
     card = (out / "README.md").read_text()
-    assert "diffusion steps" in card and "Held-out denoising loss" in card
+    assert "diffusion steps" in card and "Held-out denoising loss" in card and "--n 8 --steps 50 --report" in card
     written = float(card.split("the first 2 test clips): **")[1].split(" denoising loss")[0])
     model = sashimi.load_model(out)
     assert isinstance(model, sashimi.DiffWave)
