@@ -59,7 +59,9 @@ def train(config, run_dir: str | Path, *, datasets: dict[str, Dataset] | None = 
         raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                           "or choose another --run-dir")
     check_model_size(config)
-    return _fit(config, run_dir, resume=False, datasets=datasets)
+    init_from = getattr(config.trainer, "init_from", None)  # the classifier's trainer has none
+    weights = warm_start_weights(config.model, init_from) if init_from else None
+    return _fit(config, run_dir, resume=False, datasets=datasets, weights=weights)
 
 
 def resume(run_dir: str | Path, overrides: list[str] = (), *, datasets: dict[str, Dataset] | None = None) -> Path:
@@ -123,18 +125,22 @@ def _task(config, datasets):
 _WARM_START_FREE = frozenset({"dropout", "ssm_lr", "init", "dt_min", "dt_max"})
 
 
-def warm_start(model, source: str) -> None:
-    """Copy the weights of the trained model ``source`` (shipped name, folder or hub id) into ``model``, whose
-    config must agree with it apart from ``_WARM_START_FREE``; the optimizer and schedule start fresh."""
+def warm_start_weights(model_config, source: str) -> dict:
+    """The weights of the trained model ``source`` (shipped name, folder or hub id) for a new run of
+    ``model_config``, which must agree with its config apart from ``_WARM_START_FREE``; checked before the run
+    writes anything. The optimizer and schedule start fresh."""
     from sashimi.models.io import load_model
 
     trained = load_model(source)
-    ours, theirs = model.config.to_dict(), trained.config.to_dict()
+    ours, theirs = model_config.to_dict(), trained.config.to_dict()
+    if ours.get("kind") != theirs.get("kind"):
+        raise ConfigError(f"trainer.init_from={source!r} is a model of kind {theirs.get('kind')!r}; this config's "
+                          f"model.kind is {ours.get('kind')!r}")
     differ = sorted(k for k in set(ours) | set(theirs) if k not in _WARM_START_FREE and ours.get(k) != theirs.get(k))
     if differ:
         given = ", ".join(f"model.{k}={ours.get(k)!r} (it has {theirs.get(k)!r})" for k in differ)
         raise ConfigError(f"trainer.init_from={source!r}: this config's {given}; set them as the trained model has them")
-    model.load_state_dict(trained.state_dict())
+    return trained.state_dict()
 
 
 # bytes per parameter while training with AdamW: weights, gradients and two moments
@@ -184,7 +190,8 @@ def prepare_run_dir(run_dir: Path, *, resume: bool) -> None:
         remove_orphans(run_dir)
 
 
-def _fit(config, run_dir: Path, *, resume: bool, datasets) -> Path:
+def _fit(config, run_dir: Path, *, resume: bool, datasets, weights: dict | None = None) -> Path:
+    """``weights``: where a new run starts from (``trainer.init_from``); a resumed run has its own."""
     if not datasets:
         check_data_root(config.data)
     ckpt = run_dir / "checkpoints" / LAST
@@ -193,9 +200,8 @@ def _fit(config, run_dir: Path, *, resume: bool, datasets) -> Path:
     prepare_run_dir(run_dir, resume=resume)
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
     task = _task(config, datasets)
-    init_from = getattr(config.trainer, "init_from", None)
-    if init_from and not resume:  # a resumed run has its own weights in the checkpoint
-        warm_start(task.model, init_from)
+    if weights is not None:
+        task.model.load_state_dict(weights)
     trainer = build_trainer(config, run_dir)
     try:
         trainer.fit(task, ckpt_path=ckpt if resume else None, weights_only=True)

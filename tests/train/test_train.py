@@ -215,3 +215,7 @@ def test_init_from_refuses_another_architecture(tone_root, tiny, tmp_path):
     config = load_config("demo", tiny(tone_root, **{"trainer.init_from": str(source), "model.d_model": 8}))
     with pytest.raises(sashimi.errors.ConfigError, match=r"init_from=.*model\.d_model=8 \(it has 16\)"):
         train(config, tmp_path / "other")
+    assert not (tmp_path / "other").exists()  # refused before the run wrote anything
+    diffusion = load_config("demo-diffwave", tiny(tone_root, **{"trainer.init_from": str(source)}))
+    with pytest.raises(sashimi.errors.ConfigError, match="is a model of kind 'ar'; this config's model.kind is 'diffwave'"):
+        train(diffusion, tmp_path / "dw")
