@@ -160,12 +160,11 @@ def render_clip(synth, spec: ClipSpec) -> np.ndarray:
     clip = np.zeros(CLIP_LEN, dtype=np.float64)
     start = int(spec.offset * (CLIP_LEN - len(word)))
     clip[start : start + len(word)] = word
-    if spec.snr_db is None:
-        return np.clip(clip, -0.99, 0.99).astype(np.float32)
-    rng = np.random.default_rng([spec.clip, 3])
-    noise = lfilter([1.0 - spec.noise_color], [1.0, -spec.noise_color], rng.standard_normal(CLIP_LEN))
-    speech_rms = np.sqrt(np.mean(word**2))
-    clip += noise * (speech_rms * 10 ** (-spec.snr_db / 20) / (np.sqrt(np.mean(noise**2)) + 1e-12))
+    if spec.snr_db is not None:
+        rng = np.random.default_rng([spec.clip, 3])
+        noise = lfilter([1.0 - spec.noise_color], [1.0, -spec.noise_color], rng.standard_normal(CLIP_LEN))
+        speech_rms = np.sqrt(np.mean(word**2))
+        clip += noise * (speech_rms * 10 ** (-spec.snr_db / 20) / (np.sqrt(np.mean(noise**2)) + 1e-12))
     return np.clip(clip, -0.99, 0.99).astype(np.float32)
 
 
@@ -245,7 +244,8 @@ def _write_lists_and_metadata(root, specs, voices, accents, backend, seed, noise
         (root / name).write_text("".join(f"{c.path}\n" for c in specs if c.split == split))
     meta = {
         "generator": "sashimi data synth-digits", "backend": backend, "seed": seed, "n_clips": len(specs),
-        "background_noise": noise, "sample_rate": SAMPLE_RATE, "clip_len": CLIP_LEN, "accents": accents, "voices": voices,
+        "background_noise": noise, "sample_rate": SAMPLE_RATE, "clip_len": CLIP_LEN, "accents": accents,
+        "voices": voices,
         "clips": [{**asdict(c), "path": c.path} for c in specs],
     }
     (root / METADATA).write_text(json.dumps(meta, indent=1))
