@@ -65,8 +65,9 @@ def register(subparsers) -> None:
                    "compiler, falling back to inductor, then eager, with a warning), inductor (the default on a "
                    "GPU), eager (the torch fast step, uncompiled) or reference (SaShiMiLM.step itself, slow)")
     p.add_argument("--weights", choices=("float32", "bf16"), default="float32",
-                   help="native step: Linear weights as bfloat16 (float32 accumulation; faster where the step is "
-                   "bound by streaming weights, e.g. batch 1; float32, the default, is the reference)")
+                   help="Linear weights as bfloat16 (float32 accumulation): the native step's (faster where the step "
+                   "is bound by streaming weights, e.g. batch 1), or a diffusion model's Linear layers (faster on "
+                   "CPUs with AVX-512 BF16); float32, the default, is the reference")
     p.add_argument("--eager", action="store_true", help=argparse.SUPPRESS)  # renamed: a clear error
     p.add_argument("--no-compile", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(handler=run)

@@ -3,7 +3,8 @@ manifest and report as the autoregressive model's samples.
 
 Ancestral DDPM over all T diffusion steps by default; ``--steps S``: deterministic DDIM with S network evaluations.
 Sample i uses seed SEED+i, and a seed gives the same audio whatever the batch. A diffusion model has no exact
-likelihood: the manifest lists the samples by seed, without log-likelihoods.
+likelihood: the manifest lists the samples by seed, without log-likelihoods. ``--weights bf16`` runs the network's
+Linear layers in bfloat16 (``sashimi.nn.precision``; float32 accumulation, everything else float32).
 """
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ from sashimi.diffusion.samplers import ddim_steps
 from sashimi.errors import ConfigError
 from sashimi.generation.output import OutputFolder
 from sashimi.generation.report import classifier_heard, write_report
+from sashimi.nn.precision import bf16_linears
 
 # options of the autoregressive sampler, which mean nothing to a diffusion model: (argparse dest, flag, default)
 AR_OPTIONS = (("prime", "--prime", None), ("prime_seconds", "--prime-seconds", None),
               ("temperature", "--temperature", None), ("top_p", "--top-p", None), ("top_k", "--top-k", None),
-              ("stream", "--stream", None), ("backend", "--backend", None), ("weights", "--weights", "float32"))
+              ("stream", "--stream", None), ("backend", "--backend", None))
 
 
 def run_diffusion(args, model) -> int:
@@ -45,6 +47,8 @@ def run_diffusion(args, model) -> int:
                           f"use at least {1 / cfg.sample_rate:.3g}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.weights == "bf16":
+        model = bf16_linears(model)
     try:
         return _run(args, model, n_new)
     except OSError as err:  # a full disk, a read-only folder: one line, not a traceback
@@ -55,6 +59,8 @@ def _run(args, model, n_new: int) -> int:
     cfg = model.config
     identity = {"checkpoint": str(args.checkpoint), "n": args.n, "seconds": args.seconds, "seed": args.seed,
                 "steps": args.steps}
+    if args.weights != "float32":  # bf16 Linear layers change the audio: a resumed run must use them too
+        identity["weights"] = args.weights
     out = OutputFolder(args.out, identity, resume=args.resume, overwrite=args.overwrite)
     seeds = [args.seed + i for i in range(args.n) if args.seed + i not in out.finished_seeds]
     batch = args.batch_size or args.n
@@ -100,7 +106,7 @@ def _manifest(args, cfg, evaluations: int, elapsed: float, generated: int) -> di
         "settings": {"n": args.n, "seconds": args.seconds, "seed": args.seed,
                      "sampler": "ddpm" if args.steps is None else "ddim", "network_evaluations": evaluations,
                      "diffusion_steps": cfg.diffusion_steps, "batch_size": args.batch_size or args.n,
-                     "device": args.device},
+                     "device": args.device, "weights": args.weights},
         "log_likelihood_note": "a diffusion model has no exact likelihood: samples are listed by seed",
         "timing": {"seconds": elapsed, "samples_generated": generated,
                    "samples_per_second": generated / max(elapsed, 1e-9),

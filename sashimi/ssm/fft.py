@@ -62,20 +62,21 @@ class _FFTConv(torch.autograd.Function):
     spectral products run fused in the native kernel ops where they apply (``native.ops``)."""
 
     @staticmethod
-    def forward(ctx, u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None, n: int) -> torch.Tensor:
+    def forward(ctx, u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None, n: int,
+                spectra: dict | None) -> torch.Tensor:
         L, Lk = u.shape[-1], k.shape[-1]
         fits = u.dim() == 3 and k.dim() == 2 and k.shape[0] == u.shape[1] and n >= max(L, Lk)
         ext = native.ops(u, k, *([] if D is None else [D])) if fits else None
         ctx.sizes, ctx.ext = (n, L, Lk), ext
         if ext is None:
-            U, K = torch.fft.rfft(u, n=n), torch.fft.rfft(k, n=n)
+            U, K = torch.fft.rfft(u, n=n), _kernel_spectrum(k, n, None, spectra)
             if D is not None:
-                K += D[:, None]  # a lag-0 tap has a flat spectrum
+                K = K + D[:, None]  # a lag-0 tap has a flat spectrum
             ctx.save_for_backward(U, K, None)
             return torch.fft.irfft(U * K, n=n)[..., :L]
         # native: (B H L) rows in and out in one tiled pass each (the output's memory is (B L H), the layout
         # of the layers around it); K stays without D, the product adds it on the fly
-        U, K = torch.fft.rfft(ext.pad_rows(u, n)), torch.fft.rfft(ext.pad_rows(k[None], n)[0])
+        U, K = torch.fft.rfft(ext.pad_rows(u, n)), _kernel_spectrum(k, n, ext, spectra)
         D = None if D is None else D.detach().contiguous()
         ctx.save_for_backward(U, K, D)
         return ext.crop_rows(torch.fft.irfft(ext.conv_forward(U, K, D), n=n), L).transpose(1, 2)
@@ -108,7 +109,19 @@ class _FFTConv(torch.autograd.Function):
             gk_full = torch.fft.irfft(GU, n=n)
             gk = gk_full[..., :Lk] if ctx.needs_input_grad[1] else None
             gD = gk_full[..., 0] if ctx.needs_input_grad[2] else None
-        return gu, gk, gD, None
+        return gu, gk, gD, None, None
+
+
+def _kernel_spectrum(k: torch.Tensor, n: int, ext, spectra: dict | None) -> torch.Tensor:
+    """rfft of the kernel k (H L') at length n, in the layout of the path that uses it (``ext``: the native
+    ops' padded rows), memoized in ``spectra`` when the caller holds the kernel fixed (``fft_conv``)."""
+    key = (n, ext is not None)
+    if spectra is not None and key in spectra:
+        return spectra[key]
+    K = torch.fft.rfft(k, n=n) if ext is None else torch.fft.rfft(ext.pad_rows(k[None], n)[0])
+    if spectra is not None:
+        spectra[key] = K
+    return K
 
 
 def _last_nonzero(g: torch.Tensor) -> int:
@@ -124,10 +137,16 @@ def _last_nonzero(g: torch.Tensor) -> int:
     return -1
 
 
-def fft_conv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = None, n: int | None = None) -> torch.Tensor:
+def fft_conv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = None, n: int | None = None,
+             spectra: dict | None = None) -> torch.Tensor:
     """Convolution of u (B H L) with k (H L') by FFT of length n, truncated to L, plus D (H) * u if given.
 
     With the default n (a fast size >= L + L' - 1) nothing wraps around: y[t] = sum_s k[s] u[t-s] + D u[t].
     An explicit n gives the circular convolution of the zero-padded signals (used for two-sided kernels).
+    ``spectra``: a dict the caller keeps with a kernel it will apply again unchanged (``S4`` inside
+    ``cached_kernels``); the kernel's spectrum is computed once into it. u of a lower precision than the kernel
+    (bfloat16 or float16 activations) is convolved in the kernel's dtype.
     """
-    return _FFTConv.apply(u, k, D, n or fast_size(u.shape[-1] + k.shape[-1] - 1))
+    if u.dtype != k.dtype and u.dtype in (torch.bfloat16, torch.float16):
+        u = u.to(k.dtype)
+    return _FFTConv.apply(u, k, D, n or fast_size(u.shape[-1] + k.shape[-1] - 1), spectra)

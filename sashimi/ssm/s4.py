@@ -45,7 +45,7 @@ class S4(nn.Module):
         self.output_linear = nn.Linear(d_model, 2 * d_model)
         self.step_mode = "diagonal" if mode == "diag" else ("dense" if disc == "zoh" else "linear")
         self._system_cache: tuple | None = None
-        self._kernel_cache: dict | None = None  # {L: (parameter versions, kernel)} inside cached_kernels
+        self._kernel_cache: dict | None = None  # {L: (parameter versions, kernel, its spectra)} in cached_kernels
 
     # ----- convolution mode -----
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -59,21 +59,23 @@ class S4(nn.Module):
     def _ssm(self, u: torch.Tensor) -> torch.Tensor:
         """SSM convolution plus skip: u (B H L) -> (B H L)."""
         L = u.shape[-1]
-        k = self._conv_kernel(L)
-        return fft_conv(u, k, self.D, n=2 * L if self.bidirectional else None)
+        k, spectra = self._conv_kernel(L)
+        return fft_conv(u, k, self.D, n=2 * L if self.bidirectional else None, spectra=spectra)
 
-    def _conv_kernel(self, L: int) -> torch.Tensor:
+    def _conv_kernel(self, L: int) -> tuple[torch.Tensor, dict | None]:
         """The kernel the FFT convolution applies: (H L), or for a bidirectional layer the two-sided (H 2L), circular
         over 2L: the forward kernel on the past, the backward kernel on the strict future. Inside
-        ``cached_kernels`` it is computed once per length and parameter version."""
+        ``cached_kernels`` it is computed once per length and parameter version, and returned with the dict in
+        which ``fft_conv`` keeps its spectrum (None outside)."""
         key = tuple((p._version, p.data_ptr(), p.dtype) for p in self.kernel.parameters())
         if self._kernel_cache is not None and self._kernel_cache.get(L, (None,))[0] == key:
-            return self._kernel_cache[L][1]
+            return self._kernel_cache[L][1:]
         k = self.kernel(L)  # (S H L)
         k = F.pad(k[0], (0, L)) + F.pad(k[1].flip(-1), (L, 0)) if self.bidirectional else k[0]
-        if self._kernel_cache is not None:
-            self._kernel_cache[L] = (key, k)
-        return k
+        if self._kernel_cache is None:
+            return k, None
+        self._kernel_cache[L] = (key, k, {})
+        return self._kernel_cache[L][1:]
 
     def _output(self, y: torch.Tensor) -> torch.Tensor:
         """Pointwise tail shared by both modes: GELU, dropout, Linear(H, 2H) + GLU. y: (..., H)."""

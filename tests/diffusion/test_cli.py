@@ -114,3 +114,15 @@ def test_an_interrupted_set_resumes_to_the_same_audio(run, tmp_path, capsys, mon
     assert "1 kept from the interrupted run" in capsys.readouterr().out
     for name in ("1_seed0.wav", "2_seed1.wav", "3_seed2.wav"):
         assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "straight" / name).read_bytes()
+
+
+def test_bf16_linear_layers_sample_close_to_float32_and_are_recorded(run, tmp_path):
+    args = ["generate", str(run / "model"), "--n", "2", "--seconds", "0.03", "--steps", "3"]
+    assert main([*args, "--out", str(tmp_path / "f32")]) == 0
+    assert main([*args, "--weights", "bf16", "--out", str(tmp_path / "bf16")]) == 0
+    manifest = json.loads((tmp_path / "bf16" / "manifest.json").read_text())
+    assert manifest["settings"]["weights"] == "bf16"
+    for row in manifest["samples"]:
+        ours = sf.read(str(tmp_path / "bf16" / row["file"]))[0]
+        reference = sf.read(str(tmp_path / "f32" / row["file"]))[0]
+        assert np.abs(ours - reference).max() < 0.05 * max(np.abs(reference).max(), 1e-3)

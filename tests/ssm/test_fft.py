@@ -48,3 +48,21 @@ def test_fft_conv_input_gradient_is_exactly_zero_after_the_last_nonzero_output_g
     assert torch.count_nonzero(gu[..., last + 1 :]) == 0
     if last >= 0:
         assert torch.count_nonzero(gu[..., : last + 1]) > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # float32 takes the native path where built
+def test_a_kept_kernel_spectrum_gives_the_same_convolution(dtype):
+    u, k, D = torch.randn(2, 3, 40, dtype=dtype), torch.randn(3, 80, dtype=dtype), torch.randn(3, dtype=dtype)
+    spectra = {}
+    first = fft_conv(u, k, D, n=80, spectra=spectra)
+    assert len(spectra) == 1 and torch.equal(first, fft_conv(u, k, D, n=80))
+    kept = next(iter(spectra.values()))
+    again = fft_conv(2 * u, k, D, n=80, spectra=spectra)  # a new input, the same kernel: its spectrum is reused
+    assert next(iter(spectra.values())) is kept and torch.allclose(again, 2 * first, atol=1e-5)
+    assert torch.equal(fft_conv(u, k, D, n=80, spectra={}), first)
+
+
+def test_bf16_input_is_convolved_in_the_kernels_precision():
+    u, k = torch.randn(2, 3, 32).bfloat16(), torch.randn(3, 32)
+    y = fft_conv(u, k)
+    assert y.dtype == torch.float32 and torch.equal(y, fft_conv(u.float(), k))
