@@ -4,7 +4,9 @@
 
 Prints the wall time of one evaluation on ROWS clips (the sampler's micro-batch) with the S4 kernels cached as
 the sampler caches them, the torch profiler's top operators, and float32 against bfloat16 timings of Linear
-layers of the shapes the backbone uses (bf16 matrix products use AVX-512 BF16 / AMX where the CPU has them).
+layers of the shapes the backbone uses (bf16 matrix products use AVX-512 BF16 / AMX where the CPU has them),
+then a floor: the Linear layers' FLOPs per clip and evaluation (counted with forward hooks) at the best matrix-
+product rate this CPU reaches, times the sampler's T evaluations, in seconds per second of audio.
 """
 from __future__ import annotations
 
@@ -53,6 +55,38 @@ def main() -> None:
         f32 = best_of(lambda: torch.nn.functional.linear(a, w, b))
         b16 = best_of(lambda: torch.nn.functional.linear(ab, wb, bb))
         print(f"{f'{rows} x {n_in} -> {n_out}':>28} {f32 * 1e3:11.1f} {b16 * 1e3:8.1f} {f32 / b16:8.2f}x")
+    print_floor(model, args.length, model.config.sample_rate, model.config.diffusion_steps)
+
+
+def linear_flops(model, length: int) -> float:
+    """FLOPs of the Linear layers in one evaluation of ``model`` on one clip of ``length`` samples."""
+    total = [0]
+
+    def count(mod, inputs, _):
+        total[0] += 2 * inputs[0].numel() * mod.out_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    with torch.inference_mode():
+        model(torch.randn(1, length), torch.zeros(1, dtype=torch.long))
+    for h in hooks:
+        h.remove()
+    return total[0]
+
+
+def gemm_rate(dtype: torch.dtype, n: int = 512, rows: int = 32000) -> float:
+    """Best FLOP/s of a rows x n x n matrix product on this CPU (all threads)."""
+    a, w = torch.randn(rows, n).to(dtype), torch.randn(n, n).to(dtype)
+    return 2 * rows * n * n / best_of(lambda: torch.nn.functional.linear(a, w))
+
+
+def print_floor(model, length: int, sample_rate: int, steps: int) -> None:
+    flops = linear_flops(model, length)
+    print(f"Linear layers: {flops / 1e9:.1f} GFLOP per clip and evaluation")
+    for dtype in (torch.float32, torch.bfloat16):
+        rate = gemm_rate(dtype)
+        floor = flops / rate * steps / (length / sample_rate)
+        print(f"  {str(dtype)[6:]:>8}: best matrix product {rate / 1e9:.0f} GFLOP/s -> the Linear layers alone need "
+              f"{floor:.1f} s per second of audio over {steps} evaluations")
 
 
 if __name__ == "__main__":
