@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The one prepared script for a session that is lent a GPU machine (the `device` tool): everything the open issues
+# need a GPU for, in priority order, each part under its own time limit, results under $OUT.
+#
+#   parts:  tests      the CUDA tests (CUDA-graph step, generation on cuda)             ~1 min   issue 18
+#           generate   benchmarks/generate.py --device cuda (CUDA-graph step rows)     ~2 min   issue 18
+#           diffusion  benchmarks/diffusion.py --device cuda --quick                  ~1.5 min issue 20
+#           train      the shipped `digits` recipe, fine-tuned on the GPU in bf16-mixed for TRAIN_SECONDS,
+#                      its exported model brought back in $OUT/model (then `sashimi package` it here)  issue 21
+#
+# Here, once per session (the wheels the device image lacks; its python3 is 3.12 with torch, lightning, scipy,
+# safetensors, huggingface_hub, matplotlib, scikit-learn):
+#   echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+#     --platform manylinux2014_x86_64 -d .whl soundfile soxr espeakng-loader cffi pycparser
+# Then one device call (carry [".whl"], timeout_s 600; parts and TRAIN_SECONDS sized to the device time left):
+#   TRAIN_SECONDS=240 bash benchmarks/gpu_session.sh tests generate diffusion train
+# A CPU rehearsal of the plumbing (no GPU; tiny and quick): DEVICE=cpu TRAIN_SECONDS=20 bash benchmarks/gpu_session.sh train
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu-session}
+DEVICE=${DEVICE:-cuda}
+TRAIN_SECONDS=${TRAIN_SECONDS:-240}
+PY=${PY:-python3}
+mkdir -p "$OUT"
+LOG="$OUT/log.txt"
+say() { echo "== $(date +%T) $*" | tee -a "$LOG"; }
+
+if ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+say "machine: $(nvidia-smi -L 2>/dev/null | head -1); $(lscpu | grep 'Model name' | sed 's/  */ /g'); $($PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())')"
+
+part_tests() {
+  timeout 150 $PY -m pytest -q -rs -p no:cacheprovider tests/generation/test_graphs.py tests/cli/test_generate_cli.py \
+    tests/diffusion/test_samplers.py 2>&1 | tail -25 > "$OUT/tests.txt"
+}
+
+part_generate() {
+  (cd benchmarks && timeout 180 $PY generate.py --device "$DEVICE" 2>&1 | tail -40) > "$OUT/generate.txt"
+}
+
+part_diffusion() {
+  (cd benchmarks && timeout 150 $PY diffusion.py --device "$DEVICE" --quick --weights float32 2>&1 | tail -20) \
+    > "$OUT/diffusion.txt"
+}
+
+# The recipe of the shipped model (docs/recipes/digits8k-a4.yaml) on the GPU: its data made here, its weights as
+# the start (trainer.init_from=digits), a batch 8x larger. A 30-step run measures the throughput first, so that the
+# cosine schedule ends when the time does.
+part_train() {
+  local data=/tmp/digits12k-clean run=/tmp/digits-gpu batch=64 accel=gpu precision=bf16-mixed
+  [ "$DEVICE" = cpu ] && { batch=2; accel=cpu; precision=32-true; }
+  local n=$([ "$DEVICE" = cpu ] && echo 300 || echo 12000)
+  timeout 300 $PY -m sashimi data synth-digits --root "$data" --n-clips "$n" --seed 0 --no-noise >> "$LOG" 2>&1 \
+    || { say "synth-digits failed"; return 1; }
+  local common=(docs/recipes/digits8k-a4.yaml trainer.init_from=digits "data.root=$data"
+                "trainer.batch_size=$batch" "trainer.accelerator=$accel" "trainer.precision=$precision"
+                trainer.num_workers=8 trainer.val_batch_size=32 trainer.checkpoint_every=200)
+  rm -rf "$run-probe" "$run"
+  timeout 240 $PY -m sashimi train "${common[@]}" trainer.max_steps=30 trainer.val_every=1000 \
+    --run-dir "$run-probe" >> "$LOG" 2>&1 || { say "probe run failed"; return 1; }
+  local steps
+  steps=$($PY - "$run-probe" "$TRAIN_SECONDS" "$batch" <<'EOF'
+import csv, glob, sys
+rows = list(csv.DictReader(open(glob.glob(f"{sys.argv[1]}/csv/*/metrics.csv")[0])))
+rate = [float(r["train/samples_per_s"]) for r in rows if r.get("train/samples_per_s")][-1]
+print(max(50, int(float(sys.argv[2]) * rate / (int(sys.argv[3]) * 8000))))
+EOF
+)
+  say "train: $steps steps of batch $batch"
+  timeout $((TRAIN_SECONDS + 180)) $PY -m sashimi train "${common[@]}" "trainer.max_steps=$steps" \
+    "trainer.val_every=$((steps / 4 > 0 ? steps / 4 : 1))" --run-dir "$run" >> "$LOG" 2>&1
+  cp "$run"/csv/*/metrics.csv "$OUT/train-metrics.csv" 2>/dev/null
+  mkdir -p "$OUT/model" && cp "$run"/model/* "$OUT/model/" 2>/dev/null
+}
+
+for part in "${@:-tests generate diffusion train}"; do
+  for p in $part; do
+    say "part $p"
+    start=$SECONDS
+    "part_$p" || say "part $p: failed (see $LOG)"
+    say "part $p: $((SECONDS - start)) s"
+  done
+done
+ls -la "$OUT" >> "$LOG"
