@@ -66,8 +66,8 @@ def register(subparsers) -> None:
                    "GPU), eager (the torch fast step, uncompiled) or reference (SaShiMiLM.step itself, slow)")
     p.add_argument("--weights", choices=("float32", "bf16"), default="float32",
                    help="Linear weights as bfloat16 (float32 accumulation): the native step's (faster where the step "
-                   "is bound by streaming weights, e.g. batch 1), or a diffusion model's Linear layers (faster on "
-                   "CPUs with AVX-512 BF16); float32, the default, is the reference")
+                   "is bound by streaming weights, e.g. batch 1), or a diffusion model's Linear layers (faster for "
+                   "wide models on CPUs with AVX-512 BF16); float32, the default, is the reference")
     p.add_argument("--eager", action="store_true", help=argparse.SUPPRESS)  # renamed: a clear error
     p.add_argument("--no-compile", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(handler=run)

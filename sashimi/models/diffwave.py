@@ -30,7 +30,7 @@ class DiffWave(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x (B L) float, t (B,) integer steps -> predicted noise (B L)."""
         self._check(x, t)
-        return self.backbone(x, self.embedding(t))
+        return self.backbone(x, self.embedding(t, x.dtype))
 
     def _check(self, x: torch.Tensor, t: torch.Tensor) -> None:
         if x.dim() != 2 or not x.is_floating_point():

@@ -32,8 +32,9 @@ class StepEmbedding(nn.Module):
         self.fc1 = nn.Linear(d_in, d_mid)
         self.fc2 = nn.Linear(d_mid, d_out)
 
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        e = sinusoidal_embedding(t, self.d_in).to(self.fc1.weight.dtype)
+    def forward(self, t: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """t (B,) -> (B, E) in ``dtype`` (the model's float dtype: the audio's)."""
+        e = sinusoidal_embedding(t, self.d_in).to(dtype)
         return F.silu(self.fc2(F.silu(self.fc1(e))))
 
 

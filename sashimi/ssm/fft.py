@@ -115,7 +115,8 @@ class _FFTConv(torch.autograd.Function):
 def _kernel_spectrum(k: torch.Tensor, n: int, ext, spectra: dict | None) -> torch.Tensor:
     """rfft of the kernel k (H L') at length n, in the layout of the path that uses it (``ext``: the native
     ops' padded rows), memoized in ``spectra`` when the caller holds the kernel fixed (``fft_conv``)."""
-    key = (n, ext is not None)
+    version = None if k.is_inference() else k._version  # inference tensors keep no version counter
+    key = (n, ext is not None, k.data_ptr(), version, tuple(k.shape), k.dtype, k.device)
     if spectra is not None and key in spectra:
         return spectra[key]
     K = torch.fft.rfft(k, n=n) if ext is None else torch.fft.rfft(ext.pad_rows(k[None], n)[0])
@@ -143,10 +144,14 @@ def fft_conv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = None, n:
 
     With the default n (a fast size >= L + L' - 1) nothing wraps around: y[t] = sum_s k[s] u[t-s] + D u[t].
     An explicit n gives the circular convolution of the zero-padded signals (used for two-sided kernels).
-    ``spectra``: a dict the caller keeps with a kernel it will apply again unchanged (``S4`` inside
-    ``cached_kernels``); the kernel's spectrum is computed once into it. u of a lower precision than the kernel
-    (bfloat16 or float16 activations) is convolved in the kernel's dtype.
+    ``spectra``: a dict the caller keeps with a kernel it will apply again (``S4`` inside ``cached_kernels``);
+    the kernel's spectrum is computed once into it, keyed by the kernel tensor (and its version, where it has
+    one: not for an inference tensor, which must then be applied unchanged). It is used only
+    when autograd records nothing (inference): a recorded call computes the spectrum afresh. u of a lower
+    precision than the kernel (bfloat16 or float16 activations) is convolved, and returned, in the kernel's dtype.
     """
     if u.dtype != k.dtype and u.dtype in (torch.bfloat16, torch.float16):
         u = u.to(k.dtype)
+    if torch.is_grad_enabled() and (u.requires_grad or k.requires_grad or (D is not None and D.requires_grad)):
+        spectra = None
     return _FFTConv.apply(u, k, D, n or fast_size(u.shape[-1] + k.shape[-1] - 1), spectra)

@@ -42,9 +42,9 @@ def test_evaluate_reports_the_band_losses_validation_logged(run, capsys):
     assert out.startswith("test: denoising loss ") and "t 00-05: " in out and "t 15-20: " in out
 
 
-@pytest.mark.parametrize("steps", [None, 4])
-def test_a_seed_gives_the_same_audio_in_any_batch(run, tmp_path, steps):
-    fast = [] if steps is None else ["--steps", str(steps)]
+@pytest.mark.parametrize("steps,weights", [(None, "float32"), (4, "float32"), (4, "bf16")])
+def test_a_seed_gives_the_same_audio_in_any_batch(run, tmp_path, steps, weights):
+    fast = ([] if steps is None else ["--steps", str(steps)]) + ["--weights", weights]
     for name, batch in (("one", "1"), ("three", "3")):
         assert main(["generate", str(run / "model"), "--n", "3", "--seconds", "0.03", "--batch-size", batch,
                      "--seed", "4", *fast, "--out", str(tmp_path / name)]) == 0

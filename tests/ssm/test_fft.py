@@ -66,3 +66,16 @@ def test_bf16_input_is_convolved_in_the_kernels_precision():
     u, k = torch.randn(2, 3, 32).bfloat16(), torch.randn(3, 32)
     y = fft_conv(u, k)
     assert y.dtype == torch.float32 and torch.equal(y, fft_conv(u.float(), k))
+
+
+def test_a_call_autograd_records_neither_reads_nor_fills_the_kept_spectrum():
+    u = torch.randn(1, 2, 16, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 16, dtype=torch.float64, requires_grad=True)
+    spectra = {}
+    assert torch.autograd.gradcheck(lambda u, k: fft_conv(u, k, spectra=spectra), (u, k))
+    assert spectra == {}
+    with torch.no_grad():
+        fft_conv(u, k, spectra=spectra)
+    assert len(spectra) == 1
+    k2 = k.detach() + 1  # another kernel in the same dict gets its own spectrum, never the first one's
+    assert torch.equal(fft_conv(u.detach(), k2, spectra=spectra), fft_conv(u.detach(), k2))
