@@ -15,7 +15,6 @@ def sashimi_digits():
     return _shipped("digits")
 
 
-
 def sashimi_digits_diffwave():
     """The DiffWave with a SaShiMi backbone trained on the built-in spoken digits without background noise (8 kHz
     float waveforms; its card: sashimi/models/pretrained/digits-diffwave/README.md)."""

@@ -128,7 +128,8 @@ def main() -> None:
                              f"{per_audio:.2f} s per s of audio ({seconds:.1f} s)",
                              _ratio(per_audio, OFFICIAL[f"{name}_per_audio_second"].get(batch))))
     print(f"machine: {machine()}")
-    print(f"{args.preset} ({n_params:,} parameters), clips of {args.length:,} samples, {' and '.join(args.weights)} Linear layers on {args.device}; "
+    print(f"{args.preset} ({n_params:,} parameters), clips of {args.length:,} samples, "
+          f"{' and '.join(args.weights)} Linear layers on {args.device}; "
           f"sampling {'end to end' if args.full else f'from 1 + {args.evals} evaluations, extrapolated'}; "
           f"{time.perf_counter() - t0:.0f} s in all")
     print("| measurement | sashimi | official | official / sashimi |")

@@ -18,8 +18,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sashimi.ssm.s4 import S4
-
 
 class BF16Linear(nn.Module):
     """An inference-only copy of ``linear`` (in -> out features) with bfloat16 weight and bias (buffers, not
@@ -45,9 +43,6 @@ def bf16_linears(model: nn.Module) -> nn.Module:
     a ``BF16Linear``. For inference of diffusion models; the copy is not meant to be trained, saved or re-cast
     (``.double()`` would cast the bf16 buffers too, and its forward then fails on the dtype mismatch)."""
     fast = copy.deepcopy(model).eval()
-    for layer in fast.modules():
-        if isinstance(layer, S4):
-            layer._kernel_cache = None  # a copy made inside cached_kernels must not keep caching after it
     for parent in list(fast.modules()):
         for name, child in parent.named_children():
             if type(child) is nn.Linear:

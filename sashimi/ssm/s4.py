@@ -47,6 +47,11 @@ class S4(nn.Module):
         self._system_cache: tuple | None = None
         self._kernel_cache: dict | None = None  # {L: (parameter versions, kernel, its spectra)} in cached_kernels
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles of the layer carry no kernel cache (one made inside ``cached_kernels`` would
+        otherwise keep caching after the block ends)."""
+        return {**super().__getstate__(), "_kernel_cache": None}
+
     # ----- convolution mode -----
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B L H) -> (B L H)."""

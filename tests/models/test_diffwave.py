@@ -4,6 +4,7 @@ Parameter counts of the presets (``sashimi presets``): sc09-diffwave 23,476,225 
 sc09-diffwave-small 7,736,833 (about 7.5M), sc09-wavenet-diffwave 24,034,305 (paper 24.1M),
 sc09-wavenet-diffwave-small 6,807,809, demo-diffwave 620,033.
 """
+import copy
 import json
 import math
 import re
@@ -207,3 +208,7 @@ def test_cached_kernels_give_the_same_output_and_never_go_stale():
             changed = model(x, t)
         assert layer._kernel_cache is None and torch.equal(model(x, t), changed)
     assert not torch.equal(changed, plain)
+    with torch.no_grad(), cached_kernels(model):
+        model(x, t)
+        copied = copy.deepcopy(model)  # a copy made inside the block does not keep caching after it
+    assert all(m._kernel_cache is None for m in copied.modules() if isinstance(m, S4))
