@@ -11,6 +11,7 @@ cure as running with jemalloc or tcmalloc, without the preload. ``SASHIMI_MALLOC
 systems are left alone. Memory freed by the process is kept for reuse instead of returned to the OS.
 
 ``usable_cpus()`` only asks: how many CPUs this process may run on (library code uses it to size thread pools).
+``bf16_matmul_fast()`` only asks too: whether bfloat16 matrix products have vector units here.
 """
 from __future__ import annotations
 
@@ -56,3 +57,17 @@ def cpu_name() -> str:
             return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+
+
+def bf16_matmul_fast() -> bool:
+    """Whether PyTorch's CPU matrix products in bfloat16 run on units made for them (oneDNN's bf16 kernels:
+    AVX-512 or AMX on x86, the BF16 extension on ARM). Without them they are emulated: on a Zen 4 limited to AVX2
+    (``ONEDNN_MAX_CPU_ISA=AVX2``) a bf16 Linear layer ran 4.5x slower than float32 and bf16-mixed training of the
+    digits recipe 10x slower (benchmarks/RESULTS.md). True where torch cannot say."""
+    import torch
+
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return True if check is None else bool(check())
+    except RuntimeError:
+        return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import torch
 from tqdm import tqdm
@@ -21,6 +22,7 @@ from sashimi.errors import ConfigError
 from sashimi.generation.output import OutputFolder
 from sashimi.generation.report import classifier_heard, write_report
 from sashimi.nn.precision import bf16_linears
+from sashimi.runtime import bf16_matmul_fast
 
 # options of the autoregressive sampler, which mean nothing to a diffusion model: (argparse dest, flag, default)
 AR_OPTIONS = (("prime", "--prime", None), ("prime_seconds", "--prime-seconds", None),
@@ -48,6 +50,10 @@ def run_diffusion(args, model) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.weights == "bf16":
+        if args.device == "cpu" and not bf16_matmul_fast():
+            warnings.warn("--weights bf16: this CPU has no bfloat16 matrix units that PyTorch uses, so bf16 Linear "
+                          "layers run several times slower than float32 here (4x on an AVX2-only CPU); drop "
+                          "--weights bf16", RuntimeWarning, stacklevel=2)
         model = bf16_linears(model)
     try:
         return _run(args, model, n_new)

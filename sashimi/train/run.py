@@ -14,14 +14,17 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import Dataset
 
 from sashimi.errors import CheckpointError, ConfigError, SashimiError
+from sashimi.runtime import bf16_matmul_fast
 from sashimi.train.callbacks import (LAST, AtomicCheckpointIO, Checkpointer, RunFiles, Throughput, export_model,
                                      find_os_fault, os_fault, read_checkpoint, remove_orphans)
 from sashimi.train.config import TrainConfig, apply_overrides
@@ -37,6 +40,11 @@ def build_trainer(config: TrainConfig, run_dir: Path) -> pl.Trainer:
     # CSV: one version_N/metrics.csv per attempt (Lightning would truncate an existing file on resume)
     loggers = [CSVLogger(run_dir, name="csv"), TensorBoardLogger(run_dir, name="tensorboard", version="")]
     callbacks = [Checkpointer(run_dir / "checkpoints", t.checkpoint_every, t.val_every), Throughput(), RunFiles(run_dir, config)]
+    on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
+    if "bf16" in t.precision and on_cpu and not bf16_matmul_fast():
+        warnings.warn(f"trainer.precision={t.precision}: this CPU has no bfloat16 matrix units that PyTorch uses, so "
+                      "training runs several times slower than in 32-true here (10x on an AVX2-only CPU)",
+                      RuntimeWarning, stacklevel=2)
     return pl.Trainer(
         max_steps=t.max_steps, max_epochs=-1,
         val_check_interval=t.val_every * t.accumulate, check_val_every_n_epoch=None,

@@ -126,3 +126,12 @@ def test_bf16_linear_layers_sample_close_to_float32_and_are_recorded(run, tmp_pa
         ours = sf.read(str(tmp_path / "bf16" / row["file"]))[0]
         reference = sf.read(str(tmp_path / "f32" / row["file"]))[0]
         assert np.abs(ours - reference).max() < 0.05 * max(np.abs(reference).max(), 1e-3)
+
+
+def test_bf16_weights_on_a_cpu_without_bf16_units_warn_that_they_are_slow(run, tmp_path, monkeypatch):
+    from sashimi.cli import generate_diffusion
+
+    monkeypatch.setattr(generate_diffusion, "bf16_matmul_fast", lambda: False)
+    with pytest.warns(RuntimeWarning, match="no bfloat16 matrix units"):
+        assert main(["generate", str(run / "model"), "--n", "1", "--seconds", "0.01", "--steps", "1", "--weights",
+                     "bf16", "--out", str(tmp_path / "o")]) == 0
