@@ -21,6 +21,7 @@ from sashimi.cli.options import device
 from sashimi.errors import OS_FAULTS, CheckpointError, ConfigError
 from sashimi.generation import native
 from sashimi.generation.backends import BACKENDS
+from sashimi.generation.labels import label_of, parse_labels
 from sashimi.generation.output import JOURNAL, OutputFolder
 from sashimi.generation.prime import load_prime
 from sashimi.generation.report import classifier_heard, write_report
@@ -44,6 +45,8 @@ def register(subparsers) -> None:
     p.add_argument("--temperature", type=float, help="> 0; logits are divided by it (default 1)")
     p.add_argument("--top-p", type=float, help="nucleus sampling mass in (0, 1] (default 1 = off)")
     p.add_argument("--top-k", type=int, help="keep the k most likely tokens (default 0 = off)")
+    p.add_argument("--label", help="conditional models (e.g. digits-cond): the label(s) to say, comma-separated "
+                   "(e.g. seven or zero,one: taken in turn); default: every label in turn")
     p.add_argument("--prime", help="mono audio file at the model's sample rate to continue")
     p.add_argument("--prime-seconds", type=float, help="use only the first seconds of --prime")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed SEED+i")
@@ -107,6 +110,8 @@ def _run_command(args) -> int:
     _validate(args)
     model = load_model(args.checkpoint, map_location=args.device)
     if isinstance(model, DiffWave):
+        if args.label is not None:
+            raise ConfigError("--label: this diffusion model is unconditional (it has no labels); leave --label out")
         from sashimi.cli.generate_diffusion import run_diffusion
 
         return run_diffusion(args, model)
@@ -121,6 +126,7 @@ def _run_command(args) -> int:
     if not isinstance(model, SaShiMiLM):
         raise CheckpointError(f"{args.checkpoint}: holds a bare backbone, not a SaShiMiLM; cannot generate")
     cfg = model.config
+    args.labels = parse_labels(args.label, cfg.labels)
     prime_wave, prime_tokens = load_prime(args.prime, cfg, args.prime_seconds) if args.prime else (None, None)
     n_new = int(round(args.seconds * cfg.sample_rate))
     if n_new < 1:
@@ -178,7 +184,8 @@ def _run(args, model, settings, prime_tokens, n_new) -> int:
 def _identity(args, settings) -> dict:
     """What decides the audio of a run: a resumed run must repeat it (the batch size may change)."""
     return {"checkpoint": str(args.checkpoint), **settings.to_dict(), "n": args.n, "seconds": args.seconds,
-            "seed": args.seed, "prime": args.prime, "prime_seconds": args.prime_seconds}
+            "seed": args.seed, "prime": args.prime, "prime_seconds": args.prime_seconds,
+            **({"label": args.label} if args.label else {})}
 
 
 def _generate_batch(model, seeds, settings, prime, n_new, out: OutputFolder, args, bar, like=None):
@@ -191,10 +198,12 @@ def _generate_batch(model, seeds, settings, prime, n_new, out: OutputFolder, arg
     if stepped > 0:  # tqdm's bar has not started yet: say why nothing moves for a while
         print(f"priming: the last {stepped / cfg.sample_rate:.1f} s of the prime go through the recurrent step "
               "(bounded memory); this takes a while", file=sys.stderr, flush=True)
+    names = [label_of(s, args.seed, cfg.labels, args.labels) for s in seeds] if cfg.labels else None
     with _default_threads():  # the step's set-up and the prefill: ~1.6x faster on two cores than on one
         # the torch steps are compiled for, and run on, the loop's threads (backends.make_step)
         sampler = Sampler(model, seeds, settings, prime=prime, backend=args.backend, threads=threads,
-                          chunked=chunked, like=like, weights=args.weights)
+                          chunked=chunked, like=like, weights=args.weights,
+                          labels=None if names is None else [cfg.labels.index(n) for n in names])
     torch.set_num_threads(1 if sampler.backend.backend == "native" else sampler.backend.threads)
     n_prime = 0 if prime is None else len(prime)
     scratch = out.scratch(len(seeds), n_prime + n_new)  # (B, T) int16: one open file whatever B is
@@ -212,6 +221,8 @@ def _generate_batch(model, seeds, settings, prime, n_new, out: OutputFolder, arg
         scratch.flush()
         rows = [{"seed": s, "log_likelihood": float(ll), "bits_per_sample": float(bps), "n_generated": n_new}
                 for s, ll, bps in zip(seeds, sampler.log_likelihood, sampler.bits_per_sample)]
+        for row, name in zip(rows, names or []):
+            row["label"] = name
         out.finish_batch(scratch, rows, cfg.sample_rate)
     finally:
         if stream is not None:
@@ -285,7 +296,7 @@ def _manifest(args, cfg, settings, n_new, prime_tokens, elapsed, generated: int,
         "quantization": cfg.quantization,
         "bits": cfg.bits,
         "settings": {**settings.to_dict(), "n": args.n, "seconds": args.seconds, "seed": args.seed,
-                     "prime": args.prime, "prime_seconds": args.prime_seconds,
+                     "prime": args.prime, "prime_seconds": args.prime_seconds, "label": args.label,
                      "prime_samples": 0 if prime_tokens is None else len(prime_tokens),
                      "batch_size": args.batch_size or args.n, "step": "reference" if backend == "reference" else "fast",
                      "backend": backend, "compiled": backend in ("native", "inductor"), "device": args.device,

@@ -94,7 +94,9 @@ def _clip_check(max_frames: int):
 
 
 class ClipDataset(_TokenDataset):
-    """One item per clip of the split; `labels[i]` is the digit (0..9) of item i."""
+    """One item per clip of the split; `labels[i]` is the digit (0..9) of item i, named by `label_names`."""
+
+    label_names = DIGITS
 
     def __init__(self, cfg: DataConfig, index: FileIndex, split: str, paths: list[str]):
         super().__init__(cfg, index, split)

@@ -32,8 +32,10 @@ class ReferenceStep:
 
     backend = "reference"
 
-    def __init__(self, model: SaShiMiLM, batch_size: int, settings: SamplingSettings, threads: int | None = None):
-        self.model, self.settings = model, settings
+    def __init__(self, model: SaShiMiLM, batch_size: int, settings: SamplingSettings, threads: int | None = None,
+                 labels: torch.Tensor | None = None):
+        model.label_vectors(labels, batch_size)  # checked here, once
+        self.model, self.settings, self.labels = model, settings, labels
         self.threads = threads or torch.get_num_threads()
         self.state = model.default_state(batch_size)
 
@@ -41,7 +43,7 @@ class ReferenceStep:
         self.state = state
 
     def step(self, token: torch.Tensor, u: torch.Tensor):
-        logits, self.state = self.model.step(token, self.state)
+        logits, self.state = self.model.step(token, self.state, self.labels)
         return *sample(logits, u, self.settings), logits
 
     def steps(self, token: torch.Tensor, u: torch.Tensor):
@@ -58,8 +60,9 @@ class ReferenceStep:
 def make_step(model: SaShiMiLM, batch_size: int, settings: SamplingSettings = SamplingSettings(),
               backend: str | None = None, *, threads: int | None = None, march: str = "native",
               chunked: bool = True, cuda_graphs: bool | None = None, like: FastLM | None = None,
-              weights: str = "float32"):
-    """The step object of ``backend`` (default: native on CPU, inductor on a GPU) for ``batch_size`` sequences."""
+              weights: str = "float32", labels: torch.Tensor | None = None):
+    """The step object of ``backend`` (default: native on CPU, inductor on a GPU) for ``batch_size`` sequences;
+    ``labels`` (B,): each sequence's label, for a conditional model."""
     if backend is not None and backend not in BACKENDS:
         raise ConfigError(f"unknown step backend {backend!r}; expected one of {BACKENDS}")
     if threads is not None and threads < 1:
@@ -67,8 +70,8 @@ def make_step(model: SaShiMiLM, batch_size: int, settings: SamplingSettings = Sa
     if backend == "reference":
         if weights != "float32":
             raise ConfigError(f"weights={weights!r} is a native-step option; the reference step runs the model")
-        return ReferenceStep(model, batch_size, settings, threads)
+        return ReferenceStep(model, batch_size, settings, threads, labels)
     if like is not None and not isinstance(like, FastLM):
         like = None  # a reference step has no converted blocks to share
     return FastLM(model, batch_size, settings, backend, threads=threads, cuda_graphs=cuda_graphs, like=like,
-                  march=march, chunked=chunked, weights=weights)
+                  march=march, chunked=chunked, weights=weights, labels=labels)

@@ -70,6 +70,9 @@ class FastLM(nn.Module):
     weights as bfloat16 (float32 accumulation; half the bytes streamed per step; float32 is the reference). A
     fallback from the native step runs float32 weights (with the fallback's warning).
 
+    ``labels`` (B,): the label of each sequence, for a conditional model (``model.labels``); its label vectors
+    (``SaShiMiLM.label_vectors``, the one owner of that formula) are added to every embedded token.
+
     ``like``: another FastLM of the same (unchanged) model, e.g. for another batch size: its converted blocks
     are reused, which skips most of the set-up (the S4 layers' float64 discretization).
 
@@ -89,7 +92,7 @@ class FastLM(nn.Module):
     def __init__(self, model: SaShiMiLM, batch_size: int, settings: SamplingSettings = SamplingSettings(),
                  backend: str | None = None, *, threads: int | None = None, cuda_graphs: bool | None = None,
                  like: FastLM | None = None, march: str = "native", chunked: bool = True,
-                 weights: str = "float32"):
+                 weights: str = "float32", labels: torch.Tensor | None = None):
         super().__init__()
         if threads is not None and threads < 1:
             raise ConfigError(f"threads must be >= 1, got {threads}")
@@ -118,6 +121,8 @@ class FastLM(nn.Module):
         self._model, self._converted = weakref.ref(model), fast  # for like= (a weak reference: not a submodule)
         with torch.no_grad():
             self.embedding, self.head, self.norm = model.embedding, model.head, bb.norm
+            cond = model.label_vectors(labels, batch_size)  # (B H) of a conditional model, else None
+            self.cond = None if cond is None else cond.detach().clone()
             self.down_blocks = nn.ModuleList(nn.ModuleList(fast[id(b)] for b in s) for s in bb.down_blocks)
             self.up_blocks = nn.ModuleList(nn.ModuleList(fast[id(b)] for b in s) for s in bb.up_blocks)
             self.center = nn.ModuleList(fast[id(b)] for b in bb.center)
@@ -324,7 +329,8 @@ class FastLM(nn.Module):
         tau = math.prod(self.pool[:depth]) - 1  # a tier-0 step index at which exactly `depth` pools fill
 
         def step(token: torch.Tensor, u: torch.Tensor):
-            logits = self.head(self.norm(self._tier(0, self.embedding(token), tau)))
+            x = self.embedding(token) if self.cond is None else self.embedding(token) + self.cond  # (B H)
+            logits = self.head(self.norm(self._tier(0, x, tau)))
             return *sample(logits, u, self.settings), logits
 
         return step

@@ -122,6 +122,8 @@ class NativeStep:
                       float(s.top_p), int(s.top_k), bf16=weights == "bf16")
         self.weights = weights
         net.set_io(_f32(fast.embedding.weight), *_norm(fast.norm), _f32(head.weight), _f32(head.bias))
+        if fast.cond is not None:  # a conditional model: each sequence's label vector (B H)
+            net.set_cond(_f32(fast.cond))
         n = len(fast.pool)
 
         def add(group: int, blk) -> None:

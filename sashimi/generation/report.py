@@ -65,6 +65,10 @@ def write_report(out_dir: Path, entries: list[dict], title: str, prime: dict | N
     elif entries and "seed" in entries[0]:
         ordered = "sorted by seed"
     more = f" The first {len(shown)} are shown." if len(shown) < len(entries) else ""
+    asked = [e for e in entries if "label" in e and e["file"] in (heard or {})]
+    if asked:  # a conditional model's samples: how often the classifier hears what was asked for
+        agree = sum(heard[e["file"]][0] == e["label"] for e in asked)
+        more += f" The classifier hears the label asked for in {agree} of {len(asked)}."
     page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n{summary}"
             f"<p class='meta'>{len(entries)} samples, {ordered}.{more}</p>\n"
@@ -97,6 +101,8 @@ def _meta(e: dict, heard: tuple[str, float] | None) -> str:
                   f"seed {e['seed']}"]
     elif "seed" in e:  # a diffusion model's sample: no likelihood
         parts.append(f"seed {e['seed']}")
+    if "label" in e:  # a conditional model's sample: what it was asked to say
+        parts.append(f"asked for <b>{html.escape(e['label'])}</b>")
     if heard is not None:
         parts.append(f"classifier hears <b>{html.escape(heard[0])}</b> ({heard[1]:.0%})")
     return " &middot; ".join(parts)

@@ -34,23 +34,25 @@ class GenerationError(SashimiError):
 
 
 class Sampler:
-    """Generate ``len(seeds)`` sequences from ``model``, optionally continuing ``prime`` tokens (B T) or (T,)."""
+    """Generate ``len(seeds)`` sequences from ``model``, optionally continuing ``prime`` tokens (B T) or (T,);
+    ``labels`` (B,): the label of each sequence, for a conditional model (``model.labels``)."""
 
     def __init__(self, model: SaShiMiLM, seeds: list[int], settings: SamplingSettings = SamplingSettings(),
                  prime: torch.Tensor | None = None, backend: str | None = None, *, threads: int | None = None,
                  march: str = "native", chunked: bool = True, like: FastLM | None = None,
-                 weights: str = "float32"):
+                 weights: str = "float32", labels: torch.Tensor | list[int] | None = None):
         if not seeds:
             raise ConfigError("need at least one seed (one per sequence)")
         model.eval()  # dropout off: sampling follows the model's distribution
         self.model, self.settings, self.seeds = model, settings, list(seeds)
         B = len(self.seeds)
         device = model.head.weight.device
+        self.labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long, device=device)
         self._rngs = [torch.Generator(device="cpu").manual_seed(int(s)) for s in self.seeds]
         # the step of ``backend`` (backends.make_step: native, inductor, eager or reference; falling back with a
         # warning), reusing the conversion of ``like`` (an earlier Sampler's step for the same model) if given
         self.backend = make_step(model, B, settings, backend, threads=threads, march=march, chunked=chunked,
-                                 like=like, weights=weights)
+                                 like=like, weights=weights, labels=self.labels)
         self.log_likelihood = torch.zeros(B, dtype=torch.float64)  # nats, of the generated samples
         self.n_generated = 0
         self._token = torch.full((B,), model.bos, dtype=torch.long, device=device)
@@ -65,7 +67,7 @@ class Sampler:
         if prime.shape[1] == 0:
             return prime
         head = max(1, min(prime.shape[1], PREFILL_CONV_SAMPLES // B))  # memory of convolution mode grows with B*T
-        logits, state = self.model.prefill(prime[:, :head])
+        logits, state = self.model.prefill(prime[:, :head], self.labels)
         self.backend.load_state(state)
         self._pending = self._teacher_force(prime[:, head:], logits)
         return prime
@@ -133,10 +135,10 @@ class Generation:
 
 def generate(model: SaShiMiLM, n_samples: int, seeds: list[int], settings: SamplingSettings = SamplingSettings(),
              prime: torch.Tensor | None = None, backend: str | None = None, chunk_size: int = 4000,
-             threads: int | None = None) -> Generation:
+             threads: int | None = None, labels: torch.Tensor | list[int] | None = None) -> Generation:
     """Generate everything in memory (convenient for short outputs; use ``Sampler.chunks`` to stream).
-    ``backend``: see ``backends.make_step``."""
-    sampler = Sampler(model, seeds, settings, prime=prime, backend=backend, threads=threads)
+    ``backend``: see ``backends.make_step``; ``labels`` (B,): one per seed, for a conditional model."""
+    sampler = Sampler(model, seeds, settings, prime=prime, backend=backend, threads=threads, labels=labels)
     parts = [] if sampler.prime is None else [sampler.prime]
     parts += list(sampler.chunks(n_samples, chunk_size))
     tokens = torch.cat(parts, dim=1) if parts else torch.empty(len(seeds), 0, dtype=torch.long)

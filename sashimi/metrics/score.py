@@ -123,6 +123,7 @@ class SampleSet:
     folder: Path
     files: list[str]  # relative names, in manifest order (or sorted)
     log_likelihood: np.ndarray | None  # (N,) from the manifest; None without one, or without likelihoods
+    labels: list[str] | None = None  # what a conditional model was asked to say, from the manifest
 
 
 def read_sample_set(folder: str | os.PathLike) -> SampleSet:
@@ -146,9 +147,10 @@ def read_sample_set(folder: str | os.PathLike) -> SampleSet:
     if extra:
         raise ConfigError(f"{manifest}: does not list {len(extra)} audio file(s) of the folder (first: {extra[0]}); "
                           "it belongs to another run, or files were added by hand")
+    labels = [str(r["label"]) for r in rows] if all("label" in r for r in rows) else None
     if not all("log_likelihood" in r for r in rows):  # samples of a diffusion model: no likelihoods
-        return SampleSet(folder, listed, None)
-    return SampleSet(folder, listed, np.array([float(r["log_likelihood"]) for r in rows]))
+        return SampleSet(folder, listed, None, labels)
+    return SampleSet(folder, listed, np.array([float(r["log_likelihood"]) for r in rows]), labels)
 
 
 def _manifest_rows(manifest: Path) -> list[dict]:
@@ -213,7 +215,16 @@ def classify_set(model, sample_set: SampleSet, index: np.ndarray | None = None, 
         feats.append(f)
         if progress is not None:
             progress(len(waves))
-    return Classified(names, np.concatenate(probs), np.concatenate(feats))
+    return Classified(names, np.concatenate(probs), np.concatenate(feats), _asked(sample_set, index, model))
+
+
+def _asked(sample_set: SampleSet, index: np.ndarray, model) -> np.ndarray | None:
+    """(N,) the classes a conditional model was asked for (its labels, where all are the classifier's classes),
+    so that ``Classified.accuracy`` says how often the classifier hears what was asked for; else None."""
+    classes = tuple(model.config.classes)
+    if sample_set.labels is None or not all(label in classes for label in sample_set.labels):
+        return None
+    return np.array([classes.index(sample_set.labels[i]) for i in index])
 
 
 def classifier_key(path: Path) -> str:
@@ -337,5 +348,6 @@ def scores(generated: Classified, ref: Reference, classes: tuple[str, ...]) -> d
         "ndb": ndb_against(ref.bins, generated.features),
         "n_samples": len(generated),
         "mean_confidence": float(generated.probs.max(1).mean()),
+        "accuracy": generated.accuracy,  # a conditional model's samples: heard as the label asked for
         "class_counts": {c: int((predicted == i).sum()) for i, c in enumerate(classes)},
     }

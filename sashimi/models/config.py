@@ -39,9 +39,17 @@ class SaShiMiConfig:
     bits: int = 8
     quantization: str = "mu-law"  # "mu-law" | "linear"
     sample_rate: int = 16000
+    # conditioning: the names of the classes a model is conditioned on (e.g. the ten digits), in index order;
+    # empty: unconditional. A conditional model adds a learned vector per class to every input embedding.
+    labels: tuple[str, ...] = ()
 
     def __post_init__(self):
         self.pool = tuple(self.pool)
+        self.labels = tuple(self.labels)
+        if self.labels and (len(self.labels) < 2 or len(set(self.labels)) != len(self.labels)
+                            or not all(isinstance(n, str) and n for n in self.labels)):
+            raise ConfigError(f"model.labels must be two or more distinct non-empty names (or empty for an "
+                              f"unconditional model), got {list(self.labels)}")
         if self.kind != "ar":
             raise ConfigError(f"model.kind of a SaShiMiConfig must be 'ar', got {self.kind!r} (read model sections "
                               "with sashimi.models.config.model_config)")
@@ -80,6 +88,7 @@ class SaShiMiConfig:
             total += (h * p * h * self.expand + h * self.expand) + (h * self.expand * h * p + h * p)  # down, up pool
             h *= self.expand
         total += tier(h) + 2 * self.d_model  # centre tier, final norm
+        total += len(self.labels) * self.d_model  # the label embedding of a conditional model
         return total + (self.n_classes + 1) * self.d_model + self.d_model * self.n_classes + self.n_classes
 
     @property
@@ -94,6 +103,10 @@ class SaShiMiConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["pool"] = list(self.pool)
+        if self.labels:  # only a conditional model's config names labels (unconditional files stay as they were)
+            d["labels"] = list(self.labels)
+        else:
+            del d["labels"]
         return d
 
     @classmethod

@@ -2,6 +2,9 @@
 
 Shapes: B = batch, L = length, C = 2^bits classes. Input shifting: the backbone sees [BOS, x_0, ..., x_{L-2}],
 so logits[:, t] is the distribution of x_t given x_{<t}. BOS is an extra embedding row (index C).
+
+A conditional model (``config.labels``, e.g. the ten digits) adds one learned vector per label to the embedding
+of every input sample, so every layer sees the label at every step; its methods take ``labels`` (B,) int.
 """
 from __future__ import annotations
 
@@ -24,6 +27,10 @@ class SaShiMiLM(nn.Module):
         self.embedding = nn.Embedding(config.n_classes + 1, config.d_model)
         self.backbone = SaShiMi(**{k: getattr(config, k) for k in BACKBONE_FIELDS})
         self.head = nn.Linear(config.d_model, config.n_classes)
+        self.n_labels = len(config.labels)
+        if self.n_labels:  # zeros: a warm start from an unconditional model begins as that model
+            self.label_embedding = nn.Embedding(self.n_labels, config.d_model)
+            nn.init.zeros_(self.label_embedding.weight)
 
     @classmethod
     def from_pretrained(cls, name: str, map_location: str | torch.device = "cpu") -> "SaShiMiLM":
@@ -50,29 +57,55 @@ class SaShiMiLM(nn.Module):
             raise ValueError(f"tokens must lie in [0, {self.n_classes}), got range "
                              f"[{int(tokens.min())}, {int(tokens.max())}]")
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B L) int -> logits (B L C); logits[:, t] predicts tokens[:, t] from tokens[:, :t]."""
+    def label_vectors(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """labels (B,) int -> the vectors (B H) added to every input embedding; None for an unconditional model.
+        A conditional model needs labels, an unconditional one refuses them."""
+        if not self.n_labels:
+            if labels is not None:
+                raise ValueError("this model is unconditional (model.labels is empty): pass no labels")
+            return None
+        if labels is None:
+            raise ValueError(f"this model is conditioned on a label: pass labels (B,) with values in "
+                             f"[0, {self.n_labels}) = {list(self.config.labels)}")
+        labels = torch.as_tensor(labels, device=self.head.weight.device)
+        if labels.shape != (batch,) or labels.is_floating_point():
+            raise ValueError(f"labels must be ({batch},) integers, got {tuple(labels.shape)} {labels.dtype}")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= self.n_labels):
+            raise ValueError(f"labels must lie in [0, {self.n_labels}), got range "
+                             f"[{int(labels.min())}, {int(labels.max())}]")
+        return self.label_embedding(labels.long())
+
+    def embed(self, tokens: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """tokens (B L) -> (B L H), plus the label vector of each sequence."""
+        x = self.embedding(tokens)
+        cond = self.label_vectors(labels, tokens.shape[0])
+        return x if cond is None else x + cond[:, None].to(x.dtype)
+
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B L) int [, labels (B,)] -> logits (B L C); logits[:, t] predicts tokens[:, t] from
+        tokens[:, :t]."""
         self._check(tokens)
-        return self.head(self.backbone(self.embedding(self._shift(tokens.long()))))
+        return self.head(self.backbone(self.embed(self._shift(tokens.long()), labels)))
 
     # ----- recurrent generation API -----
     def default_state(self, batch_size: int) -> BackboneState:
         """State before anything is consumed; the first ``step`` should be given ``self.bos``."""
         return self.backbone.default_state(batch_size)
 
-    def step(self, token: torch.Tensor, state: BackboneState) -> tuple[torch.Tensor, BackboneState]:
+    def step(self, token: torch.Tensor, state: BackboneState,
+             labels: torch.Tensor | None = None) -> tuple[torch.Tensor, BackboneState]:
         """token (B,) int (a sample, or ``self.bos`` first) -> logits (B C) for the next sample, state."""
-        y, state = self.backbone.step(self.embedding(token.long()), state)
+        y, state = self.backbone.step(self.embed(token.long()[:, None], labels)[:, 0], state)
         return self.head(y), state
 
     @torch.no_grad()
-    def prefill(self, tokens: torch.Tensor) -> tuple[torch.Tensor, BackboneState]:
+    def prefill(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, BackboneState]:
         """Consume BOS + tokens (B T) (T may be 0) in convolution mode.
 
         Returns the logits (B C) for sample T and the exact recurrent state, ready for ``step``.
         """
         self._check(tokens)
         bos = torch.full((tokens.shape[0], 1), self.bos, dtype=torch.long, device=tokens.device)
-        x = self.embedding(torch.cat([bos, tokens.long()], dim=1))  # (B T+1 H)
+        x = self.embed(torch.cat([bos, tokens.long()], dim=1), labels)  # (B T+1 H)
         y, state = self.backbone.prefill(x)
         return self.head(y[:, -1]), state

@@ -49,9 +49,45 @@ def stream_positions(batch: int, batch_size: int, rank: int = 0, world_size: int
     return [batch * batch_size * world_size + rank + j * world_size for j in range(batch_size)]
 
 
-def stack_tokens(batch: list[torch.Tensor]) -> torch.Tensor:
-    """Equal-length 1-D token tensors (or float waveforms) -> (B, L)."""
+def stack_tokens(batch: list) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Equal-length 1-D token tensors (or float waveforms) -> (B, L); items (tokens, label) of a
+    ``LabeledDataset`` -> ((B, L), labels (B,))."""
+    if isinstance(batch[0], tuple):
+        return torch.stack([t for t, _ in batch]), torch.tensor([y for _, y in batch], dtype=torch.long)
     return torch.stack(batch)
+
+
+def collate_eval(batch: list) -> tuple[torch.Tensor, ...]:
+    """Items of any length -> (tokens (B, L_max), lengths (B,)) right-padded, plus labels (B,) for the items
+    (tokens, label) of a ``LabeledDataset``."""
+    from sashimi.data import collate_tokens
+
+    if isinstance(batch[0], tuple):
+        return (*collate_tokens([t for t, _ in batch]), torch.tensor([y for _, y in batch], dtype=torch.long))
+    return collate_tokens(batch)
+
+
+class LabeledDataset(Dataset):
+    """The items of ``dataset`` as (tokens, label), the label an index into ``names`` (a conditional model's
+    ``model.labels``), for a dataset with labels (``labels[i]`` indexing its ``label_names``)."""
+
+    def __init__(self, dataset: Dataset, names: tuple[str, ...]):
+        theirs = getattr(dataset, "label_names", None)
+        if theirs is None:
+            raise ConfigError(f"model.labels: a conditional model needs a dataset with labels (digits, sc09); "
+                              f"{type(dataset).__name__} has none")
+        missing = [n for n in theirs if n not in names]
+        if missing:
+            raise ConfigError(f"model.labels: the dataset's labels {missing} are not among model.labels "
+                              f"{list(names)}")
+        self.dataset = dataset
+        self.labels = [names.index(theirs[y]) for y in dataset.labels]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.dataset[i], self.labels[i]
 
 
 def _own_generator(seed: int) -> torch.Generator:
@@ -71,11 +107,10 @@ def train_loader(dataset: Dataset, *, batch_size: int, seed: int, rank: int, wor
 
 def eval_loader(dataset: Dataset, *, batch_size: int, rank: int = 0, world_size: int = 1,
                 num_workers: int = 0) -> DataLoader:
-    """Every example exactly once over all ranks (rank r: r, r + R, ...), batches of (tokens, lengths)."""
-    from sashimi.data import collate_tokens
-
+    """Every example exactly once over all ranks (rank r: r, r + R, ...), batches of (tokens, lengths) or,
+    from a ``LabeledDataset``, (tokens, lengths, labels)."""
     shard = list(range(rank, len(dataset), world_size))
-    return DataLoader(dataset, batch_size=batch_size, sampler=shard, collate_fn=collate_tokens,
+    return DataLoader(dataset, batch_size=batch_size, sampler=shard, collate_fn=collate_eval,
                       num_workers=num_workers, generator=_own_generator(0))
 
 

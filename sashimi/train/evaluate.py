@@ -20,23 +20,27 @@ from sashimi.models.io import WEIGHTS_NAME, load_state
 from sashimi.models.lm import SaShiMiLM
 from sashimi.train.callbacks import BEST, LAST, read_checkpoint
 from sashimi.train.config import TrainConfig, apply_overrides, read_config_dict
-from sashimi.train.data import build_split, eval_loader
+from sashimi.train.data import LabeledDataset, build_split, eval_loader
 
 
 @torch.no_grad()
 def evaluate(model: SaShiMiLM, dataset, *, batch_size: int = 8, device: str = "cpu",
              progress: bool = True) -> LikelihoodTotals:
-    """Sum NLL, sample count and correct predictions over every item of ``dataset``."""
+    """Sum NLL, sample count and correct predictions over every item of ``dataset`` (with each item's label for
+    a conditional model: the dataset must have labels)."""
     model = model.to(device).eval()
+    if model.n_labels and not isinstance(dataset, LabeledDataset):
+        dataset = LabeledDataset(dataset, model.config.labels)
     totals = LikelihoodTotals()
-    for tokens, lengths in tqdm(eval_loader(dataset, batch_size=batch_size), desc="evaluate", unit="batch",
-                                disable=not progress):
+    for tokens, lengths, *labels in tqdm(eval_loader(dataset, batch_size=batch_size), desc="evaluate",
+                                         unit="batch", disable=not progress):
         tokens, lengths = tokens.to(device), lengths.to(device)  # (B L), (B,)
+        labels = labels[0].to(device) if labels else None  # (B,) for a conditional model
         if tokens.shape[0] * tokens.shape[1] <= CONV_SAMPLES:
-            totals.add(model(tokens), tokens, lengths)
+            totals.add(model(tokens, labels), tokens, lengths)
             continue
-        for row, n in zip(tokens, lengths.tolist()):  # long items one by one, in bounded memory
-            add_long_item(model, row[:n], totals)
+        for b, (row, n) in enumerate(zip(tokens, lengths.tolist())):  # long items one by one, in bounded memory
+            add_long_item(model, row[:n], totals, None if labels is None else labels[b:b + 1])
     return totals
 
 
@@ -47,17 +51,19 @@ CONV_SAMPLES = 1 << 19
 STEP_CHUNK = 4096
 
 
-def add_long_item(model: SaShiMiLM, tokens: torch.Tensor, totals: LikelihoodTotals) -> None:
-    """Add the exact NLL of one long item (L,) to ``totals`` in O(CONV_SAMPLES + state) memory."""
+def add_long_item(model: SaShiMiLM, tokens: torch.Tensor, totals: LikelihoodTotals,
+                  label: torch.Tensor | None = None) -> None:
+    """Add the exact NLL of one long item (L,) (label (1,) for a conditional model) to ``totals`` in
+    O(CONV_SAMPLES + state) memory."""
     from sashimi.generation import FastLM
 
     head = tokens[None, :CONV_SAMPLES]  # (1 T)
-    logits, state = _prefill_all(model, head)  # (1 T+1 C): [:, t] predicts token t
+    logits, state = _prefill_all(model, head, label)  # (1 T+1 C): [:, t] predicts token t
     totals.add(logits[:, :-1], head)
     rest = tokens[CONV_SAMPLES:]
     if not len(rest):
         return
-    step = FastLM(model, 1)
+    step = FastLM(model, 1, labels=label)
     step.load_state(state)
     last = logits[:, -1]  # (1 C): predicts rest[0]
     for start in range(0, len(rest), STEP_CHUNK):
@@ -67,10 +73,10 @@ def add_long_item(model: SaShiMiLM, tokens: torch.Tensor, totals: LikelihoodTota
         last = after[-1]
 
 
-def _prefill_all(model: SaShiMiLM, tokens: torch.Tensor):
+def _prefill_all(model: SaShiMiLM, tokens: torch.Tensor, labels: torch.Tensor | None = None):
     """Like ``SaShiMiLM.prefill``, keeping the logits of every position: (B T+1 C) and the state."""
     bos = torch.full((tokens.shape[0], 1), model.bos, dtype=torch.long, device=tokens.device)
-    y, state = model.backbone.prefill(model.embedding(torch.cat([bos, tokens.long()], dim=1)))
+    y, state = model.backbone.prefill(model.embed(torch.cat([bos, tokens.long()], dim=1), labels))
     return model.head(y), state
 
 

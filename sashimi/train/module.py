@@ -19,7 +19,7 @@ from sashimi.metrics import LikelihoodTotals, token_nll
 from sashimi.models.lm import SaShiMiLM
 from sashimi.ssm.optim import adamw
 from sashimi.train.config import TrainConfig
-from sashimi.train.data import build_split, eval_loader, train_loader
+from sashimi.train.data import LabeledDataset, build_split, eval_loader, train_loader
 
 
 class TrainingDiverged(SashimiError):
@@ -163,17 +163,27 @@ class SaShiMiTask(AudioTask):
     def build_model(self, model_config) -> SaShiMiLM:
         return SaShiMiLM(model_config)
 
-    def training_loss(self, tokens: torch.Tensor) -> torch.Tensor:
-        logits = self.model(tokens)  # (B L C)
+    def dataset(self, split: str) -> Dataset:
+        """A conditional model (``model.labels``) trains on (tokens, label) items."""
+        dataset = super().dataset(split)
+        labels = self.config.model.labels
+        if labels and not isinstance(dataset, LabeledDataset):
+            dataset = self.datasets[split] = LabeledDataset(dataset, labels)
+        return dataset
+
+    def training_loss(self, batch) -> torch.Tensor:
+        """batch: tokens (B L), or (tokens, labels (B,)) for a conditional model."""
+        tokens, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        logits = self.model(tokens, labels)  # (B L C)
         return token_nll(logits, tokens).mean()
 
     # ----- validation: exact sums over the whole split, reduced over ranks -----
     def on_validation_epoch_start(self) -> None:
         self.val_totals = LikelihoodTotals()
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        tokens, lengths = batch  # (B L), (B,)
-        self.val_totals.add(self.model(tokens), tokens, lengths)
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        tokens, lengths, *labels = batch  # (B L), (B,) [, labels (B,)]
+        self.val_totals.add(self.model(tokens, *labels), tokens, lengths)
 
     def on_validation_epoch_end(self) -> None:
         t = self.val_totals

@@ -144,11 +144,16 @@ def warm_start_weights(model_config, source: str) -> dict:
     if ours.get("kind") != theirs.get("kind"):
         raise ConfigError(f"trainer.init_from={source!r} is a model of kind {theirs.get('kind')!r}; this config's "
                           f"model.kind is {ours.get('kind')!r}")
-    differ = sorted(k for k in set(ours) | set(theirs) if k not in _WARM_START_FREE and ours.get(k) != theirs.get(k))
+    adds_labels = bool(ours.get("labels")) and not theirs.get("labels")  # conditioning an unconditional model
+    free = _WARM_START_FREE | ({"labels"} if adds_labels else set())
+    differ = sorted(k for k in set(ours) | set(theirs) if k not in free and ours.get(k) != theirs.get(k))
     if differ:
         given = ", ".join(f"model.{k}={ours.get(k)!r} (it has {theirs.get(k)!r})" for k in differ)
         raise ConfigError(f"trainer.init_from={source!r}: this config's {given}; set them as the trained model has them")
-    return trained.state_dict()
+    weights = trained.state_dict()
+    if adds_labels:  # the new label vectors start at zero: the run begins as the unconditional model
+        weights["label_embedding.weight"] = torch.zeros(len(ours["labels"]), model_config.d_model)
+    return weights
 
 
 # bytes per parameter while training with AdamW: weights, gradients and two moments

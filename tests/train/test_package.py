@@ -99,7 +99,7 @@ def test_a_diffusion_run_packages_with_its_denoising_loss(tone_root, tmp_path):
     train(load_config("demo-diffwave", tiny_overrides(tone_root, **{"trainer.max_steps": 2})), run)
     out = tmp_path / "shipped" / "dw"
     assert main(["package", str(run), "--out", str(out), "--summary", "a diffusion model", "--card-clips", "2"]) == 0
-    audio = load_card_set(out)
+    audio = load_card_set(out).rows
     assert audio.dtype == torch.float32 and audio.shape == (2, 512) and audio.abs().max() <= 1
     card = (out / "README.md").read_text()
     assert "diffusion steps" in card and "Held-out denoising loss" in card and "--n 8 --steps 50 --report" in card

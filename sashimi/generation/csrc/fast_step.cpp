@@ -159,6 +159,13 @@ class Net {
     TORCH_CHECK(head_.N == C_ && head_.K == H0_, "head must be Linear(H, classes)");
   }
 
+  // A conditional model's label vectors (B, H): row b is added to every embedded token of sequence b.
+  void set_cond(const at::Tensor& cond) {
+    TORCH_CHECK(emb_.defined(), "set_io must come before set_cond");
+    cond_ = f32(cond);
+    TORCH_CHECK(cond_.dim() == 2 && cond_.size(0) == B_ && cond_.size(1) == H0_, "cond must be (batch, H)");
+  }
+
   void set_tier(int64_t i, int64_t H, const at::Tensor& down_w, const c10::optional<at::Tensor>& down_b,
                 const at::Tensor& up_w, const c10::optional<at::Tensor>& up_b, at::Tensor dreg, at::Tensor ureg) {
     Tier& T = tier(i);
@@ -462,6 +469,7 @@ class Net {
   int64_t t_ = 0;
   Settings settings_;
   at::Tensor emb_;
+  at::Tensor cond_;  // (B, H) label vectors of a conditional model; undefined for an unconditional one
   Arr norm_w_, norm_b_;
   float norm_eps_ = 1e-5f;
   Linear head_;
@@ -658,6 +666,16 @@ class Net {
     }));
   }
 
+  // x0 row b, columns [h0, h1): the embedding of token[b], plus the label vector of sequence b if any.
+  void embed(const Job& job, int b, int h0, int h1) {
+    const int H = H0_;
+    float* x = x0_p_ + static_cast<int64_t>(b) * H;
+    std::memcpy(x + h0, emb_.data_ptr<float>() + job.token[b] * H + h0, sizeof(float) * (h1 - h0));
+    if (!cond_.defined()) return;
+    const float* v = cond_.data_ptr<float>() + static_cast<int64_t>(b) * H;
+    for (int h = h0; h < h1; ++h) x[h] += v[h];
+  }
+
   static void barrier(const Ctx& c) {
     if (c.nt > 1) c.team->barrier(c.tid);
   }
@@ -672,9 +690,7 @@ class Net {
     const int H = H0_;
     int h0, h1;
     columns(H, c, h0, h1);
-    const float* emb = emb_.data_ptr<float>();
-    for (int b = 0; b < B_; ++b)
-      std::memcpy(x0_p_ + static_cast<int64_t>(b) * H + h0, emb + job.token[b] * H + h0, sizeof(float) * (h1 - h0));
+    for (int b = 0; b < B_; ++b) embed(job, b, h0, h1);
     run_tier(0, x0_p_, y0_p_, job.tau, c);
     barrier(c);
     layer_norm(y0_p_, H, c.u, SW_, B_, H, norm_w_.p, norm_b_.p, norm_eps_);
@@ -704,9 +720,7 @@ class Net {
     r.b0 = row_split_[c.tid];
     r.b1 = row_split_[c.tid + 1];
     const int rows = r.b1 - r.b0;
-    const float* emb = emb_.data_ptr<float>();
-    for (int b = r.b0; b < r.b1; ++b)
-      std::memcpy(x0_p_ + static_cast<int64_t>(b) * H, emb + job.token[b] * H, sizeof(float) * H);
+    for (int b = r.b0; b < r.b1; ++b) embed(job, b, 0, H);
     run_tier(0, x0_p_, y0_p_, job.tau, r);
     layer_norm(y0_p_ + r.b0 * H, H, r.u + r.b0 * SW_, SW_, rows, H, norm_w_.p, norm_b_.p, norm_eps_);
     gemm(head_, r.u, SW_, job.logits, C_, false, r);
@@ -1030,6 +1044,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
            py::arg("n_classes"), py::arg("pool"), py::arg("unet"), py::arg("temperature"), py::arg("top_p"),
            py::arg("top_k"), py::arg("bf16") = false)
       .def("set_io", &Net::set_io)
+      .def("set_cond", &Net::set_cond)
       .def("set_tier", &Net::set_tier)
       .def("add_s4", &Net::add_s4)
       .def("add_ff", &Net::add_ff)

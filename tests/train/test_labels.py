@@ -1,0 +1,72 @@
+"""A conditional model (``model.labels``): trained from an unconditional one, evaluated, packaged with a card set
+that carries labels, and generated from by label."""
+import json
+
+import pytest
+import torch
+
+import sashimi
+from sashimi.cli.main import main
+from sashimi.train import load_config, train
+from sashimi.train.evaluate import evaluate_checkpoint
+from sashimi.train.package import card_set_score, load_card_set
+
+DIGITS = "[zero,one,two,three,four,five,six,seven,eight,nine]"
+
+
+@pytest.fixture(scope="module")
+def runs(tone_root, tmp_path_factory):
+    from tests.train.conftest import tiny_overrides
+
+    tmp = tmp_path_factory.mktemp("labels")
+    over = tiny_overrides(tone_root, **{"trainer.max_steps": 1, "trainer.precision": "64-true"})
+    source = train(load_config("demo", over), tmp / "source")
+    warm = over + [f"trainer.init_from={source}", f"model.labels={DIGITS}"]
+    frozen = train(load_config("demo", warm + ["optim.lr=1e-30", "model.ssm_lr=1e-30"]), tmp / "frozen")
+    trained = train(load_config("demo", warm + ["trainer.max_steps=3", "optim.lr=0.01"]), tmp / "trained")
+    return source, frozen, trained
+
+
+def test_a_conditional_run_starts_as_the_unconditional_model_it_extends(runs):
+    source, frozen, _ = map(sashimi.load_model, runs)
+    assert source.n_labels == 0 and frozen.config.labels[7] == "seven"
+    assert frozen.label_embedding.weight.shape == (10, frozen.config.d_model)
+    assert frozen.label_embedding.weight.abs().max() < 1e-20  # zeros, moved by an lr of 1e-30
+    tokens = torch.randint(0, 256, (2, 64))
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(tokens, torch.tensor([3, 8])), source(tokens), rtol=0, atol=1e-9)
+
+
+def test_training_learns_label_vectors_and_evaluates_with_labels(runs):
+    trained = sashimi.load_model(runs[2])
+    assert trained.label_embedding.weight.abs().sum() > 0  # each clip's digit reached the model
+    result = evaluate_checkpoint(runs[2].parent / "model", split="test", config=runs[2].parent / "config.yaml")
+    assert 0 < result["bits_per_sample"] < 12 and result["examples"] == 10
+
+
+def test_package_keeps_the_labels_of_its_card_set_and_the_bits_reproduce(runs, tmp_path):
+    out = tmp_path / "cond"
+    assert main(["package", str(runs[2].parent), "--out", str(out), "--summary", "conditional tones",
+                 "--card-clips", "4"]) == 0
+    cards = load_card_set(out)
+    assert cards.label_names[0] == "zero" and len(cards.labels) == 4
+    card = (out / "README.md").read_text()
+    written = float(card.split("the first 4 test clips): **")[1].split(" bits")[0])
+    assert abs(card_set_score(sashimi.load_model(out), cards) - written) < 1e-4
+
+
+def test_generate_says_the_label_asked_for_and_refuses_unknown_ones(runs, tmp_path, capsys):
+    out = tmp_path / "gen"
+    assert main(["generate", str(runs[2]), "--n", "3", "--seconds", "0.01", "--out", str(out),
+                 "--label", "two,five"]) == 0
+    rows = json.loads((out / "manifest.json").read_text())["samples"]
+    assert sorted((r["seed"], r["label"]) for r in rows) == [(0, "two"), (1, "five"), (2, "two")]
+    assert main(["generate", str(runs[2]), "--n", "2", "--seconds", "0.01", "--out", str(tmp_path / "all")]) == 0
+    rows = json.loads((tmp_path / "all" / "manifest.json").read_text())["samples"]
+    assert sorted(r["label"] for r in rows) == ["one", "zero"]  # every label in turn by default
+    assert main(["generate", str(runs[2]), "--n", "1", "--seconds", "0.01", "--out", str(tmp_path / "x"),
+                 "--label", "eleven"]) == 2
+    assert "unknown label(s) ['eleven']; this model's labels are zero, one" in capsys.readouterr().err
+    assert main(["generate", str(runs[0]), "--n", "1", "--seconds", "0.01", "--out", str(tmp_path / "y"),
+                 "--label", "one"]) == 2
+    assert "this model is unconditional" in capsys.readouterr().err
