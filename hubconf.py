@@ -15,6 +15,12 @@ def sashimi_digits():
     return _shipped("digits")
 
 
+def sashimi_digits_cond():
+    """``sashimi_digits`` conditioned on the digit: pass labels (indices into ``model.config.labels``) to generate
+    (8 kHz, 8-bit mu-law; its card: sashimi/models/pretrained/digits-cond/README.md)."""
+    return _shipped("digits-cond")
+
+
 def sashimi_digits_diffwave():
     """The DiffWave with a SaShiMi backbone trained on the built-in spoken digits without background noise (8 kHz
     float waveforms; its card: sashimi/models/pretrained/digits-diffwave/README.md)."""
