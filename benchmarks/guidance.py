@@ -7,6 +7,8 @@ weight w from a conditional model (``model.labels``), each sequence asked for th
 (whose "acc." column is how often the classifier hears the label asked for).
 
     python benchmarks/guidance.py COND_MODEL --uncond UNCOND_MODEL --weights 1 2 3 --n 128 [--reference ROOT]
+    python benchmarks/guidance.py COND_MODEL --uncond same ...   (l_u: the same model with the zero label vector,
+                                                                  the mode that model.label_dropout trains)
 
 Both models step through the native step side by side (one call each per sample); the sample drawn from the
 guided logits is fed to both. An experiment: ``sashimi generate`` has no guidance option.
@@ -72,7 +74,8 @@ def run_weight(cond, uncond, w: float, n: int, batch: int, out: Path, reference:
 def main_(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cond", help="a conditional model (name or folder)")
-    p.add_argument("--uncond", required=True, help="an unconditional model of the same data (name or folder)")
+    p.add_argument("--uncond", required=True, help="an unconditional model of the same data (name or folder), or "
+                   "'same': the conditional model with the zero label vector")
     p.add_argument("--weights", type=float, nargs="+", default=[1.0, 2.0, 3.0])
     p.add_argument("--n", type=int, default=128)
     p.add_argument("--batch", type=int, default=16)
@@ -80,7 +83,8 @@ def main_(argv=None) -> None:
     p.add_argument("--out", default="runs/guidance")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    cond, uncond = sashimi.load_model(args.cond).eval(), sashimi.load_model(args.uncond).eval()
+    cond = sashimi.load_model(args.cond).eval()
+    uncond = cond.unconditional() if args.uncond == "same" else sashimi.load_model(args.uncond).eval()
     if not cond.n_labels or uncond.n_labels:
         raise SystemExit("need a conditional model and an unconditional one")
     print(f"machine: {machine()} ({cpu_flags()}); {args.n} one-second clips per weight, labels in turn")

@@ -42,10 +42,15 @@ class SaShiMiConfig:
     # conditioning: the names of the classes a model is conditioned on (e.g. the ten digits), in index order;
     # empty: unconditional. A conditional model adds a learned vector per class to every input embedding.
     labels: tuple[str, ...] = ()
+    label_dropout: float = 0.0  # training only: the share of sequences trained without their label (zero vector)
 
     def __post_init__(self):
         self.pool = tuple(self.pool)
         self.labels = tuple(self.labels)
+        if not 0 <= self.label_dropout < 1:
+            raise ConfigError(f"model.label_dropout must be in [0, 1), got {self.label_dropout}")
+        if self.label_dropout and not self.labels:
+            raise ConfigError("model.label_dropout applies to a conditional model: set model.labels too")
         if self.labels and (len(self.labels) < 2 or len(set(self.labels)) != len(self.labels)
                             or not all(isinstance(n, str) and n for n in self.labels)):
             raise ConfigError(f"model.labels must be two or more distinct non-empty names (or empty for an "
@@ -107,6 +112,8 @@ class SaShiMiConfig:
             d["labels"] = list(self.labels)
         else:
             del d["labels"]
+        if not self.label_dropout:
+            del d["label_dropout"]
         return d
 
     @classmethod

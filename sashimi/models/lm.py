@@ -73,7 +73,20 @@ class SaShiMiLM(nn.Module):
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.n_labels):
             raise ValueError(f"labels must lie in [0, {self.n_labels}), got range "
                              f"[{int(labels.min())}, {int(labels.max())}]")
-        return self.label_embedding(labels.long())
+        vectors = self.label_embedding(labels.long())  # (B H)
+        if self.training and self.config.label_dropout:  # these sequences learn the unconditional mode
+            keep = torch.rand(batch, 1, device=vectors.device) >= self.config.label_dropout
+            vectors = vectors * keep
+        return vectors
+
+    def unconditional(self) -> "SaShiMiLM":
+        """A copy without labels: the zero label vector, the mode ``model.label_dropout`` trains (for guidance)."""
+        import dataclasses
+
+        config = dataclasses.replace(self.config, labels=(), label_dropout=0.0)
+        copy = SaShiMiLM(config).to(self.head.weight.device, self.head.weight.dtype)
+        copy.load_state_dict({k: v for k, v in self.state_dict().items() if not k.startswith("label_embedding.")})
+        return copy.train(self.training)
 
     def embed(self, tokens: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """tokens (B L) -> (B L H), plus the label vector of each sequence."""

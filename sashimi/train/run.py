@@ -130,7 +130,7 @@ def _task(config, datasets):
 
 
 # model fields a warm start may change: they only shape training or the initial values it replaces
-_WARM_START_FREE = frozenset({"dropout", "ssm_lr", "init", "dt_min", "dt_max"})
+_WARM_START_FREE = frozenset({"dropout", "label_dropout", "ssm_lr", "init", "dt_min", "dt_max"})
 
 
 def warm_start_weights(model_config, source: str) -> dict:

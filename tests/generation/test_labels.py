@@ -97,3 +97,29 @@ def test_label_names_are_validated():
         sashimi.preset("tiny", labels=("a",))
     cfg = sashimi.preset("tiny", labels=NAMES)
     assert cfg.estimate_parameters() == sum(p.numel() for p in sashimi.SaShiMiLM(cfg).parameters())
+
+
+def test_label_dropout_trains_the_zero_vector_which_unconditional_gives():
+    cfg = sashimi.preset("tiny", d_model=8, d_state=8, n_layers=1, l_max=64, labels=NAMES, label_dropout=0.5)
+    torch.manual_seed(0)
+    model = sashimi.SaShiMiLM(cfg)
+    with torch.no_grad():
+        model.label_embedding.weight.normal_(0, 1)
+    labels = torch.zeros(64, dtype=torch.long)
+    model.train()
+    dropped = (model.label_vectors(labels, 64).abs().sum(1) == 0).float().mean()
+    assert 0.3 < dropped < 0.7  # about half of the sequences see the zero vector while training
+    model.eval()
+    assert (model.label_vectors(labels, 64).abs().sum(1) > 0).all()  # never at evaluation or generation
+    plain = model.unconditional()
+    assert plain.n_labels == 0 and not plain.training
+    tokens = torch.randint(0, 256, (2, 16))
+    with torch.no_grad():
+        zero = model.label_embedding.weight.clone()
+        model.label_embedding.weight.zero_()
+        torch.testing.assert_close(plain(tokens), model(tokens, torch.tensor([0, 1])), rtol=0, atol=0)
+        model.label_embedding.weight.copy_(zero)
+    with pytest.raises(sashimi.errors.ConfigError, match="label_dropout applies to a conditional model"):
+        sashimi.preset("tiny", label_dropout=0.1)
+    with pytest.raises(sashimi.errors.ConfigError, match=r"label_dropout must be in \[0, 1\)"):
+        sashimi.preset("tiny", labels=NAMES, label_dropout=1.0)
