@@ -8,6 +8,8 @@ of every input sample, so every layer sees the label at every step; its methods 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn as nn
 
@@ -81,8 +83,6 @@ class SaShiMiLM(nn.Module):
 
     def unconditional(self) -> "SaShiMiLM":
         """A copy without labels: the zero label vector, the mode ``model.label_dropout`` trains (for guidance)."""
-        import dataclasses
-
         config = dataclasses.replace(self.config, labels=(), label_dropout=0.0)
         copy = SaShiMiLM(config).to(self.head.weight.device, self.head.weight.dtype)
         copy.load_state_dict({k: v for k, v in self.state_dict().items() if not k.startswith("label_embedding.")})

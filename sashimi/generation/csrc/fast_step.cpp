@@ -150,6 +150,7 @@ class Net {
               const at::Tensor& head_w, const c10::optional<at::Tensor>& head_b) {
     emb_ = f32(embedding);
     TORCH_CHECK(emb_.dim() == 2 && emb_.size(0) == C_ + 1, "embedding must be (classes + 1, H)");
+    emb_p_ = emb_.data_ptr<float>();
     H0_ = static_cast<int>(emb_.size(1));
     norm_w_.staging = f32(norm_w);
     norm_b_.staging = f32(norm_b);
@@ -164,6 +165,7 @@ class Net {
     TORCH_CHECK(emb_.defined(), "set_io must come before set_cond");
     cond_ = f32(cond);
     TORCH_CHECK(cond_.dim() == 2 && cond_.size(0) == B_ && cond_.size(1) == H0_, "cond must be (batch, H)");
+    cond_p_ = cond_.data_ptr<float>();
   }
 
   void set_tier(int64_t i, int64_t H, const at::Tensor& down_w, const c10::optional<at::Tensor>& down_b,
@@ -470,6 +472,8 @@ class Net {
   Settings settings_;
   at::Tensor emb_;
   at::Tensor cond_;  // (B, H) label vectors of a conditional model; undefined for an unconditional one
+  const float* emb_p_ = nullptr;  // emb_'s and cond_'s data, read once per row and step (no checks there)
+  const float* cond_p_ = nullptr;
   Arr norm_w_, norm_b_;
   float norm_eps_ = 1e-5f;
   Linear head_;
@@ -670,9 +674,9 @@ class Net {
   void embed(const Job& job, int b, int h0, int h1) {
     const int H = H0_;
     float* x = x0_p_ + static_cast<int64_t>(b) * H;
-    std::memcpy(x + h0, emb_.data_ptr<float>() + job.token[b] * H + h0, sizeof(float) * (h1 - h0));
-    if (!cond_.defined()) return;
-    const float* v = cond_.data_ptr<float>() + static_cast<int64_t>(b) * H;
+    std::memcpy(x + h0, emb_p_ + job.token[b] * H + h0, sizeof(float) * (h1 - h0));
+    if (cond_p_ == nullptr) return;
+    const float* v = cond_p_ + static_cast<int64_t>(b) * H;
     for (int h = h0; h < h1; ++h) x[h] += v[h];
   }
 
