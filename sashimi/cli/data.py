@@ -30,6 +30,11 @@ def register(subparsers) -> None:
                        help="lib: espeakng-loader wheel; command: espeak-ng program; auto: the first available")
     synth.add_argument("--no-noise", action="store_true",
                        help="leave out the background noise (the same clips otherwise)")
+    synth.add_argument("--voices", type=_names, default=None, metavar="V1,V2,...",
+                       help="only these eSpeak voice variants (e.g. m1,m2,f1; default: all installed), "
+                            "split between train/valid/test like the full set")
+    synth.add_argument("--accents", type=_names, default=None, metavar="A1,A2,...",
+                       help="only these English accents (e.g. en-us,en; default: all installed)")
     synth.set_defaults(handler=_synth_digits)
 
     info = sub.add_parser("info", help="summarize a prepared dataset")
@@ -44,6 +49,10 @@ def _add_index_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample-len", type=int, default=None,
                         help="samples per training example (default: 16000 for clips, 131072 for long files)")
     parser.add_argument("--strict", action="store_true", help="a bad audio file is an error instead of skipped")
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def _cfg_fields(args, name: str) -> dict:
@@ -75,7 +84,7 @@ def _synth_digits(args) -> int:
     from sashimi.data.digits import synth_digits
 
     s = synth_digits(args.root, args.n_clips, args.seed, workers=args.workers, backend=args.backend,
-                     noise=not args.no_noise)
+                     noise=not args.no_noise, voices=args.voices, accents=args.accents)
     print(f"wrote {s.n_clips} clips to {s.root} in {s.seconds:.1f} s ({s.bytes_on_disk / 1e6:.1f} MB) with {s.backend}")
     for split, n in s.clips_per_split.items():
         print(f"  {split}: {n} clips, {len(s.voices_per_split[split])} voices")

@@ -21,6 +21,7 @@ import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -204,21 +205,25 @@ def _prepare_root(root: Path) -> None:
 
 def synth_digits(root: str | os.PathLike, n_clips: int = DEFAULT_N_CLIPS, seed: int = 0, *,
                  workers: int | None = None, backend: str = "auto", progress: bool = True,
-                 noise: bool = True) -> DigitsSummary:
+                 noise: bool = True, voices: Sequence[str] | None = None,
+                 accents: Sequence[str] | None = None) -> DigitsSummary:
     """Write the digits dataset to `root` (replacing an earlier one there) and summarize it.
 
     `noise=False` writes the same clips without their background noise (a set for models that should spend
     no capacity on the noise floor; the evaluation classifier's reference statistics are of the noisy set).
+    `voices` / `accents` narrow the set to those eSpeak voice variants / accents (default: all installed);
+    the chosen voices are split between train, valid and test as all of them would be.
     """
     if isinstance(n_clips, bool) or not isinstance(n_clips, int) or n_clips < 10:
         raise ConfigError(f"n_clips must be an integer >= 10 (one per digit), got {n_clips!r}")
     started = time.perf_counter()
     _open.cache_clear()
-    synth, accents = _open(backend)
-    if not accents:
+    synth, installed = _open(backend)
+    if not installed:
         raise SynthesisError(f"{synth.name} has none of the English accents {', '.join(ACCENTS)}")
-    voices = split_voices(synth.variants, seed)
-    specs = plan_clips(n_clips, seed, voices, accents, noise=noise)
+    accents = _chosen("accents", accents, installed)
+    split = split_voices(_chosen("voices", voices, synth.variants), seed)
+    specs = plan_clips(n_clips, seed, split, accents, noise=noise)
     root = Path(root)
     _prepare_root(root)
     jobs = [(str(root), backend, specs[i : i + BLOCK]) for i in range(0, n_clips, BLOCK)]
@@ -229,14 +234,25 @@ def synth_digits(root: str | os.PathLike, n_clips: int = DEFAULT_N_CLIPS, seed: 
             tqdm(total=n_clips, desc="synth-digits", unit="clip", disable=not progress) as bar:
         for done in pool.imap_unordered(_write_block, jobs):
             bar.update(done)
-    _write_lists_and_metadata(root, specs, voices, accents, synth.name, seed, noise)
+    _write_lists_and_metadata(root, specs, split, accents, synth.name, seed, noise)
     return DigitsSummary(
         root=str(root), n_clips=n_clips,
-        clips_per_split={s: sum(c.split == s for c in specs) for s in voices},
-        voices_per_split=voices, accents=accents, backend=synth.name,
+        clips_per_split={s: sum(c.split == s for c in specs) for s in split},
+        voices_per_split=split, accents=accents, backend=synth.name,
         seconds=time.perf_counter() - started,
         bytes_on_disk=sum(f.stat().st_size for f in root.rglob("*") if f.is_file()),
     )
+
+
+def _chosen(field: str, wanted: Sequence[str] | None, available: Sequence[str]) -> list[str]:
+    """`wanted` in the order of `available` (all of them when None); an unknown name is a one-line error."""
+    if wanted is None:
+        return list(available)
+    unknown = [w for w in wanted if w not in available]
+    if unknown or not wanted:
+        raise ConfigError(f"{field}: {', '.join(unknown) or 'none given'} not available; "
+                          f"choose from {', '.join(available)}")
+    return [a for a in available if a in set(wanted)]
 
 
 def _write_lists_and_metadata(root, specs, voices, accents, backend, seed, noise) -> None:

@@ -21,6 +21,17 @@ def test_synth_digits_then_info(tmp_path, capsys):
     assert "original sample rates: 16000 Hz x20" in out and "train:" in out and "test:" in out
 
 
+def test_synth_digits_with_chosen_voices_and_accents(tmp_path, capsys):
+    root = tmp_path / "plain"
+    assert main(["data", "synth-digits", "--root", str(root), "--n-clips", "10", "--workers", "1", "--no-noise",
+                 "--voices", "m1, m2,f1", "--accents", "en-us"]) == 0
+    out = capsys.readouterr().out
+    assert "train: " in out and "1 voices" in out and "accents: en-us\n" in out
+    assert main(["data", "synth-digits", "--root", str(tmp_path / "bad"), "--voices", "m1,robotnik"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("sashimi data: error: voices: robotnik not available; choose from ")
+
+
 def test_prepare_sc09_from_archive_keeps_digits_only(tmp_path, capsys):
     tree = tmp_path / "speech_commands_v0.02"
     expected = make_speech_commands(tree)

@@ -169,3 +169,23 @@ def test_no_noise_gives_the_same_clips_without_their_background(digits50, tmp_pa
         loud = np.abs(speech) > 0  # the word (the noise is measured against the word's RMS)
         snr = 10 * np.log10(np.mean(speech[loud] ** 2) / np.mean((noisy - speech) ** 2))
         assert 24 < snr < 46 + 3, (noisy_clip["path"], snr, noisy_clip["snr_db"])
+
+
+def test_voices_and_accents_narrow_the_set(tmp_path):
+    summary = synth_digits(tmp_path / "plain", n_clips=20, seed=0, workers=1, progress=False, noise=False,
+                           voices=["m3", "f1", "m1"], accents=["en-us"])
+    assert summary.accents == ["en-us"]
+    split = summary.voices_per_split
+    assert sorted(v for vs in split.values() for v in vs) == ["f1", "m1", "m3"]
+    assert all(len(vs) == 1 for vs in split.values())  # still one unseen voice for valid and for test
+    meta = json.loads((tmp_path / "plain" / "digits.json").read_text())
+    assert {c["accent"] for c in meta["clips"]} == {"en-us"}
+    assert {c["variant"] for c in meta["clips"]} <= {"f1", "m1", "m3"}
+
+
+@pytest.mark.parametrize("field, value", [("voices", ["m1", "no-such-voice"]), ("accents", ["en-xx"]),
+                                          ("voices", [])])
+def test_unknown_voice_or_accent_is_a_one_line_error(tmp_path, field, value):
+    with pytest.raises(ConfigError, match=f"^{field}: .*not available; choose from"):
+        synth_digits(tmp_path / "x", n_clips=10, progress=False, **{field: value})
+    assert not (tmp_path / "x").exists()  # refused before anything is written
