@@ -21,6 +21,7 @@ from sashimi.cli.options import device
 from sashimi.errors import OS_FAULTS, CheckpointError, ConfigError
 from sashimi.generation import native
 from sashimi.generation.backends import BACKENDS
+from sashimi.generation.guidance import check_guidance
 from sashimi.generation.labels import label_of, parse_labels
 from sashimi.generation.output import JOURNAL, OutputFolder
 from sashimi.generation.prime import load_prime
@@ -47,6 +48,9 @@ def register(subparsers) -> None:
     p.add_argument("--top-k", type=int, help="keep the k most likely tokens (default 0 = off)")
     p.add_argument("--label", help="conditional models (e.g. digits-cond): the label(s) to say, comma-separated "
                    "(e.g. seven or zero,one: taken in turn); default: every label in turn")
+    p.add_argument("--guidance", type=float, help="conditional models trained with label dropout (e.g. "
+                   "digits-plain): sample from l_u + W (l_c - l_u), W > 1 leaning on the label (twice the compute; "
+                   "default: off, plain conditional sampling)")
     p.add_argument("--prime", help="mono audio file at the model's sample rate to continue")
     p.add_argument("--prime-seconds", type=float, help="use only the first seconds of --prime")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed SEED+i")
@@ -110,8 +114,9 @@ def _run_command(args) -> int:
     _validate(args)
     model = load_model(args.checkpoint, map_location=args.device)
     if isinstance(model, DiffWave):
-        if args.label is not None:
-            raise ConfigError("--label: this diffusion model is unconditional (it has no labels); leave --label out")
+        if args.label is not None or args.guidance is not None:
+            flag = "--label" if args.label is not None else "--guidance"
+            raise ConfigError(f"{flag}: this diffusion model is unconditional (it has no labels); leave {flag} out")
         from sashimi.cli.generate_diffusion import run_diffusion
 
         return run_diffusion(args, model)
@@ -127,6 +132,11 @@ def _run_command(args) -> int:
         raise CheckpointError(f"{args.checkpoint}: holds a bare backbone, not a SaShiMiLM; cannot generate")
     cfg = model.config
     args.labels = parse_labels(args.label, cfg.labels)
+    if args.guidance is not None:
+        try:
+            check_guidance(model, args.guidance)
+        except ConfigError as err:
+            raise ConfigError(f"--guidance: {err}") from None
     prime_wave, prime_tokens = load_prime(args.prime, cfg, args.prime_seconds) if args.prime else (None, None)
     n_new = int(round(args.seconds * cfg.sample_rate))
     if n_new < 1:
@@ -185,7 +195,8 @@ def _identity(args, settings) -> dict:
     """What decides the audio of a run: a resumed run must repeat it (the batch size may change)."""
     return {"checkpoint": str(args.checkpoint), **settings.to_dict(), "n": args.n, "seconds": args.seconds,
             "seed": args.seed, "prime": args.prime, "prime_seconds": args.prime_seconds,
-            **({"label": args.label} if args.label else {})}
+            **({"label": args.label} if args.label else {}),
+            **({"guidance": args.guidance} if args.guidance is not None else {})}
 
 
 def _generate_batch(model, seeds, settings, prime, n_new, out: OutputFolder, args, bar, like=None):
@@ -203,7 +214,8 @@ def _generate_batch(model, seeds, settings, prime, n_new, out: OutputFolder, arg
         # the torch steps are compiled for, and run on, the loop's threads (backends.make_step)
         sampler = Sampler(model, seeds, settings, prime=prime, backend=args.backend, threads=threads,
                           chunked=chunked, like=like, weights=args.weights,
-                          labels=None if names is None else [cfg.labels.index(n) for n in names])
+                          labels=None if names is None else [cfg.labels.index(n) for n in names],
+                          guidance=args.guidance)
     torch.set_num_threads(1 if sampler.backend.backend == "native" else sampler.backend.threads)
     n_prime = 0 if prime is None else len(prime)
     scratch = out.scratch(len(seeds), n_prime + n_new)  # (B, T) int16: one open file whatever B is
@@ -297,6 +309,7 @@ def _manifest(args, cfg, settings, n_new, prime_tokens, elapsed, generated: int,
         "bits": cfg.bits,
         "settings": {**settings.to_dict(), "n": args.n, "seconds": args.seconds, "seed": args.seed,
                      "prime": args.prime, "prime_seconds": args.prime_seconds, "label": args.label,
+                     "guidance": args.guidance,
                      "prime_samples": 0 if prime_tokens is None else len(prime_tokens),
                      "batch_size": args.batch_size or args.n, "step": "reference" if backend == "reference" else "fast",
                      "backend": backend, "compiled": backend in ("native", "inductor"), "device": args.device,

@@ -18,6 +18,7 @@ import torch
 from sashimi.errors import ConfigError, SashimiError
 from sashimi.generation.backends import make_step
 from sashimi.generation.fast import FastLM
+from sashimi.generation.guidance import GuidedStep, check_guidance, guided_labels
 from sashimi.generation.sampling import SamplingSettings, sample
 from sashimi.models.lm import SaShiMiLM
 
@@ -35,12 +36,14 @@ class GenerationError(SashimiError):
 
 class Sampler:
     """Generate ``len(seeds)`` sequences from ``model``, optionally continuing ``prime`` tokens (B T) or (T,);
-    ``labels`` (B,): the label of each sequence, for a conditional model (``model.labels``)."""
+    ``labels`` (B,): the label of each sequence, for a conditional model (``model.labels``); ``guidance`` w:
+    sample from l_u + w (l_c - l_u) (``guidance.py``; needs a model trained with ``model.label_dropout``)."""
 
     def __init__(self, model: SaShiMiLM, seeds: list[int], settings: SamplingSettings = SamplingSettings(),
                  prime: torch.Tensor | None = None, backend: str | None = None, *, threads: int | None = None,
                  march: str = "native", chunked: bool = True, like: FastLM | None = None,
-                 weights: str = "float32", labels: torch.Tensor | list[int] | None = None):
+                 weights: str = "float32", labels: torch.Tensor | list[int] | None = None,
+                 guidance: float | None = None):
         if not seeds:
             raise ConfigError("need at least one seed (one per sequence)")
         model.eval()  # dropout off: sampling follows the model's distribution
@@ -49,10 +52,19 @@ class Sampler:
         device = model.head.weight.device
         self.labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long, device=device)
         self._rngs = [torch.Generator(device="cpu").manual_seed(int(s)) for s in self.seeds]
+        self.guidance = guidance
+        if guidance is not None:
+            check_guidance(model, guidance)
+            model.label_vectors(self.labels, B)  # checked before they are doubled
+        rows, step_labels = (B, self.labels) if guidance is None else (2 * B, guided_labels(self.labels))
+        like = like.inner if isinstance(like, GuidedStep) else like
         # the step of ``backend`` (backends.make_step: native, inductor, eager or reference; falling back with a
         # warning), reusing the conversion of ``like`` (an earlier Sampler's step for the same model) if given
-        self.backend = make_step(model, B, settings, backend, threads=threads, march=march, chunked=chunked,
-                                 like=like, weights=weights, labels=self.labels)
+        self.backend = make_step(model, rows, settings, backend, threads=threads, march=march, chunked=chunked,
+                                 like=like, weights=weights, labels=step_labels)
+        if guidance is not None:  # the inner step runs each sequence twice: with its label and without
+            self.backend = GuidedStep(self.backend, guidance, settings, model.n_classes)
+        self._step_labels = step_labels
         self.log_likelihood = torch.zeros(B, dtype=torch.float64)  # nats, of the generated samples
         self.n_generated = 0
         self._token = torch.full((B,), model.bos, dtype=torch.long, device=device)
@@ -66,8 +78,9 @@ class Sampler:
             raise ConfigError(f"prime must be (T,) or ({B}, T) tokens, got shape {tuple(prime.shape)}")
         if prime.shape[1] == 0:
             return prime
-        head = max(1, min(prime.shape[1], PREFILL_CONV_SAMPLES // B))  # memory of convolution mode grows with B*T
-        logits, state = self.model.prefill(prime[:, :head], self.labels)
+        rows = prime if self.guidance is None else prime.repeat(2, 1)  # guided: both halves consume the prime
+        head = max(1, min(prime.shape[1], PREFILL_CONV_SAMPLES // len(rows)))  # convolution mode's memory ~ B*T
+        logits, state = self.model.prefill(rows[:, :head], self._step_labels)
         self.backend.load_state(state)
         self._pending = self._teacher_force(prime[:, head:], logits)
         return prime
@@ -75,7 +88,7 @@ class Sampler:
     @torch.no_grad()
     def _teacher_force(self, tokens: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """Step the rest of a long prime (B T') through the recurrent step (``forced``), in O(state) memory and
-        chunks of FORCE_CHUNK steps; returns the logits (B C) of the sample after it."""
+        chunks of FORCE_CHUNK steps; returns the step's logits (B C, guided: 2B C) of the sample after it."""
         for start in range(0, tokens.shape[1], FORCE_CHUNK):
             logits = self.backend.forced(tokens[:, start:start + FORCE_CHUNK].T)[-1]  # (B C)
         return logits
@@ -98,7 +111,7 @@ class Sampler:
         logps = torch.empty(n, len(self.seeds), dtype=torch.float32, device=u.device)
         token, k = self._token, 0
         if self._pending is not None:  # first sample after a prime: its logits came from prefill
-            token, logp = sample(self._pending, u[0], self.settings)
+            token, logp = self._draw(self._pending, u[0])
             self._pending = None
             tokens[0], logps[0], k = token, logp, 1
         if k < n:  # the rest, each sample fed back (the native backend runs this loop in C++)
@@ -109,6 +122,11 @@ class Sampler:
         self.log_likelihood += logps.double().sum(0).cpu()
         self.n_generated += n
         return tokens.T.contiguous()  # (B n)
+
+    def _draw(self, logits: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.guidance is None:
+            return sample(logits, u, self.settings)
+        return self.backend.draw(logits, u)[:2]
 
     def _check(self, logps: torch.Tensor) -> None:
         bad = ~torch.isfinite(logps)
@@ -135,10 +153,13 @@ class Generation:
 
 def generate(model: SaShiMiLM, n_samples: int, seeds: list[int], settings: SamplingSettings = SamplingSettings(),
              prime: torch.Tensor | None = None, backend: str | None = None, chunk_size: int = 4000,
-             threads: int | None = None, labels: torch.Tensor | list[int] | None = None) -> Generation:
+             threads: int | None = None, labels: torch.Tensor | list[int] | None = None,
+             guidance: float | None = None) -> Generation:
     """Generate everything in memory (convenient for short outputs; use ``Sampler.chunks`` to stream).
-    ``backend``: see ``backends.make_step``; ``labels`` (B,): one per seed, for a conditional model."""
-    sampler = Sampler(model, seeds, settings, prime=prime, backend=backend, threads=threads, labels=labels)
+    ``backend``: see ``backends.make_step``; ``labels`` (B,): one per seed, for a conditional model;
+    ``guidance``: see ``Sampler``."""
+    sampler = Sampler(model, seeds, settings, prime=prime, backend=backend, threads=threads, labels=labels,
+                      guidance=guidance)
     parts = [] if sampler.prime is None else [sampler.prime]
     parts += list(sampler.chunks(n_samples, chunk_size))
     tokens = torch.cat(parts, dim=1) if parts else torch.empty(len(seeds), 0, dtype=torch.long)

@@ -18,6 +18,7 @@ from sashimi.models.config import SaShiMiConfig
 
 BACKBONE_FIELDS = ("d_model", "n_layers", "pool", "expand", "ff", "layer", "d_state", "unet", "dropout", "init",
                    "disc", "dt_min", "dt_max", "ssm_lr", "l_max")
+NO_LABEL = -1  # a conditional model's "no label": the zero label vector (the mode model.label_dropout trains)
 
 
 class SaShiMiLM(nn.Module):
@@ -61,7 +62,8 @@ class SaShiMiLM(nn.Module):
 
     def label_vectors(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         """labels (B,) int -> the vectors (B H) added to every input embedding; None for an unconditional model.
-        A conditional model needs labels, an unconditional one refuses them."""
+        A conditional model needs labels, an unconditional one refuses them. ``NO_LABEL`` asks for the zero
+        vector: the unconditional mode that ``model.label_dropout`` trains (what guidance contrasts with)."""
         if not self.n_labels:
             if labels is not None:
                 raise ValueError("this model is unconditional (model.labels is empty): pass no labels")
@@ -72,10 +74,11 @@ class SaShiMiLM(nn.Module):
         labels = torch.as_tensor(labels, device=self.head.weight.device)
         if labels.shape != (batch,) or labels.is_floating_point():
             raise ValueError(f"labels must be ({batch},) integers, got {tuple(labels.shape)} {labels.dtype}")
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.n_labels):
-            raise ValueError(f"labels must lie in [0, {self.n_labels}), got range "
+        if labels.numel() and (labels.min() < NO_LABEL or labels.max() >= self.n_labels):
+            raise ValueError(f"labels must lie in [0, {self.n_labels}) (or {NO_LABEL}: no label), got range "
                              f"[{int(labels.min())}, {int(labels.max())}]")
-        vectors = self.label_embedding(labels.long())  # (B H)
+        given = (labels >= 0)[:, None]  # (B 1): NO_LABEL rows get the zero vector
+        vectors = self.label_embedding(labels.clamp(min=0).long()) * given  # (B H)
         if self.training and self.config.label_dropout:  # these sequences learn the unconditional mode
             keep = torch.rand(batch, 1, device=vectors.device) >= self.config.label_dropout
             vectors = vectors * keep

@@ -70,3 +70,22 @@ def test_generate_says_the_label_asked_for_and_refuses_unknown_ones(runs, tmp_pa
     assert main(["generate", str(runs[0]), "--n", "1", "--seconds", "0.01", "--out", str(tmp_path / "y"),
                  "--label", "one"]) == 2
     assert "this model is unconditional" in capsys.readouterr().err
+
+
+def test_generate_with_guidance_records_it_and_refuses_models_without_label_dropout(runs, tmp_path, capsys):
+    import dataclasses
+
+    model = sashimi.load_model(runs[2])
+    assert main(["generate", str(runs[2]), "--n", "1", "--seconds", "0.01", "--out", str(tmp_path / "x"),
+                 "--guidance", "2"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "--guidance: guidance needs a model trained with model.label_dropout > 0 (its unconditional mode); "
+        "this one was trained with every label")
+    model.config = dataclasses.replace(model.config, label_dropout=0.2)
+    sashimi.save_model(model, tmp_path / "guided")
+    out = tmp_path / "gen"
+    assert main(["generate", str(tmp_path / "guided"), "--n", "2", "--seconds", "0.01", "--out", str(out),
+                 "--guidance", "2", "--label", "three"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["guidance"] == 2.0
+    assert [r["label"] for r in manifest["samples"]] == ["three", "three"]
