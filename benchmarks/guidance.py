@@ -11,7 +11,8 @@ weight w from a conditional model (``model.labels``), each sequence asked for th
                                                                   the mode that model.label_dropout trains)
 
 Both models step through the native step side by side (one call each per sample); the sample drawn from the
-guided logits is fed to both. An experiment: ``sashimi generate`` has no guidance option.
+guided logits is fed to both. With one model (``--uncond same``) this is what ``sashimi generate --guidance W``
+does (``sashimi.generation.guidance``); this script also contrasts with a separate unconditional model.
 """
 from __future__ import annotations
 
