@@ -90,7 +90,7 @@ class Sampler:
         """Step the rest of a long prime (B T') through the recurrent step (``forced``), in O(state) memory and
         chunks of FORCE_CHUNK steps; returns the step's logits (B C, guided: 2B C) of the sample after it."""
         for start in range(0, tokens.shape[1], FORCE_CHUNK):
-            logits = self.backend.forced(tokens[:, start:start + FORCE_CHUNK].T)[-1]  # (B C)
+            logits = self.backend.forced(tokens[:, start:start + FORCE_CHUNK].T)[-1]  # (B C), guided (2B C)
         return logits
 
     def _uniforms(self, n: int) -> torch.Tensor:
