@@ -75,3 +75,16 @@ def test_guidance_needs_a_model_trained_with_label_dropout_and_a_sane_weight():
             Sampler(guided_model(), [0], labels=[0], guidance=bad)
     with pytest.raises(ValueError, match="conditioned on a label"):
         Sampler(guided_model(), [0], guidance=2.0)
+
+
+@torch.no_grad()
+def test_a_long_prime_is_teacher_forced_through_both_halves(built, monkeypatch):
+    import sashimi.generation.sampler as sampler_module
+
+    monkeypatch.setattr(sampler_module, "PREFILL_CONV_SAMPLES", 8)  # most of the prime goes through `forced`
+    model = guided_model()
+    prime = torch.randint(0, 256, (2, 12))
+    plain = generate(model, 20, [1, 2], prime=prime, labels=[0, 1], backend="native")
+    one = generate(model, 20, [1, 2], prime=prime, labels=[0, 1], backend="native", guidance=1.0)
+    assert torch.equal(one.tokens, plain.tokens)
+    torch.testing.assert_close(one.log_likelihood, plain.log_likelihood, atol=1e-4, rtol=1e-5)
