@@ -250,9 +250,12 @@ def _chosen(field: str, wanted: Sequence[str] | None, available: Sequence[str]) 
         return list(available)
     unknown = [w for w in wanted if w not in available]
     if unknown or not wanted:
-        raise ConfigError(f"{field}: {', '.join(unknown) or 'none given'} not available; "
-                          f"choose from {', '.join(available)}")
-    return [a for a in available if a in set(wanted)]
+        what = f"{', '.join(unknown)} not available" if unknown else "none given"
+        raise ConfigError(f"{field}: {what}; choose from {', '.join(available)}")
+    chosen = [a for a in available if a in set(wanted)]
+    if field == "voices" and len(chosen) < 3:
+        raise ConfigError(f"voices: need at least 3 (one each for train, valid and test), got {', '.join(chosen)}")
+    return chosen
 
 
 def _write_lists_and_metadata(root, specs, voices, accents, backend, seed, noise) -> None:

@@ -183,9 +183,13 @@ def test_voices_and_accents_narrow_the_set(tmp_path):
     assert {c["variant"] for c in meta["clips"]} <= {"f1", "m1", "m3"}
 
 
-@pytest.mark.parametrize("field, value", [("voices", ["m1", "no-such-voice"]), ("accents", ["en-xx"]),
-                                          ("voices", [])])
-def test_unknown_voice_or_accent_is_a_one_line_error(tmp_path, field, value):
-    with pytest.raises(ConfigError, match=f"^{field}: .*not available; choose from"):
+@pytest.mark.parametrize("field, value, message", [
+    ("voices", ["m1", "no-such-voice"], "no-such-voice not available; choose from"),
+    ("accents", ["en-xx"], "en-xx not available; choose from"),
+    ("voices", [], "none given; choose from"),
+    ("voices", ["m1", "m2"], r"need at least 3 \(one each for train, valid and test\), got m1, m2"),
+])
+def test_unknown_voice_or_accent_is_a_one_line_error(tmp_path, field, value, message):
+    with pytest.raises(ConfigError, match=f"^{field}: {message}"):
         synth_digits(tmp_path / "x", n_clips=10, progress=False, **{field: value})
     assert not (tmp_path / "x").exists()  # refused before anything is written
