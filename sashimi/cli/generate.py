@@ -48,8 +48,8 @@ def register(subparsers) -> None:
     p.add_argument("--top-k", type=int, help="keep the k most likely tokens (default 0 = off)")
     p.add_argument("--label", help="conditional models (e.g. digits-cond): the label(s) to say, comma-separated "
                    "(e.g. seven or zero,one: taken in turn); default: every label in turn")
-    p.add_argument("--guidance", type=float, help="conditional models trained with label dropout (e.g. "
-                   "digits-plain): sample from l_u + W (l_c - l_u), W > 1 leaning on the label (twice the compute; "
+    p.add_argument("--guidance", type=float, help="conditional models trained with label dropout "
+                   "(model.label_dropout > 0): sample from l_u + W (l_c - l_u), W > 1 leaning on the label (twice the compute; "
                    "default: off, plain conditional sampling)")
     p.add_argument("--prime", help="mono audio file at the model's sample rate to continue")
     p.add_argument("--prime-seconds", type=float, help="use only the first seconds of --prime")

@@ -20,8 +20,8 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -222,7 +222,10 @@ def synth_digits(root: str | os.PathLike, n_clips: int = DEFAULT_N_CLIPS, seed: 
     if not installed:
         raise SynthesisError(f"{synth.name} has none of the English accents {', '.join(ACCENTS)}")
     accents = _chosen("accents", accents, installed)
-    split = split_voices(_chosen("voices", voices, synth.variants), seed)
+    variants = _chosen("voices", voices, synth.variants)
+    if voices is not None and len(variants) < 3:
+        raise ConfigError(f"voices: need at least 3 (one each for train, valid and test), got {', '.join(variants)}")
+    split = split_voices(variants, seed)
     specs = plan_clips(n_clips, seed, split, accents, noise=noise)
     root = Path(root)
     _prepare_root(root)
@@ -252,10 +255,7 @@ def _chosen(field: str, wanted: Sequence[str] | None, available: Sequence[str]) 
     if unknown or not wanted:
         what = f"{', '.join(unknown)} not available" if unknown else "none given"
         raise ConfigError(f"{field}: {what}; choose from {', '.join(available)}")
-    chosen = [a for a in available if a in set(wanted)]
-    if field == "voices" and len(chosen) < 3:
-        raise ConfigError(f"voices: need at least 3 (one each for train, valid and test), got {', '.join(chosen)}")
-    return chosen
+    return [a for a in available if a in set(wanted)]
 
 
 def _write_lists_and_metadata(root, specs, voices, accents, backend, seed, noise) -> None:
