@@ -35,6 +35,10 @@ def register(subparsers) -> None:
                             "split between train/valid/test like the full set")
     synth.add_argument("--accents", type=_names, default=None, metavar="A1,A2,...",
                        help="only these English accents (e.g. en-us,en; default: all installed)")
+    synth.add_argument("--rate", type=_span, default=None, metavar="WPM|LOW-HIGH",
+                       help="speaking rate in words per minute, one value or a range (default 120-240)")
+    synth.add_argument("--pitch", type=_span, default=None, metavar="P|LOW-HIGH",
+                       help="eSpeak base pitch 0-99, one value or a range (default 20-80)")
     synth.set_defaults(handler=_synth_digits)
 
     info = sub.add_parser("info", help="summarize a prepared dataset")
@@ -53,6 +57,18 @@ def _add_index_options(parser: argparse.ArgumentParser) -> None:
 
 def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _span(text: str) -> tuple[int, int]:
+    """"160" -> (160, 160); "150-190" -> (150, 190); the range itself is checked by synth_digits."""
+    parts = text.split("-")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or LOW-HIGH, got {text!r}") from None
+    if len(values) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected an integer or LOW-HIGH, got {text!r}")
+    return values[0], values[-1]
 
 
 def _cfg_fields(args, name: str) -> dict:
@@ -84,7 +100,8 @@ def _synth_digits(args) -> int:
     from sashimi.data.digits import synth_digits
 
     s = synth_digits(args.root, args.n_clips, args.seed, workers=args.workers, backend=args.backend,
-                     noise=not args.no_noise, voices=args.voices, accents=args.accents)
+                     noise=not args.no_noise, voices=args.voices, accents=args.accents,
+                     rates=args.rate, pitches=args.pitch)
     print(f"wrote {s.n_clips} clips to {s.root} in {s.seconds:.1f} s ({s.bytes_on_disk / 1e6:.1f} MB) with {s.backend}")
     for split, n in s.clips_per_split.items():
         print(f"  {split}: {n} clips, {len(s.voices_per_split[split])} voices")

@@ -39,8 +39,9 @@ CLIP_LEN = 16000
 DEFAULT_N_CLIPS = 10000
 # eSpeak language names of English accents; ones the installed eSpeak lacks are left out
 ACCENTS = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
-RATE_WPM = (120, 240)
-PITCH = (20, 80)
+RATE_WPM = (120, 240)  # speaking rate drawn per clip, words per minute (`synth_digits(rates=)` narrows it)
+PITCH = (20, 80)  # eSpeak base pitch drawn per clip (`synth_digits(pitches=)` narrows it)
+LIMITS = {"rates": (80, 450), "pitches": (0, 99)}  # what eSpeak NG accepts
 AMPLITUDE = (30, 70)  # eSpeak amplitude (100 is its default); low so the int16 output never saturates
 PEAK = (0.25, 0.85)  # final speech peak level
 SNR_DB = (25.0, 45.0)  # background noise below the speech RMS
@@ -99,10 +100,13 @@ def split_voices(variants: list[str], seed: int) -> dict[str, list[str]]:
 
 
 def plan_clips(n_clips: int, seed: int, voices: dict[str, list[str]], accents: list[str], *,
-               noise: bool = True) -> list[ClipSpec]:
+               noise: bool = True, rates: tuple[int, int] = RATE_WPM,
+               pitches: tuple[int, int] = PITCH) -> list[ClipSpec]:
     """Parameters of every clip; words cycle so each digit gets n_clips / 10 clips.
 
-    `noise=False` plans the same clips (same words, voices, levels and offsets) without background noise.
+    `noise=False` plans the same clips (same words, voices, levels and offsets) without background noise;
+    `rates` / `pitches` (low, high), inclusive: the ranges the speaking rate and pitch are drawn from (words, voices,
+    accents, levels and offsets stay those of the default set).
     """
     variants = sorted(v for vs in voices.values() for v in vs)
     split_of = {v: s for s, vs in voices.items() for v in vs}
@@ -112,7 +116,7 @@ def plan_clips(n_clips: int, seed: int, voices: dict[str, list[str]], accents: l
         variant = variants[rng.integers(len(variants))]
         specs.append(ClipSpec(
             clip=i, word=DIGITS[i % len(DIGITS)], variant=variant, accent=accents[rng.integers(len(accents))],
-            rate=int(rng.integers(RATE_WPM[0], RATE_WPM[1] + 1)), pitch=int(rng.integers(PITCH[0], PITCH[1] + 1)),
+            rate=int(rng.integers(rates[0], rates[1] + 1)), pitch=int(rng.integers(pitches[0], pitches[1] + 1)),
             amplitude=int(rng.integers(AMPLITUDE[0], AMPLITUDE[1] + 1)), peak=float(rng.uniform(*PEAK)),
             snr_db=_drawn_snr(rng, noise), noise_color=float(rng.uniform(0.0, 0.95)),
             offset=float(rng.uniform()), split=split_of[variant],
@@ -206,13 +210,15 @@ def _prepare_root(root: Path) -> None:
 def synth_digits(root: str | os.PathLike, n_clips: int = DEFAULT_N_CLIPS, seed: int = 0, *,
                  workers: int | None = None, backend: str = "auto", progress: bool = True,
                  noise: bool = True, voices: Sequence[str] | None = None,
-                 accents: Sequence[str] | None = None) -> DigitsSummary:
+                 accents: Sequence[str] | None = None, rates: Sequence[int] | None = None,
+                 pitches: Sequence[int] | None = None) -> DigitsSummary:
     """Write the digits dataset to `root` (replacing an earlier one there) and summarize it.
 
     `noise=False` writes the same clips without their background noise (a set for models that should spend
     no capacity on the noise floor; the evaluation classifier's reference statistics are of the noisy set).
     `voices` / `accents` narrow the set to those eSpeak voice variants / accents (default: all installed);
-    the chosen voices are split between train, valid and test as all of them would be.
+    the chosen voices are split between train, valid and test as all of them would be. `rates` / `pitches`
+    (low, high): narrower ranges for the speaking rate (words per minute) and pitch (default RATE_WPM, PITCH).
     """
     if isinstance(n_clips, bool) or not isinstance(n_clips, int) or n_clips < 10:
         raise ConfigError(f"n_clips must be an integer >= 10 (one per digit), got {n_clips!r}")
@@ -225,8 +231,9 @@ def synth_digits(root: str | os.PathLike, n_clips: int = DEFAULT_N_CLIPS, seed: 
     variants = _chosen("voices", voices, synth.variants)
     if voices is not None and len(variants) < 3:
         raise ConfigError(f"voices: need at least 3 (one each for train, valid and test), got {', '.join(variants)}")
+    spans = {"rates": _span("rates", rates, RATE_WPM), "pitches": _span("pitches", pitches, PITCH)}
     split = split_voices(variants, seed)
-    specs = plan_clips(n_clips, seed, split, accents, noise=noise)
+    specs = plan_clips(n_clips, seed, split, accents, noise=noise, **spans)
     root = Path(root)
     _prepare_root(root)
     jobs = [(str(root), backend, specs[i : i + BLOCK]) for i in range(0, n_clips, BLOCK)]
@@ -237,7 +244,7 @@ def synth_digits(root: str | os.PathLike, n_clips: int = DEFAULT_N_CLIPS, seed: 
             tqdm(total=n_clips, desc="synth-digits", unit="clip", disable=not progress) as bar:
         for done in pool.imap_unordered(_write_block, jobs):
             bar.update(done)
-    _write_lists_and_metadata(root, specs, split, accents, synth.name, seed, noise)
+    _write_lists_and_metadata(root, specs, split, accents, synth.name, seed, noise, spans)
     return DigitsSummary(
         root=str(root), n_clips=n_clips,
         clips_per_split={s: sum(c.split == s for c in specs) for s in split},
@@ -258,13 +265,26 @@ def _chosen(field: str, wanted: Sequence[str] | None, available: Sequence[str]) 
     return [a for a in available if a in set(wanted)]
 
 
-def _write_lists_and_metadata(root, specs, voices, accents, backend, seed, noise) -> None:
+def _span(field: str, value: Sequence[int] | None, default: tuple[int, int]) -> tuple[int, int]:
+    """(low, high) integers within eSpeak's limits, low <= high; None: the default; else a one-line error."""
+    if value is None:
+        return default
+    low, high = LIMITS[field]
+    ok = (len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+          and low <= value[0] <= value[1] <= high)
+    if not ok:
+        raise ConfigError(f"{field}: expected (low, high) integers with {low} <= low <= high <= {high}, "
+                          f"got {tuple(value)!r}")
+    return int(value[0]), int(value[1])
+
+
+def _write_lists_and_metadata(root, specs, voices, accents, backend, seed, noise, spans) -> None:
     for split, name in SPLIT_LISTS.items():
         (root / name).write_text("".join(f"{c.path}\n" for c in specs if c.split == split))
     meta = {
         "generator": "sashimi data synth-digits", "backend": backend, "seed": seed, "n_clips": len(specs),
         "background_noise": noise, "sample_rate": SAMPLE_RATE, "clip_len": CLIP_LEN, "accents": accents,
-        "voices": voices,
+        "voices": voices, **spans,
         "clips": [{**asdict(c), "path": c.path} for c in specs],
     }
     (root / METADATA).write_text(json.dumps(meta, indent=1))

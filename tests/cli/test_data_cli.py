@@ -1,8 +1,10 @@
 """`sashimi data ...` run the way a user runs it (through the real entry point, in-process for speed)."""
 import logging
+import json
 import tarfile
 import zipfile
 import numpy as np
+import pytest
 import soundfile as sf
 
 from sashimi.cli.main import main
@@ -30,6 +32,21 @@ def test_synth_digits_with_chosen_voices_and_accents(tmp_path, capsys):
     assert main(["data", "synth-digits", "--root", str(tmp_path / "bad"), "--voices", "m1,robotnik"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("sashimi data: error: voices: robotnik not available; choose from ")
+
+
+def test_synth_digits_rate_and_pitch(tmp_path, capsys):
+    root = tmp_path / "steady"
+    assert main(["data", "synth-digits", "--root", str(root), "--n-clips", "10", "--workers", "1", "--no-noise",
+                 "--voices", "m1,m2,f1", "--accents", "en-us", "--rate", "160", "--pitch", "45-55"]) == 0
+    meta = json.loads((root / "digits.json").read_text())
+    assert meta["rates"] == [160, 160] and meta["pitches"] == [45, 55]
+    with pytest.raises(SystemExit):  # argparse: usage and a one-line error
+        main(["data", "synth-digits", "--root", str(tmp_path / "bad"), "--rate", "fast"])
+    assert "expected an integer or LOW-HIGH, got 'fast'" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert main(["data", "synth-digits", "--root", str(tmp_path / "bad"), "--pitch", "50-200"]) == 2
+    assert "pitches: expected (low, high) integers with 0 <= low <= high <= 99, got (50, 200)" in \
+        capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "bad").exists()
 
 
 def test_prepare_sc09_from_archive_keeps_digits_only(tmp_path, capsys):

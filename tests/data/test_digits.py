@@ -183,6 +183,26 @@ def test_voices_and_accents_narrow_the_set(tmp_path):
     assert {c["variant"] for c in meta["clips"]} <= {"f1", "m1", "m3"}
 
 
+def test_rate_and_pitch_ranges_narrow_the_draws_and_keep_the_rest(tmp_path):
+    narrow = synth_digits(tmp_path / "narrow", n_clips=20, seed=0, workers=1, progress=False, noise=False,
+                          voices=["m3", "f1", "m1"], accents=["en-us"], rates=(170, 170), pitches=(40, 50))
+    wide = synth_digits(tmp_path / "wide", n_clips=20, seed=0, workers=1, progress=False, noise=False,
+                        voices=["m3", "f1", "m1"], accents=["en-us"])
+    meta, default = (json.loads((Path(s.root) / "digits.json").read_text()) for s in (narrow, wide))
+    assert meta["rates"] == [170, 170] and meta["pitches"] == [40, 50] and default["rates"] == [120, 240]
+    assert {c["rate"] for c in meta["clips"]} == {170}
+    assert all(40 <= c["pitch"] <= 50 for c in meta["clips"])
+    keep = ("word", "variant", "accent", "peak", "offset", "split")  # the same clips otherwise
+    assert [[c[k] for k in keep] for c in meta["clips"]] == [[c[k] for k in keep] for c in default["clips"]]
+
+
+@pytest.mark.parametrize("value", [(100, 90), (10, 100), (170,), (1.5, 2)])
+def test_a_bad_rate_range_is_a_one_line_error(tmp_path, value):
+    with pytest.raises(ConfigError, match=r"^rates: expected \(low, high\) integers with 80 <= low <= high <= 450, got"):
+        synth_digits(tmp_path / "x", n_clips=10, progress=False, rates=value)
+    assert not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("voices", ["m1", "no-such-voice"], "no-such-voice not available; choose from"),
     ("accents", ["en-xx"], "en-xx not available; choose from"),
