@@ -2,7 +2,7 @@
 continues the first 0.15 s + D of each (D seconds of the real word), and the evaluation classifier hears the
 one-second result. Beside it, the same primes followed by silence: what the prime alone gives away.
 
-    python benchmarks/continuation.py MODEL CONFIG [--clips 100] [--heard 0 0.05 0.1 0.2]
+    python benchmarks/continuation.py MODEL CONFIG [--clips 100] [--heard 0 0.05 0.1 0.2] [--split test]
 
 CONFIG: a training config whose data section names the clips (e.g. docs/recipes/digits8k-a5.yaml); a
 conditional model is given each clip's own label.
@@ -19,6 +19,7 @@ import sashimi
 from sashimi.audio.io import resample
 from sashimi.audio.quantize import make_quantizer
 from sashimi.generation.sampler import generate
+from sashimi.generation.sampling import SamplingSettings
 from sashimi.metrics.classifier import load_classifier
 from sashimi.metrics.score import SHIPPED_CLASSIFIER, classify_waves
 from sashimi.train.config import TrainConfig
@@ -54,11 +55,14 @@ def main(argv=None) -> None:
     p.add_argument("--clips", type=int, default=100)
     p.add_argument("--heard", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.2])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test",
+                   help="whose clips (default test: voices the model never heard)")
+    p.add_argument("--temperature", type=float, default=1.0)
     args = p.parse_args(argv)
     model = sashimi.load_model(args.model).eval()
     data = TrainConfig.from_dict(yaml.safe_load(open(args.config))).data
     names = model.config.labels or ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-    clips = LabeledDataset(build_split(data, "test"), names)
+    clips = LabeledDataset(build_split(data, args.split), names)
     index = list(range(0, len(clips), max(1, len(clips) // args.clips)))[: args.clips]
     quantizer, rate = make_quantizer(data.quantization, data.bits), data.sample_rate
     tokens = aligned(torch.stack([clips[i][0] for i in index]), quantizer, rate)  # (N L)
@@ -66,7 +70,7 @@ def main(argv=None) -> None:
     classifier = load_classifier(SHIPPED_CLASSIFIER)
     silence = int(quantizer.encode_array(np.zeros(1))[0])
     acc, conf = heard(classifier, tokens, quantizer, rate, labels)
-    print(f"{len(index)} aligned test clips, whole: heard right {acc:.3f}, confidence {conf:.3f}")
+    print(f"{len(index)} aligned {args.split} clips, whole: heard right {acc:.3f}, confidence {conf:.3f}")
     print("| real word heard (s) | prime + silence: right | conf. | prime + model: right | conf. |")
     print("|---|---|---|---|---|")
     for d in args.heard:
@@ -75,7 +79,7 @@ def main(argv=None) -> None:
         cut[:, n:] = silence
         acc_cut, conf_cut = heard(classifier, cut, quantizer, rate, labels)
         out = generate(model, tokens.shape[1] - n, [args.seed + i for i in range(len(index))],
-                       prime=tokens[:, :n], labels=torch.as_tensor(labels) if model.n_labels else None)
+                       prime=tokens[:, :n], settings=SamplingSettings(temperature=args.temperature), labels=torch.as_tensor(labels) if model.n_labels else None)
         acc_gen, conf_gen = heard(classifier, out.tokens, quantizer, rate, labels)
         print(f"| {d:.2f} | {acc_cut:.3f} | {conf_cut:.3f} | {acc_gen:.3f} | {conf_gen:.3f} |", flush=True)
 
