@@ -1,7 +1,8 @@
 """How much a conditional model relies on its label: the exact NLL of validation clips given their own label
-against the NLL given a wrong one (each clip's label moved three places on), in bits per clip.
+against the NLL given a wrong one (each clip's label moved three places on), in bits per clip; and where in the
+clip that difference lies: before the word, around its onset (the first sample above 0.02, +-50 ms), after.
 
-    python benchmarks/label_gain.py MODEL CONFIG [--clips 48]
+    python benchmarks/label_gain.py MODEL CONFIG [--clips 48] [--split valid]
 
 CONFIG: the training config whose data section names the clips (e.g. docs/recipes/digits8k-a5.yaml).
 """
@@ -10,20 +11,34 @@ from __future__ import annotations
 import argparse
 import math
 
+import numpy as np
 import torch
 import yaml
 
 import sashimi
+from sashimi.audio.quantize import make_quantizer
 from sashimi.metrics import token_nll
 from sashimi.train.config import TrainConfig
 from sashimi.train.data import LabeledDataset, build_split
 
 
+ONSET_MS = 50
+
+
 @torch.no_grad()
-def bits_per_clip(model, tokens: torch.Tensor, labels: torch.Tensor, batch: int = 8) -> float:
-    total = sum(token_nll(model(tokens[b:b + batch], labels[b:b + batch]), tokens[b:b + batch]).sum().item()
-                for b in range(0, len(tokens), batch))
-    return total / len(tokens) / math.log(2)
+def nll_bits(model, tokens: torch.Tensor, labels: torch.Tensor, batch: int = 8) -> torch.Tensor:
+    """(N L) tokens, (N,) labels -> (N L) NLL of every sample in bits."""
+    return torch.cat([token_nll(model(tokens[b:b + batch], labels[b:b + batch]), tokens[b:b + batch])
+                      for b in range(0, len(tokens), batch)]) / math.log(2)
+
+
+def regions(tokens: torch.Tensor, quantizer, rate: int) -> dict[str, torch.Tensor]:
+    """(N L) -> masks (N L) of the samples before each word's onset window, in it, and after it."""
+    half = int(ONSET_MS / 1000 * rate)
+    onset = torch.tensor([int(np.argmax(np.abs(quantizer.decode_array(t.numpy())) > 0.02)) for t in tokens])
+    t = torch.arange(tokens.shape[1])[None, :]
+    before, after = t < (onset - half)[:, None], t >= (onset + half)[:, None]
+    return {"before the word": before, f"onset +-{ONSET_MS} ms": ~before & ~after, "after": after}
 
 
 def main(argv=None) -> None:
@@ -31,17 +46,24 @@ def main(argv=None) -> None:
     p.add_argument("model")
     p.add_argument("config")
     p.add_argument("--clips", type=int, default=48)
+    p.add_argument("--split", choices=("train", "valid", "test"), default="valid")
     args = p.parse_args(argv)
     model = sashimi.load_model(args.model).eval()
     data = TrainConfig.from_dict(yaml.safe_load(open(args.config))).data
-    clips = LabeledDataset(build_split(data, "valid"), model.config.labels)
+    clips = LabeledDataset(build_split(data, args.split), model.config.labels)
     index = list(range(0, len(clips), max(1, len(clips) // args.clips)))[: args.clips]
     tokens = torch.stack([clips[i][0] for i in index])  # (N L)
     labels = torch.tensor([clips[i][1] for i in index])  # (N,)
-    right = bits_per_clip(model, tokens, labels)
-    wrong = bits_per_clip(model, tokens, (labels + 3) % model.n_labels)
-    print(f"{len(index)} validation clips: {right:.1f} bits per clip with their own label, {wrong:.1f} with a "
-          f"wrong one (+{wrong - right:.1f})")
+    right = nll_bits(model, tokens, labels)  # (N L)
+    wrong = nll_bits(model, tokens, (labels + 3) % model.n_labels)
+    n = len(index)
+    print(f"{n} {args.split} clips: {right.sum() / n:.1f} bits per clip with their own label, {wrong.sum() / n:.1f} "
+          f"with a wrong one (+{(wrong - right).sum() / n:.1f})")
+    print("| region | samples per clip | bits, own label | bits, wrong label | gain per clip |")
+    print("|---|---|---|---|---|")
+    for name, mask in regions(tokens, make_quantizer(data.quantization, data.bits), data.sample_rate).items():
+        r, w = (right * mask).sum() / n, (wrong * mask).sum() / n
+        print(f"| {name} | {mask.sum() / n:.0f} | {r:.1f} | {w:.1f} | {w - r:+.1f} |")
 
 
 if __name__ == "__main__":
