@@ -1,8 +1,10 @@
 """Guidance at the start of a word only: does leaning on the label while a word begins make free samples say the
 digit asked for? Each sequence is guided with weight W (logits l_u + W (l_c - l_u)) until ONSET ms after its
-first loud sample (|x| > 0.02, the onset of benchmarks/continuation.py), then sampled plainly (W = 1).
+first loud sample (|x| > 0.02, the onset of benchmarks/continuation.py), then sampled plainly (W = 1); with
+--onset-temperatures, the guided logits are also divided by T_o until then (the word's start sampled sharper).
 
     python benchmarks/onset_guidance.py MODEL [--n 128] [--weights 2 4 8] [--onset-ms 50] [--temperature 1]
+        [--onset-temperatures 1]
 
 MODEL: a conditional model trained with label dropout (e.g. runs/digits8k-a9/model). Digits are asked for in
 turn; prints, per weight, what the shipped classifier hears: heard as asked, mean confidence and IS.
@@ -31,15 +33,18 @@ LOUD = 0.02  # the onset: the first sample above this amplitude
 class OnsetGuidedStep(GuidedStep):
     """GuidedStep whose weight drops to 1 for a row ``onset_len`` samples after its first loud sample."""
 
-    def __init__(self, guided: GuidedStep, loud_tokens: torch.Tensor, onset_len: int, rows: int):
+    def __init__(self, guided: GuidedStep, loud_tokens: torch.Tensor, onset_len: int, rows: int,
+                 onset_temperature: float = 1.0):
         super().__init__(guided.inner, guided.weight, guided.settings, guided.n_classes)
         self.loud_tokens, self.onset_len = loud_tokens, onset_len  # (C) bool: tokens above LOUD
+        self.onset_temperature = onset_temperature
         self.since = torch.full((rows,), -1, dtype=torch.long)  # samples since the onset; -1 before it
 
     def draw(self, logits: torch.Tensor, u: torch.Tensor):
         cond, uncond = logits.chunk(2, dim=-2)  # (B C) each
-        w = torch.where(self.since < self.onset_len, self.weight, 1.0).to(cond.dtype)[:, None]  # (B 1)
-        guided = uncond + w * (cond - uncond)
+        starting = (self.since < self.onset_len)[:, None]  # (B 1)
+        w = torch.where(starting, self.weight, 1.0).to(cond.dtype)
+        guided = (uncond + w * (cond - uncond)) / torch.where(starting, self.onset_temperature, 1.0).to(cond.dtype)
         token, _ = sample(guided, u, self.settings)
         logp = torch.log_softmax(cond.float(), dim=-1).gather(-1, token[:, None])[:, 0]
         loud = self.loud_tokens[token]
@@ -47,7 +52,8 @@ class OnsetGuidedStep(GuidedStep):
         return token, logp, guided
 
 
-def run(model, weight: float, n: int, onset_len: int, settings: SamplingSettings, batch: int, seed: int):
+def run(model, weight: float, n: int, onset_len: int, settings: SamplingSettings, batch: int, seed: int,
+        onset_temperature: float = 1.0):
     """-> tokens (n L) of one-second samples, labels (n,)."""
     quantizer = make_quantizer(model.config.quantization, model.config.bits)
     loud = torch.from_numpy(np.abs(quantizer.decode_array(np.arange(model.n_classes))) > LOUD)
@@ -57,7 +63,7 @@ def run(model, weight: float, n: int, onset_len: int, settings: SamplingSettings
         rows = labels[start:start + batch]
         sampler = Sampler(model, list(range(seed + start, seed + start + len(rows))), settings, labels=rows,
                           guidance=weight)
-        sampler.backend = OnsetGuidedStep(sampler.backend, loud, onset_len, len(rows))
+        sampler.backend = OnsetGuidedStep(sampler.backend, loud, onset_len, len(rows), onset_temperature)
         out.append(torch.cat(list(sampler.chunks(L)), dim=1))
     return torch.cat(out), labels.numpy()
 
@@ -69,6 +75,7 @@ def main(argv=None) -> None:
     p.add_argument("--weights", type=float, nargs="+", default=[2.0, 4.0, 8.0])
     p.add_argument("--onset-ms", type=float, default=50.0)
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--onset-temperatures", type=float, nargs="+", default=[1.0])
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -78,14 +85,15 @@ def main(argv=None) -> None:
     settings = SamplingSettings(temperature=args.temperature)
     onset_len = math.ceil(args.onset_ms / 1000 * rate)
     print(f"{args.n} samples per weight, guided until {args.onset_ms:g} ms after the onset, T {args.temperature:g}")
-    print("| W | heard as asked | mean conf. | IS |")
-    print("|---|---|---|---|")
+    print("| W | onset T | heard as asked | mean conf. | IS |")
+    print("|---|---|---|---|---|")
     for w in args.weights:
-        tokens, labels = run(model, w, args.n, onset_len, settings, args.batch_size, args.seed)
-        waves = np.stack([resample(quantizer.decode_array(t.numpy()), rate, 16000)[:16000] for t in tokens])
-        probs, _ = classify_waves(classifier, waves)
-        print(f"| {w:g} | {(probs.argmax(1) == labels).mean():.3f} | {probs.max(1).mean():.3f} | "
-              f"{inception_score(probs):.2f} |", flush=True)
+        for t_o in args.onset_temperatures:
+            tokens, labels = run(model, w, args.n, onset_len, settings, args.batch_size, args.seed, t_o)
+            waves = np.stack([resample(quantizer.decode_array(t.numpy()), rate, 16000)[:16000] for t in tokens])
+            probs, _ = classify_waves(classifier, waves)
+            print(f"| {w:g} | {t_o:g} | {(probs.argmax(1) == labels).mean():.3f} | {probs.max(1).mean():.3f} | "
+                  f"{inception_score(probs):.2f} |", flush=True)
 
 
 if __name__ == "__main__":
