@@ -270,11 +270,13 @@ def _span(field: str, value: Sequence[int] | None, default: tuple[int, int]) -> 
     if value is None:
         return default
     low, high = LIMITS[field]
-    ok = (len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    pair = isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
+    ok = (pair and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
           and low <= value[0] <= value[1] <= high)
     if not ok:
+        shown = tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
         raise ConfigError(f"{field}: expected (low, high) integers with {low} <= low <= high <= {high}, "
-                          f"got {tuple(value)!r}")
+                          f"got {shown!r}")
     return int(value[0]), int(value[1])
 
 

@@ -1,6 +1,6 @@
 """`sashimi data ...` run the way a user runs it (through the real entry point, in-process for speed)."""
-import logging
 import json
+import logging
 import tarfile
 import zipfile
 import numpy as np

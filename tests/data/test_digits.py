@@ -1,4 +1,5 @@
 import json
+import re
 import stat
 import sys
 import textwrap
@@ -196,9 +197,10 @@ def test_rate_and_pitch_ranges_narrow_the_draws_and_keep_the_rest(tmp_path):
     assert [[c[k] for k in keep] for c in meta["clips"]] == [[c[k] for k in keep] for c in default["clips"]]
 
 
-@pytest.mark.parametrize("value", [(100, 90), (10, 100), (170,), (1.5, 2)])
+@pytest.mark.parametrize("value", [(100, 90), (10, 100), (170,), (1.5, 2), 170, "170"])
 def test_a_bad_rate_range_is_a_one_line_error(tmp_path, value):
-    with pytest.raises(ConfigError, match=r"^rates: expected \(low, high\) integers with 80 <= low <= high <= 450, got"):
+    with pytest.raises(ConfigError, match=r"^rates: expected \(low, high\) integers with 80 <= low <= high <= 450, "
+                                          rf"got {re.escape(repr(value))}$"):
         synth_digits(tmp_path / "x", n_clips=10, progress=False, rates=value)
     assert not (tmp_path / "x").exists()
 
