@@ -26,14 +26,30 @@ from sashimi.train.config import TrainConfig
 from sashimi.train.data import LabeledDataset, build_split
 
 LEAD = 0.15  # seconds of silence before each aligned word
+LOUD = 0.02  # a word's onset: its first sample above this amplitude (also label_gain.py, onset_guidance.py)
+
+
+def loud_tokens(quantizer) -> torch.Tensor:
+    """(C) bool: the tokens whose amplitude is above LOUD."""
+    return torch.from_numpy(np.abs(quantizer.decode_array(np.arange(quantizer.n_classes))) > LOUD)
+
+
+def onsets(tokens: torch.Tensor, quantizer) -> torch.Tensor:
+    """(N L) token clips -> (N,) index of each clip's first loud sample (0 when none is)."""
+    return loud_tokens(quantizer)[tokens].int().argmax(dim=1)
+
+
+def hear(classifier, tokens: torch.Tensor, quantizer, rate: int) -> np.ndarray:
+    """(N L) token clips at ``rate`` -> the classifier's probabilities (N K), clips at 16 kHz."""
+    waves = np.stack([resample(quantizer.decode_array(t.numpy()), rate, 16000)[:16000] for t in tokens])
+    return classify_waves(classifier, waves)[0]
 
 
 def aligned(tokens: torch.Tensor, quantizer, rate: int) -> torch.Tensor:
-    """(N L) token clips -> the same clips shifted so each word's first sound (|x| > 0.02) is at LEAD s."""
+    """(N L) token clips -> the same clips shifted so each word's onset is at LEAD s."""
     lead, silence = int(LEAD * rate), int(quantizer.encode_array(np.zeros(1))[0])
     out = torch.full_like(tokens, silence)
-    for i, clip in enumerate(tokens):
-        onset = int(np.argmax(np.abs(quantizer.decode_array(clip.numpy())) > 0.02))
+    for i, (clip, onset) in enumerate(zip(tokens, onsets(tokens, quantizer).tolist())):
         part = clip[max(onset - lead, 0):]
         start = lead - min(onset, lead)
         n = min(len(part), tokens.shape[1] - start)
@@ -43,8 +59,7 @@ def aligned(tokens: torch.Tensor, quantizer, rate: int) -> torch.Tensor:
 
 def heard(classifier, tokens: torch.Tensor, quantizer, rate: int, labels: np.ndarray) -> tuple[float, float]:
     """(accuracy against labels, mean top-class confidence) of the classifier on these token clips."""
-    waves = np.stack([resample(quantizer.decode_array(t.numpy()), rate, 16000)[:16000] for t in tokens])
-    probs, _ = classify_waves(classifier, waves)
+    probs = hear(classifier, tokens, quantizer, rate)
     return float((probs.argmax(1) == labels).mean()), float(probs.max(1).mean())
 
 

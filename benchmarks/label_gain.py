@@ -1,6 +1,6 @@
 """How much a conditional model relies on its label: the exact NLL of validation clips given their own label
 against the NLL given a wrong one (each clip's label moved three places on), in bits per clip; and where in the
-clip that difference lies: before the word, around its onset (the first sample above 0.02, +-50 ms), after.
+clip that difference lies: before the word, around its onset (continuation.py's onset, +-50 ms), after.
 
     python benchmarks/label_gain.py MODEL CONFIG [--clips 48] [--split valid]
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import math
 
-import numpy as np
 import torch
 import yaml
+from continuation import onsets
 
 import sashimi
 from sashimi.audio.quantize import make_quantizer
@@ -35,7 +35,7 @@ def nll_bits(model, tokens: torch.Tensor, labels: torch.Tensor, batch: int = 8) 
 def regions(tokens: torch.Tensor, quantizer, rate: int) -> dict[str, torch.Tensor]:
     """(N L) -> masks (N L) of the samples before each word's onset window, in it, and after it."""
     half = int(ONSET_MS / 1000 * rate)
-    onset = torch.tensor([int(np.argmax(np.abs(quantizer.decode_array(t.numpy())) > 0.02)) for t in tokens])
+    onset = onsets(tokens, quantizer)
     t = torch.arange(tokens.shape[1])[None, :]
     before, after = t < (onset - half)[:, None], t >= (onset + half)[:, None]
     return {"before the word": before, f"onset +-{ONSET_MS} ms": ~before & ~after, "after": after}

@@ -1,6 +1,6 @@
 """Guidance at the start of a word only: does leaning on the label while a word begins make free samples say the
 digit asked for? Each sequence is guided with weight W (logits l_u + W (l_c - l_u)) until ONSET ms after its
-first loud sample (|x| > 0.02, the onset of benchmarks/continuation.py), then sampled plainly (W = 1); with
+first loud sample (the onset of benchmarks/continuation.py: |x| > 0.02), then sampled plainly (W = 1); with
 --onset-temperatures, the guided logits are also divided by T_o until then (the word's start sampled sharper).
 
     python benchmarks/onset_guidance.py MODEL [--n 128] [--weights 2 4 8] [--onset-ms 50] [--temperature 1]
@@ -14,49 +14,44 @@ from __future__ import annotations
 import argparse
 import math
 
-import numpy as np
 import torch
+from continuation import hear, loud_tokens
 
 import sashimi
-from sashimi.audio.io import resample
 from sashimi.audio.quantize import make_quantizer
 from sashimi.generation.guidance import GuidedStep
 from sashimi.generation.sampler import Sampler
-from sashimi.generation.sampling import SamplingSettings, sample
+from sashimi.generation.sampling import SamplingSettings
 from sashimi.metrics.classifier import load_classifier
 from sashimi.metrics.quality import inception_score
-from sashimi.metrics.score import SHIPPED_CLASSIFIER, classify_waves
-
-LOUD = 0.02  # the onset: the first sample above this amplitude
-
+from sashimi.metrics.score import SHIPPED_CLASSIFIER
 
 class OnsetGuidedStep(GuidedStep):
-    """GuidedStep whose weight drops to 1 for a row ``onset_len`` samples after its first loud sample."""
+    """GuidedStep whose weight (and, with ``onset_temperature``, sharpness) drops to plain sampling for a row
+    ``onset_len`` samples after its first loud sample."""
 
-    def __init__(self, guided: GuidedStep, loud_tokens: torch.Tensor, onset_len: int, rows: int,
+    def __init__(self, guided: GuidedStep, loud: torch.Tensor, onset_len: int, rows: int,
                  onset_temperature: float = 1.0):
         super().__init__(guided.inner, guided.weight, guided.settings, guided.n_classes)
-        self.loud_tokens, self.onset_len = loud_tokens, onset_len  # (C) bool: tokens above LOUD
-        self.onset_temperature = onset_temperature
+        self.onset_weight, self.onset_temperature = guided.weight, onset_temperature
+        self.loud, self.onset_len = loud, onset_len  # (C) bool: tokens above continuation.LOUD
         self.since = torch.full((rows,), -1, dtype=torch.long)  # samples since the onset; -1 before it
 
     def draw(self, logits: torch.Tensor, u: torch.Tensor):
-        cond, uncond = logits.chunk(2, dim=-2)  # (B C) each
+        """As GuidedStep.draw, with a weight per row (mix broadcasts it); the onset temperature scales both
+        halves, so it scales the guided logits (the returned log-prob is then that of the sharpened model)."""
         starting = (self.since < self.onset_len)[:, None]  # (B 1)
-        w = torch.where(starting, self.weight, 1.0).to(cond.dtype)
-        guided = (uncond + w * (cond - uncond)) / torch.where(starting, self.onset_temperature, 1.0).to(cond.dtype)
-        token, _ = sample(guided, u, self.settings)
-        logp = torch.log_softmax(cond.float(), dim=-1).gather(-1, token[:, None])[:, 0]
-        loud = self.loud_tokens[token]
-        self.since = torch.where(self.since >= 0, self.since + 1, torch.where(loud, 0, -1))
+        self.weight = torch.where(starting, self.onset_weight, 1.0).to(logits.dtype)
+        sharpen = torch.where(starting, 1.0 / self.onset_temperature, 1.0).to(logits.dtype).repeat(2, 1)  # (2B 1)
+        token, logp, guided = super().draw(logits * sharpen, u)
+        self.since = torch.where(self.since >= 0, self.since + 1, torch.where(self.loud[token], 0, -1))
         return token, logp, guided
 
 
 def run(model, weight: float, n: int, onset_len: int, settings: SamplingSettings, batch: int, seed: int,
         onset_temperature: float = 1.0):
     """-> tokens (n L) of one-second samples, labels (n,)."""
-    quantizer = make_quantizer(model.config.quantization, model.config.bits)
-    loud = torch.from_numpy(np.abs(quantizer.decode_array(np.arange(model.n_classes))) > LOUD)
+    loud = loud_tokens(make_quantizer(model.config.quantization, model.config.bits))
     L = model.config.sample_rate
     out, labels = [], torch.arange(n) % model.n_labels
     for start in range(0, n, batch):
@@ -90,8 +85,7 @@ def main(argv=None) -> None:
     for w in args.weights:
         for t_o in args.onset_temperatures:
             tokens, labels = run(model, w, args.n, onset_len, settings, args.batch_size, args.seed, t_o)
-            waves = np.stack([resample(quantizer.decode_array(t.numpy()), rate, 16000)[:16000] for t in tokens])
-            probs, _ = classify_waves(classifier, waves)
+            probs = hear(classifier, tokens, quantizer, rate)
             print(f"| {w:g} | {t_o:g} | {(probs.argmax(1) == labels).mean():.3f} | {probs.max(1).mean():.3f} | "
                   f"{inception_score(probs):.2f} |", flush=True)
 
