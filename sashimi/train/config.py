@@ -32,6 +32,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     betas: tuple[float, ...] = (0.9, 0.999)
     grad_clip: float | None = None  # max global gradient norm; None: no clipping
+    label_lr: float | None = None  # lr of a conditional model's label embedding; None: optim.lr
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -45,6 +46,9 @@ class OptimConfig:
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             raise ConfigError(f"optim.grad_clip must be a finite number > 0 (or null for no clipping), "
                               f"got {self.grad_clip}")
+        if self.label_lr is not None and not (isinstance(self.label_lr, (int, float)) and math.isfinite(self.label_lr)
+                                              and self.label_lr > 0):
+            raise ConfigError(f"optim.label_lr must be a finite number > 0 (or null: optim.lr), got {self.label_lr}")
 
 
 @dataclass
@@ -125,6 +129,9 @@ class TrainConfig:
         if self.model.kind == "ar" and float_data:
             raise ConfigError(f"data.quantization: {FLOAT_WAVE} gives float waveforms, which only a diffusion model "
                               "(model.kind: diffwave) learns; an autoregressive model needs mu-law or linear")
+        if self.optim.label_lr is not None and not getattr(self.model, "labels", ()):
+            raise ConfigError("optim.label_lr is the lr of a conditional model's label embedding: set model.labels "
+                              "too (or leave optim.label_lr null)")
         keys = ("sample_rate",) if self.model.kind == "diffwave" else ("bits", "quantization", "sample_rate")
         for key in keys:
             if getattr(self.model, key) != getattr(self.data, key):

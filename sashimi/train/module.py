@@ -138,8 +138,13 @@ class AudioTask(pl.LightningModule):
     def configure_optimizers(self):
         o, s, t = self.config.optim, self.config.schedule, self.config.trainer
         fused = not (o.grad_clip and "mixed" in str(t.precision))  # Lightning clips only unfused AMP optimizers
-        optimizer = adamw(self.model, o.lr, o.weight_decay, betas=tuple(o.betas), fused=fused)
+        optimizer = adamw(self.model, o.lr, o.weight_decay, betas=tuple(o.betas), fused=fused, own_lr=self._own_lr())
         return with_schedule(self, optimizer, s, t.max_steps)
+
+    def _own_lr(self) -> dict:
+        """optim.label_lr for a conditional model's label embedding (TrainConfig refuses it without labels)."""
+        label_lr = self.config.optim.label_lr
+        return {} if label_lr is None else {self.model.label_embedding.weight: label_lr}
 
     # ----- exact resume: data position, RNG, non-finite counters -----
     def on_save_checkpoint(self, checkpoint: dict) -> None:

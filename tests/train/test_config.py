@@ -58,6 +58,9 @@ def test_config_path_and_to_dict_roundtrip(tmp_path):
     (["data.bits=4"], "model.bits=8 disagrees with data.bits=4"),
     (["model.quantization=linear"], "model.quantization='linear' disagrees with data.quantization='mu-law'"),
     (["optim.lr"], "expected section.key=value"),
+    (["optim.label_lr=0.01"], "optim.label_lr is the lr of a conditional model's label embedding: set model.labels"),
+    (["optim.label_lr=-1", "model.labels=[a,b]"], "optim.label_lr must be a finite number > 0 (or null: optim.lr), "
+                                                   "got -1"),
 ])
 def test_config_errors_name_the_field(override, message):
     with pytest.raises(ConfigError) as err:

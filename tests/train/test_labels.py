@@ -37,6 +37,19 @@ def test_a_conditional_run_starts_as_the_unconditional_model_it_extends(runs):
         torch.testing.assert_close(frozen(tokens, torch.tensor([3, 8])), source(tokens), rtol=0, atol=1e-9)
 
 
+def test_label_lr_trains_the_label_embedding_at_its_own_lr(runs, tone_root, tmp_path):
+    from tests.train.conftest import tiny_overrides
+
+    over = tiny_overrides(tone_root, **{"trainer.max_steps": 2, "trainer.precision": "64-true"})
+    source = sashimi.load_model(runs[0])
+    warm = over + [f"trainer.init_from={runs[0]}", f"model.labels={DIGITS}", "optim.lr=1e-30",
+                   "model.ssm_lr=1e-30", "optim.label_lr=0.01"]
+    moved = sashimi.load_model(train(load_config("demo", warm), tmp_path / "label-lr"))
+    assert moved.label_embedding.weight.abs().max() > 1e-3  # only the label vectors had an lr that moves them
+    for name, value in source.state_dict().items():
+        torch.testing.assert_close(moved.state_dict()[name], value, rtol=0, atol=1e-20)
+
+
 def test_training_learns_label_vectors_and_evaluates_with_labels(runs):
     trained = sashimi.load_model(runs[2])
     assert trained.label_embedding.weight.abs().sum() > 0  # each clip's digit reached the model
