@@ -17,6 +17,8 @@ import yaml
 
 import sashimi
 from sashimi.audio.io import resample
+from sashimi.audio.onsets import loud_tokens
+from sashimi.audio.onsets import onsets as onset_index
 from sashimi.audio.quantize import make_quantizer
 from sashimi.generation.sampler import generate
 from sashimi.generation.sampling import SamplingSettings
@@ -26,17 +28,11 @@ from sashimi.train.config import TrainConfig
 from sashimi.train.data import LabeledDataset, build_split
 
 LEAD = 0.15  # seconds of silence before each aligned word
-LOUD = 0.02  # a word's onset: its first sample above this amplitude (also label_gain.py, onset_guidance.py)
-
-
-def loud_tokens(quantizer) -> torch.Tensor:
-    """(C) bool: the tokens whose amplitude is above LOUD."""
-    return torch.from_numpy(np.abs(quantizer.decode_array(np.arange(quantizer.n_classes))) > LOUD)
 
 
 def onsets(tokens: torch.Tensor, quantizer) -> torch.Tensor:
     """(N L) token clips -> (N,) index of each clip's first loud sample (0 when none is)."""
-    return loud_tokens(quantizer)[tokens].int().argmax(dim=1)
+    return onset_index(tokens, loud_tokens(quantizer))[0]
 
 
 def hear(classifier, tokens: torch.Tensor, quantizer, rate: int) -> np.ndarray:
@@ -73,6 +69,9 @@ def main(argv=None) -> None:
     p.add_argument("--split", choices=("train", "valid", "test"), default="test",
                    help="whose clips (default test: voices the model never heard)")
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--label-shift", type=int, default=0,
+                   help="give the model label (word + K) mod 10 instead of the word's own, and also report how "
+                        "often the label given is heard: does the label or the begun word decide?")
     args = p.parse_args(argv)
     model = sashimi.load_model(args.model).eval()
     data = TrainConfig.from_dict(yaml.safe_load(open(args.config))).data
@@ -86,17 +85,22 @@ def main(argv=None) -> None:
     silence = int(quantizer.encode_array(np.zeros(1))[0])
     acc, conf = heard(classifier, tokens, quantizer, rate, labels)
     print(f"{len(index)} aligned {args.split} clips, whole: heard right {acc:.3f}, confidence {conf:.3f}")
-    print("| real word heard (s) | prime + silence: right | conf. | prime + model: right | conf. |")
-    print("|---|---|---|---|---|")
+    given = (labels + args.label_shift) % len(names)  # the label the model is given
+    shifted = f" | prime + model: heard as the label given (word + {args.label_shift})" if args.label_shift else ""
+    print(f"| real word heard (s) | prime + silence: right | conf. | prime + model: right | conf.{shifted} |")
+    print("|---|---|---|---|---|" + ("---|" if args.label_shift else ""))
     for d in args.heard:
         n = int((LEAD + d) * rate)
         cut = tokens.clone()
         cut[:, n:] = silence
         acc_cut, conf_cut = heard(classifier, cut, quantizer, rate, labels)
         out = generate(model, tokens.shape[1] - n, [args.seed + i for i in range(len(index))],
-                       prime=tokens[:, :n], settings=SamplingSettings(temperature=args.temperature), labels=torch.as_tensor(labels) if model.n_labels else None)
-        acc_gen, conf_gen = heard(classifier, out.tokens, quantizer, rate, labels)
-        print(f"| {d:.2f} | {acc_cut:.3f} | {conf_cut:.3f} | {acc_gen:.3f} | {conf_gen:.3f} |", flush=True)
+                       prime=tokens[:, :n], settings=SamplingSettings(temperature=args.temperature),
+                       labels=torch.as_tensor(given) if model.n_labels else None)
+        probs = hear(classifier, out.tokens, quantizer, rate)
+        acc_gen, conf_gen = float((probs.argmax(1) == labels).mean()), float(probs.max(1).mean())
+        as_given = f" | {float((probs.argmax(1) == given).mean()):.3f}" if args.label_shift else ""
+        print(f"| {d:.2f} | {acc_cut:.3f} | {conf_cut:.3f} | {acc_gen:.3f} | {conf_gen:.3f}{as_given} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ import argparse
 import math
 
 import torch
-from continuation import hear, loud_tokens
+from continuation import hear
 
 import sashimi
+from sashimi.audio.onsets import loud_tokens
 from sashimi.audio.quantize import make_quantizer
 from sashimi.generation.guidance import GuidedStep
 from sashimi.generation.sampler import Sampler
@@ -34,7 +35,7 @@ class OnsetGuidedStep(GuidedStep):
                  onset_temperature: float = 1.0):
         super().__init__(guided.inner, guided.weight, guided.settings, guided.n_classes)
         self.onset_weight, self.onset_temperature = guided.weight, onset_temperature
-        self.loud, self.onset_len = loud, onset_len  # (C) bool: tokens above continuation.LOUD
+        self.loud, self.onset_len = loud, onset_len  # (C) bool: tokens above sashimi.audio.onsets.LOUD
         self.since = torch.full((rows,), -1, dtype=torch.long)  # samples since the onset; -1 before it
 
     def draw(self, logits: torch.Tensor, u: torch.Tensor):

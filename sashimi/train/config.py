@@ -33,9 +33,14 @@ class OptimConfig:
     betas: tuple[float, ...] = (0.9, 0.999)
     grad_clip: float | None = None  # max global gradient norm; None: no clipping
     label_lr: float | None = None  # lr of a conditional model's label embedding; None: optim.lr
+    # the training loss counts each sample near a word's onset (sashimi.audio.onsets) this many times: from
+    # onset_window[0] s before the clip's first sample above LOUD to onset_window[1] s after it (1: plain NLL)
+    onset_weight: float = 1.0
+    onset_window: tuple[float, ...] = (0.1, 0.05)
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
+        self.onset_window = tuple(self.onset_window)
         # written as "not (ok)" so that NaN, which fails every comparison, is refused too
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"optim.lr must be a finite number > 0, got {self.lr}")
@@ -49,6 +54,11 @@ class OptimConfig:
         if self.label_lr is not None and not (isinstance(self.label_lr, (int, float)) and math.isfinite(self.label_lr)
                                               and self.label_lr > 0):
             raise ConfigError(f"optim.label_lr must be a finite number > 0 (or null: optim.lr), got {self.label_lr}")
+        if not (math.isfinite(self.onset_weight) and self.onset_weight > 0):
+            raise ConfigError(f"optim.onset_weight must be a finite number > 0 (1: plain NLL), got {self.onset_weight}")
+        if len(self.onset_window) != 2 or not all(math.isfinite(s) and s >= 0 for s in self.onset_window):
+            raise ConfigError(f"optim.onset_window must be two numbers of seconds >= 0 (before, after the onset), got "
+                              f"{list(self.onset_window)}")
 
 
 @dataclass
@@ -129,6 +139,9 @@ class TrainConfig:
         if self.model.kind == "ar" and float_data:
             raise ConfigError(f"data.quantization: {FLOAT_WAVE} gives float waveforms, which only a diffusion model "
                               "(model.kind: diffwave) learns; an autoregressive model needs mu-law or linear")
+        if self.optim.onset_weight != 1 and self.model.kind != "ar":
+            raise ConfigError("optim.onset_weight weights an autoregressive model's per-sample loss; a diffusion model "
+                              "has none (leave it at 1)")
         if self.optim.label_lr is not None and not getattr(self.model, "labels", ()):
             raise ConfigError("optim.label_lr is the lr of a conditional model's label embedding: set model.labels "
                               "too (or leave optim.label_lr null)")
@@ -163,7 +176,8 @@ class TrainConfig:
         return {
             "model": self.model.to_dict(),
             "data": self.data.to_dict(),
-            "optim": {**dataclasses.asdict(self.optim), "betas": list(self.optim.betas)},
+            "optim": {**dataclasses.asdict(self.optim), "betas": list(self.optim.betas),
+                      "onset_window": list(self.optim.onset_window)},
             "schedule": dataclasses.asdict(self.schedule),
             "trainer": dataclasses.asdict(self.trainer),
         }

@@ -14,6 +14,8 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from sashimi.audio.onsets import loud_tokens, onset_weights
+from sashimi.audio.quantize import make_quantizer
 from sashimi.errors import SashimiError
 from sashimi.metrics import LikelihoodTotals, token_nll
 from sashimi.models.lm import SaShiMiLM
@@ -177,10 +179,18 @@ class SaShiMiTask(AudioTask):
         return dataset
 
     def training_loss(self, batch) -> torch.Tensor:
-        """batch: tokens (B L), or (tokens, labels (B,)) for a conditional model."""
+        """batch: tokens (B L), or (tokens, labels (B,)) for a conditional model. The mean NLL, or with
+        optim.onset_weight the NLL weighted around each clip's onset (a weighted mean)."""
         tokens, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
-        logits = self.model(tokens, labels)  # (B L C)
-        return token_nll(logits, tokens).mean()
+        nll = token_nll(self.model(tokens, labels), tokens)  # (B L)
+        o = self.config.optim
+        if o.onset_weight == 1:
+            return nll.mean()
+        m = self.config.model
+        before, after = (round(s * m.sample_rate) for s in o.onset_window)
+        loud = loud_tokens(make_quantizer(m.quantization, m.bits))  # (C) bool
+        weights = onset_weights(tokens, loud, before, after, o.onset_weight)  # (B L)
+        return (nll * weights).sum() / weights.sum()
 
     # ----- validation: exact sums over the whole split, reduced over ranks -----
     def on_validation_epoch_start(self) -> None:

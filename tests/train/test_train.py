@@ -113,6 +113,32 @@ def test_ssm_parameters_keep_their_lr_and_no_weight_decay(tone_root, tiny):
     assert (by_name["head.weight"]["lr"], by_name["head.weight"]["weight_decay"]) == (0.004, 0.1)
 
 
+def test_onset_weight_weights_the_loss_around_each_onset(tone_root, tiny):
+    from sashimi.audio.onsets import loud_tokens, onset_weights
+    from sashimi.audio.quantize import make_quantizer
+    from sashimi.metrics import token_nll
+
+    over = tiny(tone_root, **{"optim.onset_weight": 5, "optim.onset_window": "[0.002, 0.001]"})
+    config = load_config("demo", over)
+    task, rate = SaShiMiTask(config.to_dict()), config.model.sample_rate
+    tokens = torch.full((2, 256), 128)
+    tokens[0, 100:] = torch.randint(0, 256, (156,))  # a loud start at 100 (almost surely), then noise
+    with torch.no_grad():
+        nll = token_nll(task.model(tokens), tokens)  # (B L)
+        weights = onset_weights(tokens, loud_tokens(make_quantizer("mu-law", 8)), round(0.002 * rate),
+                                round(0.001 * rate), 5.0)
+        assert (weights == 5).sum() > 0
+        torch.testing.assert_close(task.training_loss(tokens), (nll * weights).sum() / weights.sum())
+        plain = SaShiMiTask(load_config("demo", tiny(tone_root)).to_dict())
+        plain.model.load_state_dict(task.model.state_dict())
+        torch.testing.assert_close(plain.training_loss(tokens), nll.mean())
+
+
+def test_onset_weight_is_refused_for_a_diffusion_model():
+    with pytest.raises(sashimi.errors.ConfigError, match="optim.onset_weight weights an autoregressive model"):
+        load_config("demo-diffwave", ["optim.onset_weight=2"])
+
+
 @pytest.mark.parametrize("clip,precision,fused", [("null", "32-true", True), (1.0, "32-true", True),
                                                    (1.0, "bf16-mixed", False)])
 def test_optimizer_is_fused_unless_lightning_must_clip_mixed_precision(tone_root, tiny, clip, precision, fused):
