@@ -41,7 +41,8 @@ DEFAULT_N_CLIPS = 10000
 ACCENTS = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 RATE_WPM = (120, 240)  # speaking rate drawn per clip, words per minute (`synth_digits(rates=)` narrows it)
 PITCH = (20, 80)  # eSpeak base pitch drawn per clip (`synth_digits(pitches=)` narrows it)
-LIMITS = {"rates": (80, 450), "pitches": (0, 99)}  # what eSpeak NG accepts
+LIMITS = {"rates": (80, 450), "pitches": (0, 99),  # what eSpeak NG accepts
+          "starts": (0, 900)}  # ms from a clip's start to its word's (`synth_digits(starts=)`)
 AMPLITUDE = (30, 70)  # eSpeak amplitude (100 is its default); low so the int16 output never saturates
 PEAK = (0.25, 0.85)  # final speech peak level
 SNR_DB = (25.0, 45.0)  # background noise below the speech RMS
@@ -63,6 +64,7 @@ class ClipSpec:
     noise_color: float  # one-pole low-pass coefficient of the noise, 0 = white
     offset: float  # where the word starts, as a fraction of the free space
     split: str
+    start_ms: int | None = None  # where the word starts instead, in ms (moved earlier where the word would not fit)
 
     @property
     def path(self) -> str:
@@ -101,12 +103,13 @@ def split_voices(variants: list[str], seed: int) -> dict[str, list[str]]:
 
 def plan_clips(n_clips: int, seed: int, voices: dict[str, list[str]], accents: list[str], *,
                noise: bool = True, rates: tuple[int, int] = RATE_WPM,
-               pitches: tuple[int, int] = PITCH) -> list[ClipSpec]:
+               pitches: tuple[int, int] = PITCH, starts: tuple[int, int] | None = None) -> list[ClipSpec]:
     """Parameters of every clip; words cycle so each digit gets n_clips / 10 clips.
 
     `noise=False` plans the same clips (same words, voices, levels and offsets) without background noise;
     `rates` / `pitches` (low, high), inclusive: the ranges the speaking rate and pitch are drawn from (words, voices,
-    accents, levels and offsets stay those of the default set).
+    accents, levels and offsets stay those of the default set). `starts` (low, high) ms, inclusive: each word
+    begins at a time drawn from this range instead of anywhere it fits (the other draws stay the same).
     """
     variants = sorted(v for vs in voices.values() for v in vs)
     split_of = {v: s for s, vs in voices.items() for v in vs}
@@ -120,6 +123,8 @@ def plan_clips(n_clips: int, seed: int, voices: dict[str, list[str]], accents: l
             amplitude=int(rng.integers(AMPLITUDE[0], AMPLITUDE[1] + 1)), peak=float(rng.uniform(*PEAK)),
             snr_db=_drawn_snr(rng, noise), noise_color=float(rng.uniform(0.0, 0.95)),
             offset=float(rng.uniform()), split=split_of[variant],
+            start_ms=None if starts is None else int(np.random.default_rng([seed, 4, i]).integers(starts[0],
+                                                                                                  starts[1] + 1)),
         ))
     return specs
 
@@ -163,7 +168,8 @@ def render_clip(synth, spec: ClipSpec) -> np.ndarray:
     word = _speak(synth, spec)
     word = word * (spec.peak / np.abs(word).max())
     clip = np.zeros(CLIP_LEN, dtype=np.float64)
-    start = int(spec.offset * (CLIP_LEN - len(word)))
+    free = CLIP_LEN - len(word)
+    start = int(spec.offset * free) if spec.start_ms is None else min(spec.start_ms * SAMPLE_RATE // 1000, free)
     clip[start : start + len(word)] = word
     if spec.snr_db is not None:
         rng = np.random.default_rng([spec.clip, 3])
@@ -211,7 +217,7 @@ def synth_digits(root: str | os.PathLike, n_clips: int = DEFAULT_N_CLIPS, seed: 
                  workers: int | None = None, backend: str = "auto", progress: bool = True,
                  noise: bool = True, voices: Sequence[str] | None = None,
                  accents: Sequence[str] | None = None, rates: Sequence[int] | None = None,
-                 pitches: Sequence[int] | None = None) -> DigitsSummary:
+                 pitches: Sequence[int] | None = None, starts: Sequence[int] | None = None) -> DigitsSummary:
     """Write the digits dataset to `root` (replacing an earlier one there) and summarize it.
 
     `noise=False` writes the same clips without their background noise (a set for models that should spend
@@ -219,6 +225,7 @@ def synth_digits(root: str | os.PathLike, n_clips: int = DEFAULT_N_CLIPS, seed: 
     `voices` / `accents` narrow the set to those eSpeak voice variants / accents (default: all installed);
     the chosen voices are split between train, valid and test as all of them would be. `rates` / `pitches`
     (low, high): narrower ranges for the speaking rate (words per minute) and pitch (default RATE_WPM, PITCH).
+    `starts` (low, high) ms: when each word begins (default: anywhere in the clip it fits).
     """
     if isinstance(n_clips, bool) or not isinstance(n_clips, int) or n_clips < 10:
         raise ConfigError(f"n_clips must be an integer >= 10 (one per digit), got {n_clips!r}")
@@ -231,7 +238,8 @@ def synth_digits(root: str | os.PathLike, n_clips: int = DEFAULT_N_CLIPS, seed: 
     variants = _chosen("voices", voices, synth.variants)
     if voices is not None and len(variants) < 3:
         raise ConfigError(f"voices: need at least 3 (one each for train, valid and test), got {', '.join(variants)}")
-    spans = {"rates": _span("rates", rates, RATE_WPM), "pitches": _span("pitches", pitches, PITCH)}
+    spans = {"rates": _span("rates", rates, RATE_WPM), "pitches": _span("pitches", pitches, PITCH),
+             "starts": _span("starts", starts, None)}
     split = split_voices(variants, seed)
     specs = plan_clips(n_clips, seed, split, accents, noise=noise, **spans)
     root = Path(root)
@@ -265,8 +273,8 @@ def _chosen(field: str, wanted: Sequence[str] | None, available: Sequence[str]) 
     return [a for a in available if a in set(wanted)]
 
 
-def _span(field: str, value: Sequence[int] | None, default: tuple[int, int]) -> tuple[int, int]:
-    """(low, high) integers within eSpeak's limits, low <= high; None: the default; else a one-line error."""
+def _span(field: str, value: Sequence[int] | None, default: tuple[int, int] | None) -> tuple[int, int] | None:
+    """(low, high) integers within LIMITS[field], low <= high; None: the default; else a one-line error."""
     if value is None:
         return default
     low, high = LIMITS[field]

@@ -197,6 +197,22 @@ def test_rate_and_pitch_ranges_narrow_the_draws_and_keep_the_rest(tmp_path):
     assert [[c[k] for k in keep] for c in meta["clips"]] == [[c[k] for k in keep] for c in default["clips"]]
 
 
+def test_word_start_places_each_word_and_keeps_the_rest(tmp_path):
+    fixed = synth_digits(tmp_path / "fixed", n_clips=20, seed=0, workers=1, progress=False, noise=False,
+                         voices=["m3", "f1", "m1"], accents=["en-us"], starts=(100, 150))
+    free = synth_digits(tmp_path / "free", n_clips=20, seed=0, workers=1, progress=False, noise=False,
+                        voices=["m3", "f1", "m1"], accents=["en-us"])
+    meta, default = (json.loads((Path(s.root) / "digits.json").read_text()) for s in (fixed, free))
+    assert meta["starts"] == [100, 150] and default["starts"] is None
+    assert all(100 <= c["start_ms"] <= 150 for c in meta["clips"]) and {c["start_ms"] for c in default["clips"]} == {None}
+    keep = ("word", "variant", "accent", "peak", "offset", "split")
+    assert [[c[k] for k in keep] for c in meta["clips"]] == [[c[k] for k in keep] for c in default["clips"]]
+    for clip in meta["clips"]:  # the word begins where asked (its first sample above a whisper)
+        wave, rate = sf.read(Path(fixed.root) / clip["path"])
+        first = np.flatnonzero(np.abs(wave) > 1e-3)[0] / rate * 1000
+        assert clip["start_ms"] <= first < clip["start_ms"] + 15, (clip["path"], first)
+
+
 @pytest.mark.parametrize("value", [(100, 90), (10, 100), (170,), (1.5, 2), 170, "170"])
 def test_a_bad_rate_range_is_a_one_line_error(tmp_path, value):
     with pytest.raises(ConfigError, match=r"^rates: expected \(low, high\) integers with 80 <= low <= high <= 450, "
