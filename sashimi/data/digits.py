@@ -229,6 +229,8 @@ def synth_digits(root: str | os.PathLike, n_clips: int = DEFAULT_N_CLIPS, seed: 
     """
     if isinstance(n_clips, bool) or not isinstance(n_clips, int) or n_clips < 10:
         raise ConfigError(f"n_clips must be an integer >= 10 (one per digit), got {n_clips!r}")
+    spans = {"rates": _span("rates", rates, RATE_WPM), "pitches": _span("pitches", pitches, PITCH),
+             "starts": _span("starts", starts, None)}  # checked before eSpeak is touched
     started = time.perf_counter()
     _open.cache_clear()
     synth, installed = _open(backend)
@@ -238,8 +240,6 @@ def synth_digits(root: str | os.PathLike, n_clips: int = DEFAULT_N_CLIPS, seed: 
     variants = _chosen("voices", voices, synth.variants)
     if voices is not None and len(variants) < 3:
         raise ConfigError(f"voices: need at least 3 (one each for train, valid and test), got {', '.join(variants)}")
-    spans = {"rates": _span("rates", rates, RATE_WPM), "pitches": _span("pitches", pitches, PITCH),
-             "starts": _span("starts", starts, None)}
     split = split_voices(variants, seed)
     specs = plan_clips(n_clips, seed, split, accents, noise=noise, **spans)
     root = Path(root)
