@@ -3,6 +3,7 @@ continues the first 0.15 s + D of each (D seconds of the real word), and the eva
 one-second result. Beside it, the same primes followed by silence: what the prime alone gives away.
 
     python benchmarks/continuation.py MODEL CONFIG [--clips 100] [--heard 0 0.05 0.1 0.2] [--split test]
+        [--label-shift K]   (give label word + K: does the label or the begun word decide?)
 
 CONFIG: a training config whose data section names the clips (e.g. docs/recipes/digits8k-a5.yaml); a
 conditional model is given each clip's own label.
