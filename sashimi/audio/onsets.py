@@ -29,4 +29,4 @@ def onset_weights(tokens: torch.Tensor, loud: torch.Tensor, before: int, after: 
     index, found = onsets(tokens, loud)  # (N,), (N,)
     t = torch.arange(tokens.shape[1], device=tokens.device)[None, :]  # (1 L)
     near = (t >= (index - before)[:, None]) & (t < (index + after)[:, None]) & found[:, None]  # (N L)
-    return torch.where(near, torch.tensor(float(weight), device=tokens.device), torch.tensor(1.0, device=tokens.device))
+    return 1.0 + (float(weight) - 1.0) * near.float()

@@ -188,8 +188,9 @@ class SaShiMiTask(AudioTask):
             return nll.mean()
         m = self.config.model
         before, after = (round(s * m.sample_rate) for s in o.onset_window)
-        loud = loud_tokens(make_quantizer(m.quantization, m.bits))  # (C) bool
-        weights = onset_weights(tokens, loud, before, after, o.onset_weight)  # (B L)
+        if getattr(self, "_loud", None) is None:  # (C) bool, once per run
+            self._loud = loud_tokens(make_quantizer(m.quantization, m.bits)).to(tokens.device)
+        weights = onset_weights(tokens, self._loud, before, after, o.onset_weight)  # (B L)
         return (nll * weights).sum() / weights.sum()
 
     # ----- validation: exact sums over the whole split, reduced over ranks -----
