@@ -37,6 +37,9 @@ class OptimConfig:
     # onset_window[0] s before the clip's first sample above LOUD to onset_window[1] s after it (1: plain NLL)
     onset_weight: float = 1.0
     onset_window: tuple[float, ...] = (0.1, 0.05)
+    # each input token of a training step moves by a uniform integer in [-input_jitter, input_jitter] (clamped
+    # to the codebook) while the targets stay clean: contexts as imperfect as the model's own samples (0: off)
+    input_jitter: int = 0
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -59,6 +62,9 @@ class OptimConfig:
         if len(self.onset_window) != 2 or not all(math.isfinite(s) and s >= 0 for s in self.onset_window):
             raise ConfigError(f"optim.onset_window must be two numbers of seconds >= 0 (before, after the onset), got "
                               f"{list(self.onset_window)}")
+        if isinstance(self.input_jitter, bool) or not isinstance(self.input_jitter, int) or self.input_jitter < 0:
+            raise ConfigError(f"optim.input_jitter must be a whole number of quantization steps >= 0 (0: off), got "
+                              f"{self.input_jitter!r}")
 
 
 @dataclass
@@ -142,6 +148,12 @@ class TrainConfig:
         if self.optim.onset_weight != 1 and self.model.kind != "ar":
             raise ConfigError("optim.onset_weight weights an autoregressive model's per-sample loss; a diffusion model "
                               "has none (leave it at 1)")
+        if self.optim.input_jitter and self.model.kind != "ar":
+            raise ConfigError("optim.input_jitter moves an autoregressive model's input tokens; a diffusion model has "
+                              "none (leave it at 0)")
+        if self.optim.input_jitter and self.optim.input_jitter >= self.model.n_classes:
+            raise ConfigError(f"optim.input_jitter must be below the {self.model.n_classes} quantization levels of "
+                              f"model.bits={self.model.bits}, got {self.optim.input_jitter}")
         if self.optim.label_lr is not None and not getattr(self.model, "labels", ()):
             raise ConfigError("optim.label_lr is the lr of a conditional model's label embedding: set model.labels "
                               "too (or leave optim.label_lr null)")

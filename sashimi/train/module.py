@@ -180,10 +180,11 @@ class SaShiMiTask(AudioTask):
 
     def training_loss(self, batch) -> torch.Tensor:
         """batch: tokens (B L), or (tokens, labels (B,)) for a conditional model. The mean NLL, or with
-        optim.onset_weight the NLL weighted around each clip's onset (a weighted mean)."""
+        optim.onset_weight the NLL weighted around each clip's onset (a weighted mean). With optim.input_jitter
+        the model reads jittered tokens and is scored on the clean ones."""
         tokens, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
-        nll = token_nll(self.model(tokens, labels), tokens)  # (B L)
         o = self.config.optim
+        nll = token_nll(self.model(self.jittered(tokens, o.input_jitter), labels), tokens)  # (B L)
         if o.onset_weight == 1:
             return nll.mean()
         m = self.config.model
@@ -192,6 +193,13 @@ class SaShiMiTask(AudioTask):
             self._loud = loud_tokens(make_quantizer(m.quantization, m.bits)).to(tokens.device)
         weights = onset_weights(tokens, self._loud, before, after, o.onset_weight)  # (B L)
         return (nll * weights).sum() / weights.sum()
+
+    def jittered(self, tokens: torch.Tensor, jitter: int) -> torch.Tensor:
+        """tokens (B L) -> each moved by a uniform integer in [-jitter, jitter], clamped to the codebook."""
+        if not jitter:
+            return tokens
+        moves = torch.randint(-jitter, jitter + 1, tokens.shape, device=tokens.device)
+        return (tokens.long() + moves).clamp_(0, self.model.n_classes - 1)
 
     # ----- validation: exact sums over the whole split, reduced over ranks -----
     def on_validation_epoch_start(self) -> None:

@@ -61,6 +61,9 @@ def test_config_path_and_to_dict_roundtrip(tmp_path):
     (["optim.label_lr=0.01"], "optim.label_lr is the lr of a conditional model's label embedding: set model.labels"),
     (["optim.label_lr=-1", "model.labels=[a,b]"], "optim.label_lr must be a finite number > 0 (or null: optim.lr), "
                                                    "got -1"),
+    (["optim.input_jitter=-1"], "optim.input_jitter must be a whole number of quantization steps >= 0 (0: off), "
+                                "got -1"),
+    (["optim.input_jitter=1.5"], "optim.input_jitter: expected an integer, got 1.5"),
     (["optim.onset_weight=0"], "optim.onset_weight must be a finite number > 0 (1: plain NLL), got 0"),
     (["optim.onset_window=[0.1]"], "optim.onset_window must be two numbers of seconds >= 0 (before, after the "
                                    "onset), got [0.1]"),

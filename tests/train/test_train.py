@@ -249,3 +249,29 @@ def test_init_from_refuses_another_architecture(tone_root, tiny, tmp_path):
     diffusion = load_config("demo-diffwave", tiny(tone_root, **{"trainer.init_from": str(source)}))
     with pytest.raises(sashimi.errors.ConfigError, match="is a model of kind 'ar'; this config's model.kind is 'diffwave'"):
         train(diffusion, tmp_path / "dw")
+
+
+def test_input_jitter_moves_the_inputs_and_scores_the_clean_tokens(tone_root, tiny, monkeypatch):
+    from sashimi.metrics import token_nll
+
+    config = load_config("demo", tiny(tone_root, **{"optim.input_jitter": 2}))
+    task = SaShiMiTask(config.to_dict())
+    tokens = torch.randint(0, 256, (2, 256))
+    tokens[:, :8] = torch.tensor([0, 1, 255, 254, 0, 255, 1, 128])  # the ends of the codebook clamp
+    seen = []
+    forward = task.model.forward
+    monkeypatch.setattr(task.model, "forward", lambda t, labels=None: seen.append(t) or forward(t, labels))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        loss = task.training_loss(tokens)
+        moved = seen[0]
+        assert moved.shape == tokens.shape and (moved != tokens).float().mean() > 0.5
+        assert (moved - tokens).abs().max() <= 2 and moved.min() >= 0 and moved.max() <= 255
+        torch.testing.assert_close(loss, token_nll(forward(moved), tokens).mean())  # targets: the clean tokens
+
+
+def test_input_jitter_is_refused_for_a_diffusion_model_and_beyond_the_codebook():
+    with pytest.raises(sashimi.errors.ConfigError, match="optim.input_jitter moves an autoregressive model's input"):
+        load_config("demo-diffwave", ["optim.input_jitter=1"])
+    with pytest.raises(sashimi.errors.ConfigError, match="optim.input_jitter must be below the 256 quantization"):
+        load_config("demo", ["optim.input_jitter=256"])
