@@ -21,6 +21,12 @@ def sashimi_digits_cond():
     return _shipped("digits-cond")
 
 
+def sashimi_digits_m1():
+    """``sashimi_digits_cond`` narrowed to one voice (eSpeak m1): the shipped model heard saying the digit asked for
+    most often (8 kHz, 8-bit mu-law; its card: sashimi/models/pretrained/digits-m1/README.md)."""
+    return _shipped("digits-m1")
+
+
 def sashimi_digits_diffwave():
     """The DiffWave with a SaShiMi backbone trained on the built-in spoken digits without background noise (8 kHz
     float waveforms; its card: sashimi/models/pretrained/digits-diffwave/README.md)."""
