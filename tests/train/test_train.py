@@ -275,3 +275,12 @@ def test_input_jitter_is_refused_for_a_diffusion_model_and_beyond_the_codebook()
         load_config("demo-diffwave", ["optim.input_jitter=1"])
     with pytest.raises(sashimi.errors.ConfigError, match="optim.input_jitter must be below the 256 quantization"):
         load_config("demo", ["optim.input_jitter=256"])
+
+
+def test_a_jittered_run_resumes_to_the_same_weights(tone_root, tiny, tmp_path):
+    """The jitter draws from the torch RNG that exact resume restores: 3 + 2 steps equal 5."""
+    over = tiny(tone_root, **{"trainer.precision": "64-true", "trainer.val_every": 2, "optim.input_jitter": 2})
+    straight = train(load_config("demo", over + ["trainer.max_steps=5"]), tmp_path / "a")
+    train(load_config("demo", over + ["trainer.max_steps=3"]), tmp_path / "b")
+    a, b = weights(straight), weights(resume(tmp_path / "b", ["trainer.max_steps=5"]))
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
