@@ -5,8 +5,10 @@ recognized, so this is the first thing to check when the classifier is unsure of
 
 Per folder: the share of clips with no sound at all, and percentiles of (span) the time from the first to the
 last sounding 10 ms frame and (sounding) the total time of sounding frames. A frame sounds when its RMS, after
-removing the clip's median (a DC offset), exceeds --floor (default 0.01 of full scale). Real clips: every
-k-th clip of DATA_ROOT's test split (a digits/sc09 layout).
+removing the clip's median (a DC offset), exceeds --floor (default 0.01 of full scale); (loudest) the RMS of
+the clip's loudest frame, its level. A second table gives the mean frame RMS over 50 ms steps of the clip: where
+the sound is, and how loud, on average. Real clips: every k-th clip of DATA_ROOT's test split (a digits/sc09
+layout).
 """
 from __future__ import annotations
 
@@ -27,15 +29,25 @@ def frame_rms(wave: np.ndarray, sr: int) -> np.ndarray:
     return np.sqrt(np.mean(wave[: n * f].reshape(n, f) ** 2, axis=1))
 
 
-def lengths(files: list[Path], floor: float) -> tuple[np.ndarray, np.ndarray]:
-    """(span seconds, sounding seconds) per file."""
-    span, sounding = [], []
+ENVELOPE_FRAMES = 5  # 10 ms frames per step of the envelope table (50 ms)
+ENVELOPE_STEPS = 20  # the first second
+
+
+def measures(files: list[Path], floor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(span seconds, sounding seconds, loudest frame RMS) per file, and the mean envelope (ENVELOPE_STEPS,)."""
+    span, sounding, loudest = [], [], []
+    envelope = np.zeros(ENVELOPE_STEPS)
     for path in files:
         wave, sr = sf.read(str(path), dtype="float64", always_2d=True)
-        on = np.flatnonzero(frame_rms(wave[:, 0], sr) > floor)
+        rms = frame_rms(wave[:, 0], sr)
+        on = np.flatnonzero(rms > floor)
         span.append(0.0 if len(on) == 0 else (on[-1] - on[0] + 1) * FRAME_S)
         sounding.append(len(on) * FRAME_S)
-    return np.array(span), np.array(sounding)
+        loudest.append(rms.max(initial=0.0))
+        steps = np.zeros(ENVELOPE_STEPS * ENVELOPE_FRAMES)
+        steps[: min(len(rms), len(steps))] = rms[: len(steps)] ** 2
+        envelope += np.sqrt(steps.reshape(ENVELOPE_STEPS, ENVELOPE_FRAMES).mean(1))
+    return np.array(span), np.array(sounding), np.array(loudest), envelope / max(len(files), 1)
 
 
 def real_files(root: Path, n: int) -> list[Path]:
@@ -44,10 +56,12 @@ def real_files(root: Path, n: int) -> list[Path]:
     return [root / name for name in listed[::step][:n]]
 
 
-def row(name: str, files: list[Path], floor: float) -> str:
-    span, sounding = lengths(files, floor)
-    q = lambda a: " / ".join(f"{v:.2f}" for v in np.percentile(a, [10, 50, 90]))  # noqa: E731
-    return f"| {name} | {len(files)} | {np.mean(sounding == 0):.1%} | {q(span)} | {q(sounding)} |"
+def rows(name: str, files: list[Path], floor: float) -> tuple[str, str]:
+    """The length row and the envelope row of one set of clips."""
+    span, sounding, loudest, envelope = measures(files, floor)
+    q = lambda a, f=".2f": " / ".join(f"{v:{f}}" for v in np.percentile(a, [10, 50, 90]))  # noqa: E731
+    length = f"| {name} | {len(files)} | {np.mean(sounding == 0):.1%} | {q(span)} | {q(sounding)} | {q(loudest, '.3f')} |"
+    return length, f"| {name} | " + " | ".join(f"{v:.3f}" for v in envelope) + " |"
 
 
 def main(argv=None) -> None:
@@ -57,12 +71,18 @@ def main(argv=None) -> None:
     p.add_argument("--n-real", type=int, default=300)
     p.add_argument("--floor", type=float, default=0.01, help="frame RMS that counts as sound (full scale 1)")
     args = p.parse_args(argv)
-    print("| clips | n | silent | span q10 / q50 / q90 (s) | sounding q10 / q50 / q90 (s) |")
-    print("|---|---|---|---|---|")
-    print(row(f"real test clips ({args.real})", real_files(Path(args.real), args.n_real), args.floor))
-    for folder in args.samples:
-        files = sorted(f for f in Path(folder).iterdir() if f.suffix.lower() in (".wav", ".flac"))
-        print(row(folder, files, args.floor))
+    sets = [(f"real test clips ({args.real})", real_files(Path(args.real), args.n_real))]
+    sets += [(folder, sorted(f for f in Path(folder).iterdir() if f.suffix.lower() in (".wav", ".flac")))
+             for folder in args.samples]
+    table = [rows(name, files, args.floor) for name, files in sets]
+    print("| clips | n | silent | span q10 / q50 / q90 (s) | sounding q10 / q50 / q90 (s) | loudest frame RMS q10 / q50 / q90 |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(length for length, _ in table))
+    step_ms = int(ENVELOPE_FRAMES * FRAME_S * 1000)
+    print(f"\nmean RMS of each {step_ms} ms step (columns: the step's start, s)\n")
+    print("| clips | " + " | ".join(f"{i * step_ms / 1000:.2f}" for i in range(ENVELOPE_STEPS)) + " |")
+    print("|---|" + "---|" * ENVELOPE_STEPS)
+    print("\n".join(envelope for _, envelope in table))
 
 
 if __name__ == "__main__":

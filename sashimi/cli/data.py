@@ -42,6 +42,8 @@ def register(subparsers) -> None:
     synth.add_argument("--word-start", type=_span, default=None, metavar="MS|LOW-HIGH",
                        help="when each word begins, in ms from the clip's start (0-900), one value or a range "
                             "(default: anywhere the word fits; a word that would not fit begins earlier)")
+    synth.add_argument("--peak", type=_span, default=None, metavar="PCT|LOW-HIGH",
+                       help="each word's peak level in %% of full scale (1-99), one value or a range (default 25-85)")
     synth.set_defaults(handler=_synth_digits)
 
     info = sub.add_parser("info", help="summarize a prepared dataset")
@@ -104,7 +106,7 @@ def _synth_digits(args) -> int:
 
     s = synth_digits(args.root, args.n_clips, args.seed, workers=args.workers, backend=args.backend,
                      noise=not args.no_noise, voices=args.voices, accents=args.accents,
-                     rates=args.rate, pitches=args.pitch, starts=args.word_start)
+                     rates=args.rate, pitches=args.pitch, starts=args.word_start, peaks=args.peak)
     print(f"wrote {s.n_clips} clips to {s.root} in {s.seconds:.1f} s ({s.bytes_on_disk / 1e6:.1f} MB) with {s.backend}")
     for split, n in s.clips_per_split.items():
         print(f"  {split}: {n} clips, {len(s.voices_per_split[split])} voices")

@@ -42,9 +42,10 @@ ACCENTS = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc",
 RATE_WPM = (120, 240)  # speaking rate drawn per clip, words per minute (`synth_digits(rates=)` narrows it)
 PITCH = (20, 80)  # eSpeak base pitch drawn per clip (`synth_digits(pitches=)` narrows it)
 LIMITS = {"rates": (80, 450), "pitches": (0, 99),  # what eSpeak NG accepts
+          "peaks": (1, 99),  # % of full scale
           "starts": (0, 900)}  # ms from a clip's start to its word's (`synth_digits(starts=)`)
 AMPLITUDE = (30, 70)  # eSpeak amplitude (100 is its default); low so the int16 output never saturates
-PEAK = (0.25, 0.85)  # final speech peak level
+PEAK = (25, 85)  # final speech peak level drawn per clip, % of full scale (`synth_digits(peaks=)` narrows it)
 SNR_DB = (25.0, 45.0)  # background noise below the speech RMS
 VOICE_FRACTIONS = {"valid": 0.1, "test": 0.1}
 METADATA = "digits.json"
@@ -103,12 +104,14 @@ def split_voices(variants: list[str], seed: int) -> dict[str, list[str]]:
 
 def plan_clips(n_clips: int, seed: int, voices: dict[str, list[str]], accents: list[str], *,
                noise: bool = True, rates: tuple[int, int] = RATE_WPM,
-               pitches: tuple[int, int] = PITCH, starts: tuple[int, int] | None = None) -> list[ClipSpec]:
+               pitches: tuple[int, int] = PITCH, starts: tuple[int, int] | None = None,
+               peaks: tuple[int, int] = PEAK) -> list[ClipSpec]:
     """Parameters of every clip; words cycle so each digit gets n_clips / 10 clips.
 
     `noise=False` plans the same clips (same words, voices, levels and offsets) without background noise;
     `rates` / `pitches` (low, high), inclusive: the ranges the speaking rate and pitch are drawn from (words, voices,
-    accents, levels and offsets stay those of the default set). `starts` (low, high) ms, inclusive: each word
+    accents, levels and offsets stay those of the default set); `peaks` (low, high) %: the range of each word's
+    peak level (a clip's other draws stay the same). `starts` (low, high) ms, inclusive: each word
     begins at a time drawn from this range instead of anywhere it fits (the other draws stay the same).
     """
     variants = sorted(v for vs in voices.values() for v in vs)
@@ -120,7 +123,7 @@ def plan_clips(n_clips: int, seed: int, voices: dict[str, list[str]], accents: l
         specs.append(ClipSpec(
             clip=i, word=DIGITS[i % len(DIGITS)], variant=variant, accent=accents[rng.integers(len(accents))],
             rate=int(rng.integers(rates[0], rates[1] + 1)), pitch=int(rng.integers(pitches[0], pitches[1] + 1)),
-            amplitude=int(rng.integers(AMPLITUDE[0], AMPLITUDE[1] + 1)), peak=float(rng.uniform(*PEAK)),
+            amplitude=int(rng.integers(AMPLITUDE[0], AMPLITUDE[1] + 1)), peak=float(rng.uniform(peaks[0] / 100, peaks[1] / 100)),
             snr_db=_drawn_snr(rng, noise), noise_color=float(rng.uniform(0.0, 0.95)),
             offset=float(rng.uniform()), split=split_of[variant],
             start_ms=None if starts is None else int(np.random.default_rng([seed, 4, i]).integers(starts[0],
@@ -217,7 +220,8 @@ def synth_digits(root: str | os.PathLike, n_clips: int = DEFAULT_N_CLIPS, seed: 
                  workers: int | None = None, backend: str = "auto", progress: bool = True,
                  noise: bool = True, voices: Sequence[str] | None = None,
                  accents: Sequence[str] | None = None, rates: Sequence[int] | None = None,
-                 pitches: Sequence[int] | None = None, starts: Sequence[int] | None = None) -> DigitsSummary:
+                 pitches: Sequence[int] | None = None, starts: Sequence[int] | None = None,
+                 peaks: Sequence[int] | None = None) -> DigitsSummary:
     """Write the digits dataset to `root` (replacing an earlier one there) and summarize it.
 
     `noise=False` writes the same clips without their background noise (a set for models that should spend
@@ -225,12 +229,13 @@ def synth_digits(root: str | os.PathLike, n_clips: int = DEFAULT_N_CLIPS, seed: 
     `voices` / `accents` narrow the set to those eSpeak voice variants / accents (default: all installed);
     the chosen voices are split between train, valid and test as all of them would be. `rates` / `pitches`
     (low, high): narrower ranges for the speaking rate (words per minute) and pitch (default RATE_WPM, PITCH).
-    `starts` (low, high) ms: when each word begins (default: anywhere in the clip it fits).
+    `starts` (low, high) ms: when each word begins (default: anywhere in the clip it fits). `peaks` (low, high):
+    each word's peak level in % of full scale (default PEAK, 25-85).
     """
     if isinstance(n_clips, bool) or not isinstance(n_clips, int) or n_clips < 10:
         raise ConfigError(f"n_clips must be an integer >= 10 (one per digit), got {n_clips!r}")
     spans = {"rates": _span("rates", rates, RATE_WPM), "pitches": _span("pitches", pitches, PITCH),
-             "starts": _span("starts", starts, None)}  # checked before eSpeak is touched
+             "starts": _span("starts", starts, None), "peaks": _span("peaks", peaks, PEAK)}  # before eSpeak runs
     started = time.perf_counter()
     _open.cache_clear()
     synth, installed = _open(backend)

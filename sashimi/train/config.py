@@ -40,6 +40,10 @@ class OptimConfig:
     # each input token of a training step moves by a uniform integer in [-input_jitter, input_jitter] (clamped
     # to the codebook) while the targets stay clean: contexts as imperfect as the model's own samples (0: off)
     input_jitter: int = 0
+    # this share of the input tokens of a training step is replaced by the model's own draw given the true past
+    # (one extra forward pass without gradient; parallel scheduled sampling), the targets staying clean:
+    # contexts that hold the model's own sampling noise where it is unsure and stay exact where it is sure (0: off)
+    self_feed: float = 0.0
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -65,6 +69,10 @@ class OptimConfig:
         if isinstance(self.input_jitter, bool) or not isinstance(self.input_jitter, int) or self.input_jitter < 0:
             raise ConfigError(f"optim.input_jitter must be a whole number of quantization steps >= 0 (0: off), got "
                               f"{self.input_jitter!r}")
+        if isinstance(self.self_feed, bool) or not (isinstance(self.self_feed, (int, float))
+                                                     and 0 <= self.self_feed <= 1):
+            raise ConfigError(f"optim.self_feed must be a share in [0, 1] of the input tokens (0: off), got "
+                              f"{self.self_feed!r}")
 
 
 @dataclass
@@ -151,6 +159,9 @@ class TrainConfig:
         if self.optim.input_jitter and self.model.kind != "ar":
             raise ConfigError("optim.input_jitter moves an autoregressive model's input tokens; a diffusion model has "
                               "none (leave it at 0)")
+        if self.optim.self_feed and self.model.kind != "ar":
+            raise ConfigError("optim.self_feed feeds an autoregressive model its own draws; a diffusion model has "
+                              "no input tokens (leave it at 0)")
         if self.optim.input_jitter and self.optim.input_jitter >= self.model.n_classes:
             raise ConfigError(f"optim.input_jitter must be below the {self.model.n_classes} quantization levels of "
                               f"model.bits={self.model.bits}, got {self.optim.input_jitter}")

@@ -180,11 +180,12 @@ class SaShiMiTask(AudioTask):
 
     def training_loss(self, batch) -> torch.Tensor:
         """batch: tokens (B L), or (tokens, labels (B,)) for a conditional model. The mean NLL, or with
-        optim.onset_weight the NLL weighted around each clip's onset (a weighted mean). With optim.input_jitter
-        the model reads jittered tokens and is scored on the clean ones."""
+        optim.onset_weight the NLL weighted around each clip's onset (a weighted mean). With optim.self_feed
+        and/or optim.input_jitter the model reads altered tokens and is scored on the clean ones."""
         tokens, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
         o = self.config.optim
-        nll = token_nll(self.model(self.jittered(tokens, o.input_jitter), labels), tokens)  # (B L)
+        inputs = self.jittered(self.self_fed(tokens, labels, o.self_feed), o.input_jitter)
+        nll = token_nll(self.model(inputs, labels), tokens)  # (B L)
         if o.onset_weight == 1:
             return nll.mean()
         m = self.config.model
@@ -193,6 +194,18 @@ class SaShiMiTask(AudioTask):
             self._loud = loud_tokens(make_quantizer(m.quantization, m.bits)).to(tokens.device)
         weights = onset_weights(tokens, self._loud, before, after, o.onset_weight)  # (B L)
         return (nll * weights).sum() / weights.sum()
+
+    @torch.no_grad()
+    def self_fed(self, tokens: torch.Tensor, labels: torch.Tensor | None, share: float) -> torch.Tensor:
+        """tokens (B L) -> a ``share`` of them (drawn per token) replaced by the model's own sample given the true
+        past, x~_t ~ p(x_t | x_<t), at temperature 1 (one forward pass without gradient)."""
+        if not share:
+            return tokens
+        logits = self.model(tokens, labels).float()  # (B L C): logits[:, t] predicts tokens[:, t]
+        gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp_(min=1e-20)))
+        draws = (logits + gumbel).argmax(-1)  # (B L): one sample of each categorical
+        pick = torch.rand(tokens.shape, device=tokens.device) < share
+        return torch.where(pick, draws, tokens.long())
 
     def jittered(self, tokens: torch.Tensor, jitter: int) -> torch.Tensor:
         """tokens (B L) -> each moved by a uniform integer in [-jitter, jitter], clamped to the codebook."""

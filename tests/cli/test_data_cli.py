@@ -38,14 +38,18 @@ def test_synth_digits_rate_and_pitch(tmp_path, capsys):
     root = tmp_path / "steady"
     assert main(["data", "synth-digits", "--root", str(root), "--n-clips", "10", "--workers", "1", "--no-noise",
                  "--voices", "m1,m2,f1", "--accents", "en-us", "--rate", "160", "--pitch", "45-55",
-                 "--word-start", "120"]) == 0
+                 "--word-start", "120", "--peak", "50-70"]) == 0
     meta = json.loads((root / "digits.json").read_text())
     assert meta["rates"] == [160, 160] and meta["pitches"] == [45, 55] and meta["starts"] == [120, 120]
+    assert meta["peaks"] == [50, 70] and all(0.5 <= c["peak"] <= 0.7 for c in meta["clips"])
     with pytest.raises(SystemExit):  # argparse: usage and a one-line error
         main(["data", "synth-digits", "--root", str(tmp_path / "bad"), "--rate", "fast"])
     assert "expected an integer or LOW-HIGH, got 'fast'" in capsys.readouterr().err.strip().splitlines()[-1]
     assert main(["data", "synth-digits", "--root", str(tmp_path / "bad"), "--pitch", "50-200"]) == 2
     assert "pitches: expected (low, high) integers with 0 <= low <= high <= 99, got (50, 200)" in \
+        capsys.readouterr().err.strip().splitlines()[-1]
+    assert main(["data", "synth-digits", "--root", str(tmp_path / "bad"), "--peak", "0-120"]) == 2
+    assert "peaks: expected (low, high) integers with 1 <= low <= high <= 99, got (0, 120)" in \
         capsys.readouterr().err.strip().splitlines()[-1]
     assert main(["data", "synth-digits", "--root", str(tmp_path / "bad"), "--word-start", "0-1000"]) == 2
     assert "starts: expected (low, high) integers with 0 <= low <= high <= 900, got (0, 1000)" in \

@@ -213,6 +213,21 @@ def test_word_start_places_each_word_and_keeps_the_rest(tmp_path):
         assert clip["start_ms"] <= first < clip["start_ms"] + 15, (clip["path"], first)
 
 
+def test_a_peak_range_sets_each_words_level_and_keeps_the_rest(tmp_path):
+    level = synth_digits(tmp_path / "level", n_clips=20, seed=0, workers=1, progress=False, noise=False,
+                         voices=["m3", "f1", "m1"], accents=["en-us"], peaks=(60, 60))
+    free = synth_digits(tmp_path / "free", n_clips=20, seed=0, workers=1, progress=False, noise=False,
+                        voices=["m3", "f1", "m1"], accents=["en-us"])
+    meta, default = (json.loads((Path(s.root) / "digits.json").read_text()) for s in (level, free))
+    assert meta["peaks"] == [60, 60] and default["peaks"] == [25, 85]
+    assert {c["peak"] for c in meta["clips"]} == {0.6} and all(0.25 <= c["peak"] <= 0.85 for c in default["clips"])
+    keep = ("word", "variant", "accent", "rate", "pitch", "offset", "split")
+    assert [[c[k] for k in keep] for c in meta["clips"]] == [[c[k] for k in keep] for c in default["clips"]]
+    for clip in meta["clips"]:
+        wave, _ = sf.read(Path(level.root) / clip["path"])
+        assert abs(np.abs(wave).max() - 0.6) < 1e-3, clip["path"]
+
+
 @pytest.mark.parametrize("value", [(100, 90), (10, 100), (170,), (1.5, 2), 170, "170"])
 def test_a_bad_rate_range_is_a_one_line_error(tmp_path, value):
     with pytest.raises(ConfigError, match=r"^rates: expected \(low, high\) integers with 80 <= low <= high <= 450, "

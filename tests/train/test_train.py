@@ -277,6 +277,56 @@ def test_input_jitter_is_refused_for_a_diffusion_model_and_beyond_the_codebook()
         load_config("demo", ["optim.input_jitter=256"])
 
 
+def test_self_feed_reads_the_models_own_draws_and_scores_the_clean_tokens(tone_root, tiny, monkeypatch):
+    from sashimi.metrics import token_nll
+
+    config = load_config("demo", tiny(tone_root, **{"optim.self_feed": 1.0}))
+    task = SaShiMiTask(config.to_dict())
+    head = task.model.head
+    with torch.no_grad():  # a model sure of token 7 wherever the true past is odd-length, unsure elsewhere
+        head.weight.zero_()
+        head.bias.zero_()
+    tokens = torch.randint(0, 256, (2, 512))
+    seen = []
+    forward = task.model.forward
+
+    def sure_at_odd(t, labels=None):
+        logits = forward(t, labels)
+        logits[:, 1::2] = -1e4
+        logits[:, 1::2, 7] = 1e4
+        seen.append(t)
+        return logits
+
+    monkeypatch.setattr(task.model, "forward", sure_at_odd)
+    torch.manual_seed(0)
+    loss = task.training_loss(tokens)
+    fed = seen[1]  # seen[0]: the clean tokens the draws are made from
+    assert torch.equal(seen[0], tokens) and fed.shape == tokens.shape
+    assert (fed[:, 1::2] == 7).all()  # where the model is sure, it reads what it would say
+    assert 0.9 < (fed[:, ::2] != tokens[:, ::2]).float().mean() <= 1  # uniform draws elsewhere
+    with torch.no_grad():
+        torch.testing.assert_close(loss, token_nll(sure_at_odd(fed), tokens).mean())  # targets: the clean tokens
+    half = SaShiMiTask(load_config("demo", tiny(tone_root, **{"optim.self_feed": 0.5})).to_dict())
+    torch.manual_seed(1)
+    mixed = half.self_fed(tokens, None, 0.5)
+    kept = (mixed == tokens).float().mean()
+    assert 0.4 < kept < 0.6  # about half drawn (a draw rarely equals the true token: 1 in 256 untrained)
+
+
+def test_self_feed_is_refused_for_a_diffusion_model():
+    with pytest.raises(sashimi.errors.ConfigError, match="optim.self_feed feeds an autoregressive model its own"):
+        load_config("demo-diffwave", ["optim.self_feed=0.5"])
+
+
+def test_a_self_fed_run_resumes_to_the_same_weights(tone_root, tiny, tmp_path):
+    """The draws come from the torch RNG that exact resume restores: 3 + 2 steps equal 5."""
+    over = tiny(tone_root, **{"trainer.precision": "64-true", "trainer.val_every": 2, "optim.self_feed": 0.5})
+    straight = train(load_config("demo", over + ["trainer.max_steps=5"]), tmp_path / "a")
+    train(load_config("demo", over + ["trainer.max_steps=3"]), tmp_path / "b")
+    a, b = weights(straight), weights(resume(tmp_path / "b", ["trainer.max_steps=5"]))
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+
+
 def test_a_jittered_run_resumes_to_the_same_weights(tone_root, tiny, tmp_path):
     """The jitter draws from the torch RNG that exact resume restores: 3 + 2 steps equal 5."""
     over = tiny(tone_root, **{"trainer.precision": "64-true", "trainer.val_every": 2, "optim.input_jitter": 2})
