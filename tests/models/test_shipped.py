@@ -56,7 +56,7 @@ def test_the_readme_main_job_runs_with_the_shipped_model(tmp_path, capsys):
     hears beside each sample."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     job = re.search(r"## Run the main job.*?```bash\n(.*?)\n```", readme, re.S).group(1).strip()
-    assert job.startswith("sashimi generate digits "), job
+    assert job.startswith("sashimi generate digits-m1 "), job
     args = job.split()[1:]
     out = tmp_path / "digits"
     args[args.index("--out") + 1] = str(out)
