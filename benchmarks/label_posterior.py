@@ -54,9 +54,17 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     model = sashimi.load_model(args.model).eval()
     cfg = model.config
-    names = list(cfg.labels)
+    names = list(getattr(cfg, "labels", ()))
+    if not names:
+        raise SystemExit(f"{args.model}: an unconditional model has no label posterior; give a conditional one")
     folder = Path(args.samples)
-    rows = json.loads((folder / "manifest.json").read_text())["samples"]
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        raise SystemExit(f"{folder}: no manifest.json; give a folder written by sashimi generate")
+    rows = json.loads(manifest.read_text())["samples"]
+    if not rows or any(r.get("label") not in names for r in rows):
+        raise SystemExit(f"{manifest}: every sample needs a label among {', '.join(names)} (samples of "
+                         f"{args.model} generated with its labels)")
     quantizer = make_quantizer(cfg.quantization, cfg.bits)
     tokens = torch.stack([quantizer.encode(torch.from_numpy(sf.read(str(folder / r["file"]), dtype="float32")[0]))
                           for r in rows])  # (N L)

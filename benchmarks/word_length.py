@@ -60,7 +60,8 @@ def rows(name: str, files: list[Path], floor: float) -> tuple[str, str]:
     """The length row and the envelope row of one set of clips."""
     span, sounding, loudest, envelope = measures(files, floor)
     q = lambda a, f=".2f": " / ".join(f"{v:{f}}" for v in np.percentile(a, [10, 50, 90]))  # noqa: E731
-    length = f"| {name} | {len(files)} | {np.mean(sounding == 0):.1%} | {q(span)} | {q(sounding)} | {q(loudest, '.3f')} |"
+    length = (f"| {name} | {len(files)} | {np.mean(sounding == 0):.1%} | {q(span)} | {q(sounding)} | "
+              f"{q(loudest, '.3f')} |")
     return length, f"| {name} | " + " | ".join(f"{v:.3f}" for v in envelope) + " |"
 
 
@@ -75,7 +76,8 @@ def main(argv=None) -> None:
     sets += [(folder, sorted(f for f in Path(folder).iterdir() if f.suffix.lower() in (".wav", ".flac")))
              for folder in args.samples]
     table = [rows(name, files, args.floor) for name, files in sets]
-    print("| clips | n | silent | span q10 / q50 / q90 (s) | sounding q10 / q50 / q90 (s) | loudest frame RMS q10 / q50 / q90 |")
+    print("| clips | n | silent | span q10 / q50 / q90 (s) | sounding q10 / q50 / q90 (s) | "
+          "loudest frame RMS q10 / q50 / q90 |")
     print("|---|---|---|---|---|---|")
     print("\n".join(length for length, _ in table))
     step_ms = int(ENVELOPE_FRAMES * FRAME_S * 1000)

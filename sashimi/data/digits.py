@@ -123,7 +123,8 @@ def plan_clips(n_clips: int, seed: int, voices: dict[str, list[str]], accents: l
         specs.append(ClipSpec(
             clip=i, word=DIGITS[i % len(DIGITS)], variant=variant, accent=accents[rng.integers(len(accents))],
             rate=int(rng.integers(rates[0], rates[1] + 1)), pitch=int(rng.integers(pitches[0], pitches[1] + 1)),
-            amplitude=int(rng.integers(AMPLITUDE[0], AMPLITUDE[1] + 1)), peak=float(rng.uniform(peaks[0] / 100, peaks[1] / 100)),
+            amplitude=int(rng.integers(AMPLITUDE[0], AMPLITUDE[1] + 1)),
+            peak=float(rng.uniform(peaks[0] / 100, peaks[1] / 100)),
             snr_db=_drawn_snr(rng, noise), noise_color=float(rng.uniform(0.0, 0.95)),
             offset=float(rng.uniform()), split=split_of[variant],
             start_ms=None if starts is None else int(np.random.default_rng([seed, 4, i]).integers(starts[0],

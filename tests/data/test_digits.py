@@ -184,47 +184,53 @@ def test_voices_and_accents_narrow_the_set(tmp_path):
     assert {c["variant"] for c in meta["clips"]} <= {"f1", "m1", "m3"}
 
 
-def test_rate_and_pitch_ranges_narrow_the_draws_and_keep_the_rest(tmp_path):
-    narrow = synth_digits(tmp_path / "narrow", n_clips=20, seed=0, workers=1, progress=False, noise=False,
-                          voices=["m3", "f1", "m1"], accents=["en-us"], rates=(170, 170), pitches=(40, 50))
-    wide = synth_digits(tmp_path / "wide", n_clips=20, seed=0, workers=1, progress=False, noise=False,
-                        voices=["m3", "f1", "m1"], accents=["en-us"])
-    meta, default = (json.loads((Path(s.root) / "digits.json").read_text()) for s in (narrow, wide))
-    assert meta["rates"] == [170, 170] and meta["pitches"] == [40, 50] and default["rates"] == [120, 240]
+VOICES = {"voices": ["m3", "f1", "m1"], "accents": ["en-us"]}
+
+
+@pytest.fixture(scope="module")
+def default_meta(tmp_path_factory) -> dict:
+    """digits.json of 20 noiseless clips drawn with the default ranges: what a narrowed set is compared with."""
+    summary = synth_digits(tmp_path_factory.mktemp("default"), n_clips=20, seed=0, workers=1, progress=False,
+                           noise=False, **VOICES)
+    return json.loads((Path(summary.root) / "digits.json").read_text())
+
+
+def narrowed(root: Path, default: dict, keep: tuple[str, ...], **ranges) -> dict:
+    """The same 20 clips with narrower ``ranges``; asserts that the draws named in ``keep`` did not change."""
+    summary = synth_digits(root, n_clips=20, seed=0, workers=1, progress=False, noise=False, **VOICES, **ranges)
+    meta = json.loads((Path(summary.root) / "digits.json").read_text())
+    assert [[c[k] for k in keep] for c in meta["clips"]] == [[c[k] for k in keep] for c in default["clips"]]
+    return meta
+
+
+def test_rate_and_pitch_ranges_narrow_the_draws_and_keep_the_rest(tmp_path, default_meta):
+    meta = narrowed(tmp_path / "narrow", default_meta, ("word", "variant", "accent", "peak", "offset", "split"),
+                    rates=(170, 170), pitches=(40, 50))
+    assert meta["rates"] == [170, 170] and meta["pitches"] == [40, 50] and default_meta["rates"] == [120, 240]
     assert {c["rate"] for c in meta["clips"]} == {170}
     assert all(40 <= c["pitch"] <= 50 for c in meta["clips"])
-    keep = ("word", "variant", "accent", "peak", "offset", "split")  # the same clips otherwise
-    assert [[c[k] for k in keep] for c in meta["clips"]] == [[c[k] for k in keep] for c in default["clips"]]
 
 
-def test_word_start_places_each_word_and_keeps_the_rest(tmp_path):
-    fixed = synth_digits(tmp_path / "fixed", n_clips=20, seed=0, workers=1, progress=False, noise=False,
-                         voices=["m3", "f1", "m1"], accents=["en-us"], starts=(100, 150))
-    free = synth_digits(tmp_path / "free", n_clips=20, seed=0, workers=1, progress=False, noise=False,
-                        voices=["m3", "f1", "m1"], accents=["en-us"])
-    meta, default = (json.loads((Path(s.root) / "digits.json").read_text()) for s in (fixed, free))
-    assert meta["starts"] == [100, 150] and default["starts"] is None
-    assert all(100 <= c["start_ms"] <= 150 for c in meta["clips"]) and {c["start_ms"] for c in default["clips"]} == {None}
-    keep = ("word", "variant", "accent", "peak", "offset", "split")
-    assert [[c[k] for k in keep] for c in meta["clips"]] == [[c[k] for k in keep] for c in default["clips"]]
+def test_word_start_places_each_word_and_keeps_the_rest(tmp_path, default_meta):
+    meta = narrowed(tmp_path / "fixed", default_meta, ("word", "variant", "accent", "peak", "offset", "split"),
+                    starts=(100, 150))
+    assert meta["starts"] == [100, 150] and default_meta["starts"] is None
+    assert all(100 <= c["start_ms"] <= 150 for c in meta["clips"])
+    assert {c["start_ms"] for c in default_meta["clips"]} == {None}
     for clip in meta["clips"]:  # the word begins where asked (its first sample above a whisper)
-        wave, rate = sf.read(Path(fixed.root) / clip["path"])
+        wave, rate = sf.read(tmp_path / "fixed" / clip["path"])
         first = np.flatnonzero(np.abs(wave) > 1e-3)[0] / rate * 1000
         assert clip["start_ms"] <= first < clip["start_ms"] + 15, (clip["path"], first)
 
 
-def test_a_peak_range_sets_each_words_level_and_keeps_the_rest(tmp_path):
-    level = synth_digits(tmp_path / "level", n_clips=20, seed=0, workers=1, progress=False, noise=False,
-                         voices=["m3", "f1", "m1"], accents=["en-us"], peaks=(60, 60))
-    free = synth_digits(tmp_path / "free", n_clips=20, seed=0, workers=1, progress=False, noise=False,
-                        voices=["m3", "f1", "m1"], accents=["en-us"])
-    meta, default = (json.loads((Path(s.root) / "digits.json").read_text()) for s in (level, free))
-    assert meta["peaks"] == [60, 60] and default["peaks"] == [25, 85]
-    assert {c["peak"] for c in meta["clips"]} == {0.6} and all(0.25 <= c["peak"] <= 0.85 for c in default["clips"])
-    keep = ("word", "variant", "accent", "rate", "pitch", "offset", "split")
-    assert [[c[k] for k in keep] for c in meta["clips"]] == [[c[k] for k in keep] for c in default["clips"]]
+def test_a_peak_range_sets_each_words_level_and_keeps_the_rest(tmp_path, default_meta):
+    meta = narrowed(tmp_path / "level", default_meta, ("word", "variant", "accent", "rate", "pitch", "offset",
+                                                        "split"), peaks=(60, 60))
+    assert meta["peaks"] == [60, 60] and default_meta["peaks"] == [25, 85]
+    assert {c["peak"] for c in meta["clips"]} == {0.6}
+    assert all(0.25 <= c["peak"] <= 0.85 for c in default_meta["clips"])
     for clip in meta["clips"]:
-        wave, _ = sf.read(Path(level.root) / clip["path"])
+        wave, _ = sf.read(tmp_path / "level" / clip["path"])
         assert abs(np.abs(wave).max() - 0.6) < 1e-3, clip["path"]
 
 

@@ -318,18 +318,10 @@ def test_self_feed_is_refused_for_a_diffusion_model():
         load_config("demo-diffwave", ["optim.self_feed=0.5"])
 
 
-def test_a_self_fed_run_resumes_to_the_same_weights(tone_root, tiny, tmp_path):
-    """The draws come from the torch RNG that exact resume restores: 3 + 2 steps equal 5."""
-    over = tiny(tone_root, **{"trainer.precision": "64-true", "trainer.val_every": 2, "optim.self_feed": 0.5})
-    straight = train(load_config("demo", over + ["trainer.max_steps=5"]), tmp_path / "a")
-    train(load_config("demo", over + ["trainer.max_steps=3"]), tmp_path / "b")
-    a, b = weights(straight), weights(resume(tmp_path / "b", ["trainer.max_steps=5"]))
-    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
-
-
-def test_a_jittered_run_resumes_to_the_same_weights(tone_root, tiny, tmp_path):
-    """The jitter draws from the torch RNG that exact resume restores: 3 + 2 steps equal 5."""
-    over = tiny(tone_root, **{"trainer.precision": "64-true", "trainer.val_every": 2, "optim.input_jitter": 2})
+@pytest.mark.parametrize("option, value", [("optim.input_jitter", 2), ("optim.self_feed", 0.5)])
+def test_a_run_with_altered_inputs_resumes_to_the_same_weights(tone_root, tiny, tmp_path, option, value):
+    """The jitter and the self-fed draws come from the torch RNG that exact resume restores: 3 + 2 steps equal 5."""
+    over = tiny(tone_root, **{"trainer.precision": "64-true", "trainer.val_every": 2, option: value})
     straight = train(load_config("demo", over + ["trainer.max_steps=5"]), tmp_path / "a")
     train(load_config("demo", over + ["trainer.max_steps=3"]), tmp_path / "b")
     a, b = weights(straight), weights(resume(tmp_path / "b", ["trainer.max_steps=5"]))
