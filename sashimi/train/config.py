@@ -44,6 +44,10 @@ class OptimConfig:
     # (one extra forward pass without gradient; parallel scheduled sampling), the targets staying clean:
     # contexts that hold the model's own sampling noise where it is unsure and stay exact where it is sure (0: off)
     self_feed: float = 0.0
+    # self-fed passes: pass k draws each token given pass k-1's inputs, so the last pass's context holds k steps
+    # of the model's own drift, as free sampling's does (each pass one more forward without gradient; 1: the
+    # draws are made given the true past)
+    self_feed_passes: int = 1
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -73,6 +77,13 @@ class OptimConfig:
                                                      and 0 <= self.self_feed <= 1):
             raise ConfigError(f"optim.self_feed must be a share in [0, 1] of the input tokens (0: off), got "
                               f"{self.self_feed!r}")
+        if isinstance(self.self_feed_passes, bool) or not isinstance(self.self_feed_passes, int) \
+                or self.self_feed_passes < 1:
+            raise ConfigError(f"optim.self_feed_passes must be a whole number of passes >= 1, got "
+                              f"{self.self_feed_passes!r}")
+        if self.self_feed_passes > 1 and not self.self_feed:
+            raise ConfigError(f"optim.self_feed_passes is {self.self_feed_passes} but optim.self_feed is 0: set the "
+                              f"share of self-fed tokens too")
 
 
 @dataclass

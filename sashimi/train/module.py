@@ -184,7 +184,7 @@ class SaShiMiTask(AudioTask):
         and/or optim.input_jitter the model reads altered tokens and is scored on the clean ones."""
         tokens, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
         o = self.config.optim
-        inputs = self.jittered(self.self_fed(tokens, labels, o.self_feed), o.input_jitter)
+        inputs = self.jittered(self.self_fed(tokens, labels, o.self_feed, o.self_feed_passes), o.input_jitter)
         nll = token_nll(self.model(inputs, labels), tokens)  # (B L)
         if o.onset_weight == 1:
             return nll.mean()
@@ -196,16 +196,19 @@ class SaShiMiTask(AudioTask):
         return (nll * weights).sum() / weights.sum()
 
     @torch.no_grad()
-    def self_fed(self, tokens: torch.Tensor, labels: torch.Tensor | None, share: float) -> torch.Tensor:
-        """tokens (B L) -> a ``share`` of them (drawn per token) replaced by the model's own sample given the true
-        past, x~_t ~ p(x_t | x_<t), at temperature 1 (one forward pass without gradient)."""
-        if not share:
-            return tokens
-        logits = self.model(tokens, labels).float()  # (B L C): logits[:, t] predicts tokens[:, t]
-        gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp_(min=1e-20)))
-        draws = (logits + gumbel).argmax(-1)  # (B L): one sample of each categorical
-        pick = torch.rand(tokens.shape, device=tokens.device) < share
-        return torch.where(pick, draws, tokens.long())
+    def self_fed(self, tokens: torch.Tensor, labels: torch.Tensor | None, share: float,
+                 passes: int = 1) -> torch.Tensor:
+        """tokens (B L) -> a ``share`` of them (drawn per token) replaced by the model's own sample at temperature
+        1. Pass 1 draws x~_t ~ p(x_t | x_<t) given the true past; pass k draws given pass k-1's inputs, so the
+        context carries k steps of the model's own drift (one forward pass without gradient each)."""
+        inputs = tokens
+        for _ in range(passes if share else 0):
+            logits = self.model(inputs, labels).float()  # (B L C): logits[:, t] predicts the token at t
+            gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp_(min=1e-20)))
+            draws = (logits + gumbel).argmax(-1)  # (B L): one sample of each categorical
+            pick = torch.rand(tokens.shape, device=tokens.device) < share
+            inputs = torch.where(pick, draws, tokens.long())
+        return inputs
 
     def jittered(self, tokens: torch.Tensor, jitter: int) -> torch.Tensor:
         """tokens (B L) -> each moved by a uniform integer in [-jitter, jitter], clamped to the codebook."""

@@ -66,6 +66,10 @@ def test_config_path_and_to_dict_roundtrip(tmp_path):
     (["optim.input_jitter=1.5"], "optim.input_jitter: expected an integer, got 1.5"),
     (["optim.self_feed=1.5"], "optim.self_feed must be a share in [0, 1] of the input tokens (0: off), got 1.5"),
     (["optim.self_feed=-0.1"], "optim.self_feed must be a share in [0, 1] of the input tokens (0: off), got -0.1"),
+    (["optim.self_feed=1", "optim.self_feed_passes=0"], "optim.self_feed_passes must be a whole number of passes "
+                                                         ">= 1, got 0"),
+    (["optim.self_feed=1", "optim.self_feed_passes=1.5"], "optim.self_feed_passes: expected an integer, got 1.5"),
+    (["optim.self_feed_passes=2"], "optim.self_feed_passes is 2 but optim.self_feed is 0: set the share"),
     (["optim.onset_weight=0"], "optim.onset_weight must be a finite number > 0 (1: plain NLL), got 0"),
     (["optim.onset_window=[0.1]"], "optim.onset_window must be two numbers of seconds >= 0 (before, after the "
                                    "onset), got [0.1]"),

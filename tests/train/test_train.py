@@ -313,15 +313,34 @@ def test_self_feed_reads_the_models_own_draws_and_scores_the_clean_tokens(tone_r
     assert 0.4 < kept < 0.6  # about half drawn (a draw rarely equals the true token: 1 in 256 untrained)
 
 
+def test_each_self_fed_pass_draws_given_the_previous_pass(tone_root, tiny, monkeypatch):
+    """A model sure that each token is the one before it plus 1: pass 1 reads the true past (tokens[t-1] + 1),
+    pass 2 reads pass 1's draws (tokens[t-2] + 2), pass 3 three steps of drift."""
+    task = SaShiMiTask(load_config("demo", tiny(tone_root, **{"optim.self_feed": 1.0,
+                                                               "optim.self_feed_passes": 3})).to_dict())
+
+    def next_is_one_more(t, labels=None):  # (B L) -> (B L C): sure of t[:, i-1] + 1 at i, of 0 at 0
+        want = torch.cat([torch.zeros_like(t[:, :1]), (t[:, :-1] + 1) % 256], 1)
+        return torch.nn.functional.one_hot(want.long(), 256).float() * 1e4
+
+    monkeypatch.setattr(task.model, "forward", next_is_one_more)
+    tokens = torch.randint(0, 256, (2, 64))
+    for passes in (1, 2, 3):
+        fed = task.self_fed(tokens, None, 1.0, passes)
+        assert torch.equal(fed[:, passes:], (tokens[:, :-passes] + passes) % 256), passes
+    assert torch.equal(task.self_fed(tokens, None, 0.0, 3), tokens)  # share 0: no pass runs
+
+
 def test_self_feed_is_refused_for_a_diffusion_model():
     with pytest.raises(sashimi.errors.ConfigError, match="optim.self_feed feeds an autoregressive model its own"):
         load_config("demo-diffwave", ["optim.self_feed=0.5"])
 
 
-@pytest.mark.parametrize("option, value", [("optim.input_jitter", 2), ("optim.self_feed", 0.5)])
-def test_a_run_with_altered_inputs_resumes_to_the_same_weights(tone_root, tiny, tmp_path, option, value):
+@pytest.mark.parametrize("options", [{"optim.input_jitter": 2}, {"optim.self_feed": 0.5},
+                                     {"optim.self_feed": 1.0, "optim.self_feed_passes": 2}])
+def test_a_run_with_altered_inputs_resumes_to_the_same_weights(tone_root, tiny, tmp_path, options):
     """The jitter and the self-fed draws come from the torch RNG that exact resume restores: 3 + 2 steps equal 5."""
-    over = tiny(tone_root, **{"trainer.precision": "64-true", "trainer.val_every": 2, option: value})
+    over = tiny(tone_root, **{"trainer.precision": "64-true", "trainer.val_every": 2, **options})
     straight = train(load_config("demo", over + ["trainer.max_steps=5"]), tmp_path / "a")
     train(load_config("demo", over + ["trainer.max_steps=3"]), tmp_path / "b")
     a, b = weights(straight), weights(resume(tmp_path / "b", ["trainer.max_steps=5"]))
