@@ -11,10 +11,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from matplotlib import mlab
 from matplotlib.figure import Figure
 
 from sashimi.audio.io import load_audio, resample
+from sashimi.generation.report import draw_spectrogram
 from sashimi.metrics.score import hear
 
 
@@ -34,9 +34,7 @@ def main() -> None:
         wave = np.asarray(resample(wave, rate, sr), dtype=np.float32).reshape(-1)[:sr]
         word, p = hear(path.parent, [path.name])[path.name]
         label = f"shipped model, {path.stem}" if i < len(samples) else "real clip (unseen voice)"
-        spec, freqs, times = mlab.specgram(wave, NFFT=256, Fs=sr, noverlap=192)  # (F, T) power
-        db = 10 * np.log10(spec + 1e-12)  # digital silence (a noiseless clip) at the floor, not -inf
-        ax.pcolormesh(times, freqs, db, cmap="magma", vmin=-120, vmax=max(-60.0, float(db.max())), shading="auto")
+        draw_spectrogram(ax, wave, sr, 256)
         ax.set_title(f"{label}\nclassifier hears: {word} ({p:.0%})", fontsize=9)
         ax.set_xlabel("s")
     axes[0].set_ylabel("Hz")

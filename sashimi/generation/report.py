@@ -13,10 +13,25 @@ import soundfile as sf
 
 from sashimi.models.io import atomic_write
 
+POWER_FLOOR = 1e-12  # -120 dB: digital silence (a noiseless clip) draws at the floor instead of log10(0) = -inf
 MIN_HEARD_RATE = 8000  # telephone band: the lowest rate at which the digits classifier is meaningful
 
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1100px} .item{border-top:1px solid #ccc;padding:1em 0}"
          " .plots img{width:520px;margin-right:8px} h2{font-size:1.05em;margin:.2em 0} .meta{color:#555}")
+
+
+def spectrogram_db(wave: np.ndarray, sample_rate: int, nfft: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(L,) -> times (T,), frequencies (F,) and power in dB (F, T): Hann windows of ``nfft``, overlapping by 3/4."""
+    from matplotlib import mlab
+
+    power, freqs, times = mlab.specgram(wave, NFFT=nfft, Fs=sample_rate, noverlap=3 * nfft // 4)  # (F, T)
+    return times, freqs, 10 * np.log10(power + POWER_FLOOR)
+
+
+def draw_spectrogram(ax, wave: np.ndarray, sample_rate: int, nfft: int) -> None:
+    """The spectrogram of ``wave`` on ``ax``, colours from -120 dB to the loudest bin (at least -60 dB)."""
+    times, freqs, db = spectrogram_db(wave, sample_rate, nfft)
+    ax.pcolormesh(times, freqs, db, cmap="magma", vmin=-120, vmax=max(-60.0, float(db.max())), shading="auto")
 
 
 def plot_audio(wave: np.ndarray, sample_rate: int, out_stem: Path) -> tuple[str, str]:
@@ -34,7 +49,7 @@ def plot_audio(wave: np.ndarray, sample_rate: int, out_stem: Path) -> tuple[str,
     fig = Figure(figsize=(6.5, 1.8), dpi=80)
     ax = fig.subplots()
     nfft = max(16, min(512, 2 ** int(np.log2(max(len(wave) // 4, 16)))))
-    ax.specgram(wave, NFFT=nfft, Fs=sample_rate, noverlap=nfft // 2, cmap="magma")
+    draw_spectrogram(ax, wave, sample_rate, nfft)
     ax.set(xlabel="s", ylabel="Hz")
     fig.tight_layout()
     fig.savefig(out_stem.parent / names[1])

@@ -137,3 +137,22 @@ def test_an_8khz_model_gets_the_classifier_line_and_lower_rates_none(report):
 
     assert "classifier hears" in (report / "index.html").read_text()
     assert classifier_heard(report, [{"file": "x.wav"}], 4000) is None
+
+
+def test_a_silent_sample_plots_at_the_floor_without_a_warning(tmp_path):
+    """Digital silence (a noiseless model's pause) has zero power: drawn at -120 dB, never log10(0)."""
+    import warnings
+
+    import numpy as np
+
+    from sashimi.generation.report import plot_audio, spectrogram_db
+
+    wave = np.zeros(8000, dtype=np.float32)
+    wave[4000:4400] = 0.5 * np.sin(np.arange(400) * 0.3)  # a tone in the middle
+    _, freqs, db = spectrogram_db(wave, 8000, 256)
+    assert np.isfinite(db).all() and db.min() == pytest.approx(-120) and db.max() > -40
+    assert freqs[-1] == 4000  # up to the Nyquist frequency
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        names = plot_audio(np.zeros(8000, dtype=np.float32), 8000, tmp_path / "silent")
+    assert all((tmp_path / n).stat().st_size > 0 for n in names)
