@@ -12,6 +12,7 @@ which says whether the features hear loudness.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,18 +20,18 @@ import numpy as np
 from sashimi.metrics.classifier import load_classifier
 from sashimi.metrics.score import SHIPPED_CLASSIFIER, Classified, classify_waves, load_reference, read_clip, scores
 
-CLASSIFIER_RATE = 16000
-FRAME = CLASSIFIER_RATE // 100  # 10 ms
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from word_length import FRAME_S, frame_rms, real_files  # noqa: E402  (the same sounding frames and test clips)
+
+CLASSIFIER_RATE = 16000  # read_clip's rate
+FRAME = int(CLASSIFIER_RATE * FRAME_S)
 FADE = int(0.03 * CLASSIFIER_RATE)
-FLOOR = 0.01
+FLOOR = 0.01  # word_length.py's default --floor
 
 
 def sounding_span(wave: np.ndarray) -> tuple[int, int] | None:
     """(L,) at 16 kHz -> (first, end) sample of the sounding 10 ms frames, or None for a silent clip."""
-    centred = wave - np.median(wave)
-    n = len(centred) // FRAME
-    rms = np.sqrt(np.mean(centred[: n * FRAME].reshape(n, FRAME) ** 2, axis=1))
-    on = np.flatnonzero(rms > FLOOR)
+    on = np.flatnonzero(frame_rms(wave, CLASSIFIER_RATE) > FLOOR)
     return None if len(on) == 0 else (int(on[0]) * FRAME, (int(on[-1]) + 1) * FRAME)
 
 
@@ -47,14 +48,6 @@ def cut(wave: np.ndarray, keep: float) -> np.ndarray:
     return wave * gain
 
 
-def test_clips(root: Path, n: int) -> np.ndarray:
-    listed = (root / "testing_list.txt").read_text().split()
-    if not listed:
-        raise SystemExit(f"{root / 'testing_list.txt'}: lists no clips")
-    step = max(1, len(listed) // n)
-    return np.stack([read_clip(root / name) for name in listed[::step][:n]])  # (N, 16000)
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("root", type=Path, help="dataset root (digits/sc09 layout with testing_list.txt)")
@@ -64,9 +57,16 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if not (args.root / "testing_list.txt").is_file():
         raise SystemExit(f"{args.root}: no testing_list.txt (expected a digits or sc09 dataset root)")
+    if args.n < 2:
+        raise SystemExit(f"--n must be at least 2 clips (the FID needs a covariance), got {args.n}")
+    if not all(0 < k <= 1 for k in args.keep):
+        raise SystemExit(f"--keep: shares in (0, 1] of each word's span, got {args.keep}")
+    files = real_files(args.root, args.n)
+    if len(files) < 2:
+        raise SystemExit(f"{args.root / 'testing_list.txt'}: lists {len(files)} clip(s); at least 2 are needed")
     model = load_classifier(SHIPPED_CLASSIFIER)
     ref = load_reference(model, SHIPPED_CLASSIFIER, args.root)
-    waves = test_clips(args.root, args.n)
+    waves = np.stack([read_clip(path) for path in files])  # (N, 16000)
     rows = [(f"keep {k:g}", np.stack([cut(w, k) for w in waves])) for k in args.keep]
     rows.append(("gain 0.5", waves * 0.5))
     print(f"{len(waves)} test clips of {args.root}, reference: its train split\n")
