@@ -29,9 +29,10 @@ def spectrogram_db(wave: np.ndarray, sample_rate: int, nfft: int) -> tuple[np.nd
 
 
 def draw_spectrogram(ax, wave: np.ndarray, sample_rate: int, nfft: int) -> None:
-    """The spectrogram of ``wave`` on ``ax``, colours from -120 dB to the loudest bin (at least -60 dB)."""
+    """The spectrogram of ``wave`` on ``ax``, colours from the floor (-120 dB) to the loudest bin (at least -60 dB)."""
     times, freqs, db = spectrogram_db(wave, sample_rate, nfft)
-    ax.pcolormesh(times, freqs, db, cmap="magma", vmin=-120, vmax=max(-60.0, float(db.max())), shading="auto")
+    floor = 10 * np.log10(POWER_FLOOR)
+    ax.pcolormesh(times, freqs, db, cmap="magma", vmin=floor, vmax=max(-60.0, float(db.max())), shading="auto")
 
 
 def plot_audio(wave: np.ndarray, sample_rate: int, out_stem: Path) -> tuple[str, str]:
