@@ -114,6 +114,16 @@ class SaShiMi(nn.Module):
             return y
         return self._blocks(self.up_blocks[i], y, run) + y
 
+    @property
+    def stacks(self) -> list[nn.ModuleList]:
+        """Every block stack (the U-Net down stacks, the up stacks, the centre): ``n_layers`` layers each."""
+        return list(self.down_blocks) + list(self.up_blocks) + [self.center]
+
+    @property
+    def blocks_per_layer(self) -> int:
+        """Blocks one layer adds to a stack: (S4, FF), or S4 alone where ff is 0."""
+        return 2 if self.init_kwargs["ff"] > 0 else 1
+
     @staticmethod
     def _blocks(blocks, x, run):
         for blk in blocks:

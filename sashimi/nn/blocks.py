@@ -32,6 +32,15 @@ class ResidualS4Block(nn.Module):
         y, state = self.layer.step(self.norm(x), state)
         return x + y, state
 
+    @torch.no_grad()
+    def start_as_identity_(self) -> None:
+        """Zero the value half of the output GLU: the block returns its input until training moves it (the
+        gate half keeps its values, so the gradient reaches the zeroed weights from the first step)."""
+        out = self.layer.output_linear
+        half = out.out_features // 2
+        out.weight[:half].zero_()
+        out.bias[:half].zero_()
+
     def state_from(self, x: torch.Tensor, n: int) -> torch.Tensor:
         if n == 0:
             return self.default_state(x.shape[0])
@@ -51,6 +60,12 @@ class FFBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.dropout(F.gelu(self.linear_in(self.norm(x))))
         return x + self.dropout(self.linear_out(z))
+
+    @torch.no_grad()
+    def start_as_identity_(self) -> None:
+        """Zero the output projection: the block returns its input until training moves it."""
+        self.linear_out.weight.zero_()
+        self.linear_out.bias.zero_()
 
     def default_state(self, batch_size: int) -> None:
         return None

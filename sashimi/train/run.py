@@ -136,7 +136,11 @@ _WARM_START_FREE = frozenset({"dropout", "label_dropout", "ssm_lr", "init", "dt_
 def warm_start_weights(model_config, source: str) -> dict:
     """The weights of the trained model ``source`` (shipped name, folder or hub id) for a new run of
     ``model_config``, which must agree with its config apart from ``_WARM_START_FREE``; checked before the run
-    writes anything. The optimizer and schedule start fresh."""
+    writes anything. The optimizer and schedule start fresh.
+
+    Two changes keep the trained function: labels on an unconditional model (the label vectors start at zero),
+    and a larger ``n_layers`` on a model without U-Net skips (the new layers go at the end of every stack and
+    start as identities), so the run begins as the trained model and grows from it."""
     from sashimi.models.io import load_model
 
     trained = load_model(source)
@@ -145,7 +149,11 @@ def warm_start_weights(model_config, source: str) -> dict:
         raise ConfigError(f"trainer.init_from={source!r} is a model of kind {theirs.get('kind')!r}; this config's "
                           f"model.kind is {ours.get('kind')!r}")
     adds_labels = bool(ours.get("labels")) and not theirs.get("labels")  # conditioning an unconditional model
-    free = _WARM_START_FREE | ({"labels"} if adds_labels else set())
+    deepens = ours.get("n_layers", 0) > theirs.get("n_layers", 0)
+    if deepens and ours.get("unet"):
+        raise ConfigError(f"trainer.init_from={source!r}: a warm start adds layers only to a model without U-Net "
+                          f"skips (model.unet: false); set model.n_layers={theirs.get('n_layers')!r} as it has")
+    free = _WARM_START_FREE | ({"labels"} if adds_labels else set()) | ({"n_layers"} if deepens else set())
     differ = sorted(k for k in set(ours) | set(theirs) if k not in free and ours.get(k) != theirs.get(k))
     if differ:
         given = ", ".join(f"model.{k}={ours.get(k)!r} (it has {theirs.get(k)!r})" for k in differ)
@@ -153,7 +161,28 @@ def warm_start_weights(model_config, source: str) -> dict:
     weights = trained.state_dict()
     if adds_labels:  # the new label vectors start at zero: the run begins as the unconditional model
         weights["label_embedding.weight"] = torch.zeros(len(ours["labels"]), model_config.d_model)
+    if deepens:
+        weights = _deepened(model_config, weights, int(theirs["n_layers"]))
     return weights
+
+
+def _deepened(model_config, weights: dict, n_trained: int) -> dict:
+    """``weights`` of an ``n_trained``-layer model, placed in a freshly built model of ``model_config``
+    (more layers): each stack keeps its trained blocks first, and the new blocks after them start as identities."""
+    from sashimi.models.lm import SaShiMiLM
+
+    dtype = next(v.dtype for v in weights.values() if v.is_floating_point())
+    model = SaShiMiLM(model_config).to(dtype)  # the trained weights' precision (64-true runs keep float64)
+    keep = n_trained * model.backbone.blocks_per_layer
+    new_blocks = [blk for stack in model.backbone.stacks for blk in list(stack)[keep:]]
+    prefixes = tuple(f"{name}." for name, mod in model.named_modules() if any(mod is b for b in new_blocks))
+    result = model.load_state_dict(weights, strict=False)
+    stray = sorted(result.unexpected_keys) + sorted(k for k in result.missing_keys if not k.startswith(prefixes))
+    if stray:  # the configs agreed, so this is a damaged file rather than a user error
+        raise ConfigError(f"trainer.init_from: the trained weights do not fit the deepened model: {stray[:3]}")
+    for blk in new_blocks:
+        blk.start_as_identity_()
+    return model.state_dict()
 
 
 # bytes per parameter while training with AdamW: weights, gradients and two moments

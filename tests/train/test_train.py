@@ -251,6 +251,42 @@ def test_init_from_refuses_another_architecture(tone_root, tiny, tmp_path):
         train(diffusion, tmp_path / "dw")
 
 
+def test_init_from_a_shallower_model_begins_as_it_and_trains_the_new_layers(tone_root, tiny, tmp_path):
+    """model.n_layers above the trained model's: its blocks come first in every stack, the new ones start as
+    identities (so step 0 computes the trained function), and training moves them."""
+    over = tiny(tone_root, **{"trainer.precision": "64-true", "trainer.max_steps": 1})
+    source = train(load_config("demo", over), tmp_path / "source")
+    n = sashimi.load_model(source).config.n_layers
+    warm = over + [f"trainer.init_from={source}", f"model.n_layers={n + 1}"]
+    frozen = sashimi.load_model(train(load_config("demo", warm + ["optim.lr=1e-30", "model.ssm_lr=1e-30"]),
+                                      tmp_path / "frozen"))
+    shallow = sashimi.load_model(source)
+    assert frozen.config.n_layers == n + 1
+    assert sum(p.numel() for p in frozen.parameters()) > sum(p.numel() for p in shallow.parameters())
+    tokens = torch.randint(0, 256, (2, 200))
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(tokens), shallow(tokens), rtol=0, atol=1e-9)
+    moved = weights(train(load_config("demo", warm + ["trainer.max_steps=2", "optim.lr=0.01"]), tmp_path / "moved"))
+    per_layer = frozen.backbone.blocks_per_layer
+    new = f"backbone.center.{n * per_layer}.layer.output_linear.weight"  # the first new S4 block's value half
+    value_half = moved[new][: moved[new].shape[0] // 2]  # zero at the start (output_linear is (2H, H))
+    assert value_half.abs().max() > 0
+
+
+def test_init_from_refuses_fewer_layers_and_new_layers_with_unet_skips(tone_root, tiny, tmp_path):
+    over = tiny(tone_root, **{"trainer.max_steps": 1})
+    source = train(load_config("demo", over), tmp_path / "source")
+    n = sashimi.load_model(source).config.n_layers
+    fewer = load_config("demo", over + [f"trainer.init_from={source}", f"model.n_layers={n - 1}"])
+    with pytest.raises(sashimi.errors.ConfigError, match=rf"model\.n_layers={n - 1} \(it has {n}\)"):
+        train(fewer, tmp_path / "fewer")
+    unet = train(load_config("demo", over + ["model.unet=true"]), tmp_path / "unet")
+    deeper = load_config("demo", over + [f"trainer.init_from={unet}", "model.unet=true", f"model.n_layers={n + 1}"])
+    with pytest.raises(sashimi.errors.ConfigError, match=r"adds layers only to a model without U-Net skips"):
+        train(deeper, tmp_path / "deeper")
+    assert not (tmp_path / "fewer").exists() and not (tmp_path / "deeper").exists()
+
+
 def test_input_jitter_moves_the_inputs_and_scores_the_clean_tokens(tone_root, tiny, monkeypatch):
     from sashimi.metrics import token_nll
 
