@@ -15,15 +15,10 @@ def sashimi_digits():
     return _shipped("digits")
 
 
-def sashimi_digits_cond():
-    """``sashimi_digits`` conditioned on the digit: pass labels (indices into ``model.config.labels``) to generate
-    (8 kHz, 8-bit mu-law; its card: sashimi/models/pretrained/digits-cond/README.md)."""
-    return _shipped("digits-cond")
-
-
 def sashimi_digits_m1():
-    """``sashimi_digits_cond`` narrowed to one voice (eSpeak m1): the shipped model heard saying the digit asked for
-    most often (8 kHz, 8-bit mu-law; its card: sashimi/models/pretrained/digits-m1/README.md)."""
+    """SaShiMi conditioned on the digit, in one voice (eSpeak m1): pass labels (indices into ``model.config.labels``)
+    to generate; the shipped model heard saying the digit asked for most often (8 kHz, 8-bit mu-law; its card:
+    sashimi/models/pretrained/digits-m1/README.md)."""
     return _shipped("digits-m1")
 
 

@@ -46,7 +46,7 @@ def register(subparsers) -> None:
     p.add_argument("--temperature", type=float, help="> 0; logits are divided by it (default 1)")
     p.add_argument("--top-p", type=float, help="nucleus sampling mass in (0, 1] (default 1 = off)")
     p.add_argument("--top-k", type=int, help="keep the k most likely tokens (default 0 = off)")
-    p.add_argument("--label", help="conditional models (e.g. digits-cond): the label(s) to say, comma-separated "
+    p.add_argument("--label", help="conditional models (e.g. digits-m1): the label(s) to say, comma-separated "
                    "(e.g. seven or zero,one: taken in turn); default: every label in turn")
     p.add_argument("--guidance", type=float, help="conditional models trained with label dropout "
                    "(model.label_dropout > 0): sample from l_u + W (l_c - l_u), W > 1 leaning on the label (twice the compute; "
