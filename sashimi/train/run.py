@@ -175,7 +175,8 @@ def _deepened(model_config, weights: dict, n_trained: int) -> dict:
     model = SaShiMiLM(model_config).to(dtype)  # the trained weights' precision (64-true runs keep float64)
     keep = n_trained * model.backbone.blocks_per_layer
     new_blocks = [blk for stack in model.backbone.stacks for blk in list(stack)[keep:]]
-    prefixes = tuple(f"{name}." for name, mod in model.named_modules() if any(mod is b for b in new_blocks))
+    new_ids = {id(blk) for blk in new_blocks}
+    prefixes = tuple(f"{name}." for name, mod in model.named_modules() if id(mod) in new_ids)
     result = model.load_state_dict(weights, strict=False)
     stray = sorted(result.unexpected_keys) + sorted(k for k in result.missing_keys if not k.startswith(prefixes))
     if stray:  # the configs agreed, so this is a damaged file rather than a user error
