@@ -129,8 +129,11 @@ def _task(config, datasets):
     return SaShiMiTask(config.to_dict(), datasets)
 
 
-# model fields a warm start may change: they only shape training or the initial values it replaces
-_WARM_START_FREE = frozenset({"dropout", "label_dropout", "ssm_lr", "init", "dt_min", "dt_max"})
+# model fields a warm start may change: they only shape training or the initial values it replaces, or (the
+# sample rate and the kernel length) carry the trained weights unchanged to another rate: every layer keeps its
+# per-sample function, so the run starts from the trained model run on samples twice as close, say
+_WARM_START_FREE = frozenset({"dropout", "label_dropout", "ssm_lr", "init", "dt_min", "dt_max", "sample_rate",
+                              "l_max"})
 
 
 def warm_start_weights(model_config, source: str) -> dict:

@@ -287,6 +287,22 @@ def test_init_from_refuses_fewer_layers_and_new_layers_with_unet_skips(tone_root
     assert not (tmp_path / "fewer").exists() and not (tmp_path / "deeper").exists()
 
 
+def test_init_from_at_another_sample_rate_carries_the_per_sample_function(tone_root, tiny, tmp_path):
+    """model.sample_rate and model.l_max may differ from the trained model's: the weights (the S4 kernels'
+    stored length included) carry over unchanged, so step 0 computes the trained per-sample function."""
+    over = tiny(tone_root, **{"trainer.precision": "64-true", "trainer.max_steps": 1})
+    source = train(load_config("demo", over), tmp_path / "source")
+    trained = sashimi.load_model(source)
+    rate = trained.config.sample_rate // 2
+    warm = over + [f"trainer.init_from={source}", f"model.sample_rate={rate}", f"data.sample_rate={rate}",
+                   "model.l_max=1024", "data.sample_len=1024", "optim.lr=1e-30", "model.ssm_lr=1e-30"]
+    moved = sashimi.load_model(train(load_config("demo", warm), tmp_path / "moved"))
+    assert (moved.config.sample_rate, moved.config.l_max) == (rate, 1024)
+    tokens = torch.randint(0, 256, (2, 700))
+    with torch.no_grad():
+        torch.testing.assert_close(moved(tokens), trained(tokens), rtol=0, atol=1e-9)
+
+
 def test_input_jitter_moves_the_inputs_and_scores_the_clean_tokens(tone_root, tiny, monkeypatch):
     from sashimi.metrics import token_nll
 
