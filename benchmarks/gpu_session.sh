@@ -59,13 +59,15 @@ RECIPE=${RECIPE:-docs/recipes/digits16k-a26.yaml}
 INIT_FROM=${INIT_FROM:-digits-m1}
 part_train() {
   local data=/tmp/digits-start run=/tmp/digits-gpu batch=64 accel=gpu precision=bf16-mixed
-  [ "$DEVICE" = cpu ] && { batch=2; accel=cpu; precision=32-true; }
+  local val_batches=16
+  [ "$DEVICE" = cpu ] && { batch=2; accel=cpu; precision=32-true; val_batches=1; }
   local n=$([ "$DEVICE" = cpu ] && echo 300 || echo 24000)
   timeout 300 $PY -m sashimi data synth-digits --root "$data" --n-clips "$n" --seed 0 --no-noise --voices m1,m3,f2 \
     --accents en-us --rate 170 --pitch 50 --word-start 100-150 >> "$LOG" 2>&1 || { say "synth-digits failed"; return 1; }
   local common=("$RECIPE" "trainer.init_from=$INIT_FROM" "data.root=$data"
                 "trainer.batch_size=$batch" "trainer.accelerator=$accel" "trainer.precision=$precision"
-                trainer.num_workers=8 trainer.val_batch_size=32 trainer.checkpoint_every=200)
+                trainer.num_workers=8 trainer.val_batch_size=32 trainer.checkpoint_every=50
+                "trainer.val_batches=$val_batches")
   rm -rf "$run-probe" "$run"
   timeout 240 $PY -m sashimi train "${common[@]}" trainer.max_steps=30 trainer.val_every=1000 \
     --run-dir "$run-probe" >> "$LOG" 2>&1 || { say "probe run failed"; return 1; }
@@ -74,7 +76,7 @@ part_train() {
 import csv, glob, sys
 rows = list(csv.DictReader(open(glob.glob(f"{sys.argv[1]}/csv/*/metrics.csv")[0])))
 rate = [float(r["train/clips_per_s"]) for r in rows if r.get("train/clips_per_s")][-1]
-print(max(50, int(float(sys.argv[2]) * rate / int(sys.argv[3]))))
+print(max(10, int(float(sys.argv[2]) * rate / int(sys.argv[3]))))
 EOF
 )
   [ -n "$steps" ] || { say "the probe run logged no throughput"; return 1; }
