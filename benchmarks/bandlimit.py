@@ -25,15 +25,15 @@ import soundfile as sf
 from sashimi.audio.io import resample
 from sashimi.audio.quantize import MuLawQuantizer
 from sashimi.cli.main import main
+from sashimi.data.datasets import speech_commands_splits
 
 
 def split_files(root: Path, split: str) -> list[str]:
-    """The clips of a digits/sc09 layout's split: test and validation are listed, train is everything else."""
-    listed = lambda name: [ln.strip() for ln in (root / name).read_text().splitlines() if ln.strip()]
+    """The clips ("word/file.wav") of a digits/sc09 layout's split: the test list in its order, or the train split
+    (``speech_commands_splits``: in neither list) sorted."""
     if split == "test":
-        return listed("testing_list.txt")
-    held = set(listed("testing_list.txt")) | set(listed("validation_list.txt"))
-    return sorted(p for p in (str(f.relative_to(root)) for f in root.glob("*/*.wav")) if p not in held)
+        return [ln.strip() for ln in (root / "testing_list.txt").read_text().splitlines() if ln.strip()]
+    return speech_commands_splits(root, sorted(str(f.relative_to(root)) for f in root.glob("*/*.wav")))["train"]
 
 
 def score_at(root: Path, files: list[str], rate: int, bits: int | None) -> dict:

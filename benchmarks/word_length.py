@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from sashimi.data.datasets import speech_commands_splits
+
 FRAME_S = 0.01
 
 
@@ -56,9 +58,8 @@ def measures(files: list[Path], floor: float, relative: float | None = None
 
 def real_files(root: Path, n: int, split: str = "test") -> list[Path]:
     listed = (root / "testing_list.txt").read_text().split()
-    if split == "train":  # every clip in neither list
-        held = set(listed) | set((root / "validation_list.txt").read_text().split())
-        listed = sorted(p for p in (str(f.relative_to(root)) for f in root.glob("*/*.wav")) if p not in held)
+    if split == "train":  # the clips in neither list
+        listed = speech_commands_splits(root, sorted(str(f.relative_to(root)) for f in root.glob("*/*.wav")))["train"]
     step = max(1, len(listed) // n)
     return [root / name for name in listed[::step][:n]]
 
