@@ -1,4 +1,6 @@
 """Training configs: shipped presets, base chains, overrides, and errors that name the field."""
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -94,3 +96,17 @@ def test_base_chain_and_unknown_section(tmp_path):
     (tmp_path / "c.yaml").write_text("base: c.yaml\n")
     with pytest.raises(ConfigError, match="circular"):
         load_config(tmp_path / "c.yaml")
+
+
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "docs" / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_every_documented_recipe_validates(path):
+    """The recipes RESULTS.md cites are configs a user can run: each one passes the same validation as a preset."""
+    config = load_config(path)
+    assert config.trainer.max_steps > 0
+
+
+def test_recipes_are_found():
+    assert len(RECIPES) >= 20
