@@ -65,6 +65,8 @@ def main_(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mu-law", type=int, default=None, metavar="BITS", help="code the clips as a model's tokens")
     args = p.parse_args(argv)
+    if not (args.root / "testing_list.txt").is_file():
+        p.error(f"{args.root}: expected a digits/sc09 dataset root with a testing_list.txt")
     files = split_files(args.root, args.split)
     pick = np.random.default_rng(args.seed).choice(len(files), min(args.clips, len(files)), replace=False)
     files = [files[i] for i in sorted(pick)]

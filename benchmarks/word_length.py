@@ -8,8 +8,8 @@ Per folder: the share of clips with no sound at all, and percentiles of (span) t
 last sounding 10 ms frame and (sounding) the total time of sounding frames. A frame sounds when its RMS, after
 removing the clip's median (a DC offset), exceeds --floor (default 0.01 of full scale); (loudest) the RMS of
 the clip's loudest frame, its level. `--relative R` counts a frame as sound when its RMS exceeds R times the
-clip's loudest frame instead: a quieter model's words then lose no tail to the fixed floor. A second table gives the mean frame RMS over 50 ms steps of the clip: where
-the sound is, and how loud, on average. Real clips: every k-th clip of DATA_ROOT's test split (a digits/sc09
+clip's loudest frame instead: a quieter model's words then lose no tail to the fixed floor. A second table gives
+the mean frame RMS over 50 ms steps of the clip: where the sound is, and how loud, on average. Real clips: every k-th clip of DATA_ROOT's test split (a digits/sc09
 layout), or of its train split with `--split train` (what a one-voice model learns and is scored against).
 """
 from __future__ import annotations
@@ -57,9 +57,10 @@ def measures(files: list[Path], floor: float, relative: float | None = None
 
 
 def real_files(root: Path, n: int, split: str = "test") -> list[Path]:
-    listed = (root / "testing_list.txt").read_text().split()
     if split == "train":  # the clips in neither list
         listed = speech_commands_splits(root, sorted(str(f.relative_to(root)) for f in root.glob("*/*.wav")))["train"]
+    else:
+        listed = (root / "testing_list.txt").read_text().split()
     step = max(1, len(listed) // n)
     return [root / name for name in listed[::step][:n]]
 
@@ -76,13 +77,18 @@ def rows(name: str, files: list[Path], floor: float, relative: float | None) -> 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("samples", nargs="+", help="folders of generated clips")
-    p.add_argument("--real", required=True, help="dataset root whose test split gives the real row")
+    p.add_argument("--real", required=True, help="dataset root whose --split gives the real row")
     p.add_argument("--split", choices=("test", "train"), default="test", help="the real clips' split")
     p.add_argument("--relative", type=float, default=None,
                    help="count a frame as sound above this share of the clip's loudest frame (instead of --floor)")
     p.add_argument("--n-real", type=int, default=300)
     p.add_argument("--floor", type=float, default=0.01, help="frame RMS that counts as sound (full scale 1)")
     args = p.parse_args(argv)
+    if not (Path(args.real) / "testing_list.txt").is_file():
+        p.error(f"--real {args.real}: expected a digits/sc09 dataset root with a testing_list.txt")
+    for folder in args.samples:
+        if not Path(folder).is_dir():
+            p.error(f"{folder}: no such folder of generated clips")
     sets = [(f"real {args.split} clips ({args.real})", real_files(Path(args.real), args.n_real, args.split))]
     sets += [(folder, sorted(f for f in Path(folder).iterdir() if f.suffix.lower() in (".wav", ".flac")))
              for folder in args.samples]
