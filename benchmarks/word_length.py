@@ -10,7 +10,8 @@ removing the clip's median (a DC offset), exceeds --floor (default 0.01 of full 
 the clip's loudest frame, its level. `--relative R` counts a frame as sound when its RMS exceeds R times the
 clip's loudest frame instead: a quieter model's words then lose no tail to the fixed floor. A second table gives
 the mean frame RMS over 50 ms steps of the clip: where the sound is, and how loud, on average. Real clips: every
-k-th clip of DATA_ROOT's test split (a digits/sc09 layout), or of its train split with `--split train` (what a one-voice model learns and is scored against).
+k-th clip of DATA_ROOT's test split (a digits/sc09 layout), or of its train split with `--split train` (what a
+one-voice model learns and is scored against).
 """
 from __future__ import annotations
 
