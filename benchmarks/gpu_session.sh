@@ -23,8 +23,8 @@
 # To continue the CPU chain instead (benchmarks/RESULTS.md, attempts 26-35; its stages are kept between sessions as
 # the single commit of the local branch training-state: `git -C main archive training-state | tar -x` from /work
 # restores runs/), copy its latest finished stage into the ignored runs/ folder and carry it, e.g.
-# `cp -r /work/runs/digits16k-a32/model runs/a32-model`, carry [".whl", "runs/a32-model"], then
-#   RECIPE=docs/recipes/digits16k-a33.yaml INIT_FROM=runs/a32-model TRAIN_SECONDS=200 bash benchmarks/gpu_session.sh train
+# `cp -r /work/runs/digits16k-a33/model runs/a33-model`, carry [".whl", "runs/a33-model"], then
+#   RECIPE=docs/recipes/digits16k-a34.yaml INIT_FROM=runs/a33-model TRAIN_SECONDS=200 bash benchmarks/gpu_session.sh train
 # A CPU rehearsal of the plumbing (no GPU; tiny and quick): DEVICE=cpu TRAIN_SECONDS=20 bash benchmarks/gpu_session.sh train
 set -uo pipefail
 cd "$(dirname "$0")/.."
