@@ -1,8 +1,10 @@
 """How much a conditional model relies on its label: the exact NLL of validation clips given their own label
 against the NLL given a wrong one (each clip's label moved three places on), in bits per clip; and where in the
 clip that difference lies: before the word, around its onset (continuation.py's onset, +-50 ms), after.
+With --against, the wrong label is a named one (each clip of "four" scored against "five", say) and the clips are
+those of the named words (up to --clips of each), one row per word: how much the label tells a confusable pair apart.
 
-    python benchmarks/label_gain.py MODEL CONFIG [--clips 48] [--split valid]
+    python benchmarks/label_gain.py MODEL CONFIG [--clips 48] [--split valid] [--against four:five five:four ...]
 
 CONFIG: the training config whose data section names the clips (e.g. docs/recipes/digits8k-a5.yaml).
 """
@@ -41,16 +43,46 @@ def regions(tokens: torch.Tensor, quantizer, rate: int) -> dict[str, torch.Tenso
     return {"before the word": before, f"onset +-{ONSET_MS} ms": ~before & ~after, "after": after}
 
 
+def against(pairs: list[str], names: tuple[str, ...]) -> dict[int, int]:
+    """["four:five", ...] -> {label of four: label of five, ...}; a clear error for a name the model lacks."""
+    out = {}
+    for pair in pairs:
+        word, _, other = pair.partition(":")
+        for name in (word, other):
+            if name not in names:
+                raise SystemExit(f"--against {pair}: {name!r} is not one of the model's labels {list(names)}")
+        out[names.index(word)] = names.index(other)
+    return out
+
+
+def pair_rows(model, clips, wrong_of: dict[int, int], per_word: int, split: str) -> None:
+    """One row per word of ``wrong_of``: bits per clip its own label saves against the named other label."""
+    names = model.config.labels
+    print(f"| word | against | {split} clips | bits saved per clip by its own label (mean, min, max) |")
+    print("|---|---|---|---|")
+    for word, other in wrong_of.items():
+        index = [i for i, label in enumerate(clips.labels) if label == word][:per_word]
+        tokens = torch.stack([clips[i][0] for i in index])  # (N L)
+        own = nll_bits(model, tokens, torch.full((len(index),), word)).sum(1)  # (N,)
+        gain = nll_bits(model, tokens, torch.full((len(index),), other)).sum(1) - own
+        print(f"| {names[word]} | {names[other]} | {len(index)} | {gain.mean():+.1f} ({gain.min():+.1f}, "
+              f"{gain.max():+.1f}) |")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model")
     p.add_argument("config")
     p.add_argument("--clips", type=int, default=48)
     p.add_argument("--split", choices=("train", "valid", "test"), default="valid")
+    p.add_argument("--against", nargs="+", metavar="WORD:OTHER", default=(),
+                   help="score the clips of WORD against the label OTHER instead of the label three places on")
     args = p.parse_args(argv)
     model = sashimi.load_model(args.model).eval()
     data = TrainConfig.from_dict(yaml.safe_load(open(args.config))).data
     clips = LabeledDataset(build_split(data, args.split), model.config.labels)
+    if args.against:
+        return pair_rows(model, clips, against(args.against, model.config.labels), args.clips, args.split)
     index = list(range(0, len(clips), max(1, len(clips) // args.clips)))[: args.clips]
     tokens = torch.stack([clips[i][0] for i in index])  # (N L)
     labels = torch.tensor([clips[i][1] for i in index])  # (N,)
