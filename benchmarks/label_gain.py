@@ -19,6 +19,8 @@ from continuation import onsets
 
 import sashimi
 from sashimi.audio.quantize import make_quantizer
+from sashimi.errors import ConfigError
+from sashimi.generation.labels import parse_labels
 from sashimi.metrics import token_nll
 from sashimi.train.config import TrainConfig
 from sashimi.train.data import LabeledDataset, build_split
@@ -44,14 +46,14 @@ def regions(tokens: torch.Tensor, quantizer, rate: int) -> dict[str, torch.Tenso
 
 
 def against(pairs: list[str], names: tuple[str, ...]) -> dict[int, int]:
-    """["four:five", ...] -> {label of four: label of five, ...}; a clear error for a name the model lacks."""
+    """["four:five", ...] -> {label of four: label of five, ...}, each name checked as ``sashimi generate
+    --label`` checks it."""
     out = {}
     for pair in pairs:
-        word, _, other = pair.partition(":")
-        for name in (word, other):
-            if name not in names:
-                raise SystemExit(f"--against {pair}: {name!r} is not one of the model's labels {list(names)}")
-        out[names.index(word)] = names.index(other)
+        words = parse_labels(pair.replace(":", ","), names, "--against")
+        if len(words) != 2:
+            raise ConfigError(f"--against {pair}: expected WORD:OTHER, two label names")
+        out[names.index(words[0])] = names.index(words[1])
     return out
 
 
@@ -62,6 +64,8 @@ def pair_rows(model, clips, wrong_of: dict[int, int], per_word: int, split: str)
     print("|---|---|---|---|")
     for word, other in wrong_of.items():
         index = [i for i, label in enumerate(clips.labels) if label == word][:per_word]
+        if not index:
+            raise ConfigError(f"--against: the {split} split has no clips of {names[word]!r}")
         tokens = torch.stack([clips[i][0] for i in index])  # (N L)
         own = nll_bits(model, tokens, torch.full((len(index),), word)).sum(1)  # (N,)
         gain = nll_bits(model, tokens, torch.full((len(index),), other)).sum(1) - own
@@ -82,7 +86,10 @@ def main(argv=None) -> None:
     data = TrainConfig.from_dict(yaml.safe_load(open(args.config))).data
     clips = LabeledDataset(build_split(data, args.split), model.config.labels)
     if args.against:
-        return pair_rows(model, clips, against(args.against, model.config.labels), args.clips, args.split)
+        try:
+            return pair_rows(model, clips, against(args.against, model.config.labels), args.clips, args.split)
+        except ConfigError as e:
+            raise SystemExit(str(e)) from None
     index = list(range(0, len(clips), max(1, len(clips) // args.clips)))[: args.clips]
     tokens = torch.stack([clips[i][0] for i in index])  # (N L)
     labels = torch.tensor([clips[i][1] for i in index])  # (N,)
