@@ -42,7 +42,7 @@ class SaShiMiConfig:
     # conditioning: the names of the classes a model is conditioned on (e.g. the ten digits), in index order;
     # empty: unconditional. A conditional model adds a learned vector per class to every input embedding.
     labels: tuple[str, ...] = ()
-    label_dropout: float = 0.0  # training only: the share of sequences trained without their label (zero vector)
+    label_dropout: float = 0.0  # training only: share of sequences trained without their label (drop_labels)
 
     def __post_init__(self):
         self.pool = tuple(self.pool)

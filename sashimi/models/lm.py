@@ -78,11 +78,30 @@ class SaShiMiLM(nn.Module):
             raise ValueError(f"labels must lie in [0, {self.n_labels}) (or {NO_LABEL}: no label), got range "
                              f"[{int(labels.min())}, {int(labels.max())}]")
         given = (labels >= 0)[:, None]  # (B 1): NO_LABEL rows get the zero vector
-        vectors = self.label_embedding(labels.clamp(min=0).long()) * given  # (B H)
-        if self.training and self.config.label_dropout:  # these sequences learn the unconditional mode
-            keep = torch.rand(batch, 1, device=vectors.device) >= self.config.label_dropout
-            vectors = vectors * keep
-        return vectors
+        return self.label_embedding(labels.clamp(min=0).long()) * given  # (B H)
+
+    def drop_labels(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """labels (B,) -> the same with a ``model.label_dropout`` share (drawn per sequence) set to ``NO_LABEL``, so
+        those sequences train the unconditional mode. Only while training; the trainer draws once per step, so
+        every forward pass of that step (self-fed draws, the scored pass, a label-margin pass) sees one draw."""
+        if labels is None or not (self.training and self.config.label_dropout):
+            return labels
+        labels = torch.as_tensor(labels, device=self.head.weight.device)
+        drop = torch.rand(labels.shape, device=labels.device) < self.config.label_dropout
+        return labels.masked_fill(drop, NO_LABEL)
+
+    def rival_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """labels (B,) -> for each, the other label whose vector is nearest by cosine (B,); ``NO_LABEL`` stays.
+        The label a sample is most easily mistaken for: what ``optim.label_margin`` trains the model to tell apart."""
+        if self.n_labels < 2:
+            raise ValueError("rival labels need a model with at least two labels")
+        with torch.no_grad():
+            unit = torch.nn.functional.normalize(self.label_embedding.weight.float(), dim=1)  # (N H)
+            cos = unit @ unit.T  # (N N)
+            cos.fill_diagonal_(-float("inf"))
+            nearest = cos.argmax(1)  # (N,)
+        labels = torch.as_tensor(labels, device=nearest.device).long()
+        return torch.where(labels >= 0, nearest[labels.clamp(min=0)], labels)
 
     def unconditional(self) -> "SaShiMiLM":
         """A copy without labels: the zero label vector, the mode ``model.label_dropout`` trains (for guidance)."""

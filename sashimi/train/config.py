@@ -48,6 +48,12 @@ class OptimConfig:
     # of the model's own drift, as free sampling's does (each pass one more forward without gradient; 1: the
     # draws are made given the true past)
     self_feed_passes: int = 1
+    # a conditional model also scores each clip under its rival label (the other label whose vector is nearest,
+    # SaShiMiLM.rival_labels) and pays label_margin_weight * max(0, label_margin - gap) with gap the bits the clip
+    # costs under the rival beyond its own label: two words the likelihood barely tells apart (four/five) are
+    # pushed apart by at least label_margin bits per clip (one more forward pass with gradient; 0: off)
+    label_margin: float = 0.0
+    label_margin_weight: float = 1.0
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -84,6 +90,15 @@ class OptimConfig:
         if self.self_feed_passes > 1 and not self.self_feed:
             raise ConfigError(f"optim.self_feed_passes is {self.self_feed_passes} but optim.self_feed is 0: set the "
                               f"share of self-fed tokens too")
+        if isinstance(self.label_margin, bool) or not (isinstance(self.label_margin, (int, float))
+                                                        and math.isfinite(self.label_margin) and self.label_margin >= 0):
+            raise ConfigError(f"optim.label_margin must be a finite number of bits per clip >= 0 (0: off), got "
+                              f"{self.label_margin!r}")
+        if isinstance(self.label_margin_weight, bool) or not (isinstance(self.label_margin_weight, (int, float))
+                                                               and math.isfinite(self.label_margin_weight)
+                                                               and self.label_margin_weight > 0):
+            raise ConfigError(f"optim.label_margin_weight must be a finite number > 0, got "
+                              f"{self.label_margin_weight!r}")
 
 
 @dataclass
@@ -176,6 +191,9 @@ class TrainConfig:
         if self.optim.input_jitter and self.optim.input_jitter >= self.model.n_classes:
             raise ConfigError(f"optim.input_jitter must be below the {self.model.n_classes} quantization levels of "
                               f"model.bits={self.model.bits}, got {self.optim.input_jitter}")
+        if self.optim.label_margin and len(getattr(self.model, "labels", ())) < 2:
+            raise ConfigError("optim.label_margin parts a conditional model's labels: set model.labels to two or more "
+                              "names (and model.kind: ar), or leave optim.label_margin at 0")
         if self.optim.label_lr is not None and not getattr(self.model, "labels", ()):
             raise ConfigError("optim.label_lr is the lr of a conditional model's label embedding: set model.labels "
                               "too (or leave optim.label_lr null)")

@@ -183,17 +183,40 @@ class SaShiMiTask(AudioTask):
         optim.onset_weight the NLL weighted around each clip's onset (a weighted mean). With optim.self_feed
         and/or optim.input_jitter the model reads altered tokens and is scored on the clean ones."""
         tokens, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        labels = self.model.drop_labels(labels)  # one draw for every pass of this step
         o = self.config.optim
         inputs = self.jittered(self.self_fed(tokens, labels, o.self_feed, o.self_feed_passes), o.input_jitter)
         nll = token_nll(self.model(inputs, labels), tokens)  # (B L)
+        loss = self.weighted(nll, tokens)
+        if o.label_margin:
+            loss = loss + o.label_margin_weight * self.margin_loss(nll, inputs, tokens, labels, o.label_margin)
+        return loss
+
+    def weighted(self, nll: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """nll (B L) -> the mean, or with optim.onset_weight the mean weighted around each clip's onset."""
+        o, m = self.config.optim, self.config.model
         if o.onset_weight == 1:
             return nll.mean()
-        m = self.config.model
         before, after = (round(s * m.sample_rate) for s in o.onset_window)
         if getattr(self, "_loud", None) is None:  # (C) bool, once per run
             self._loud = loud_tokens(make_quantizer(m.quantization, m.bits)).to(tokens.device)
         weights = onset_weights(tokens, self._loud, before, after, o.onset_weight)  # (B L)
         return (nll * weights).sum() / weights.sum()
+
+    def margin_loss(self, nll: torch.Tensor, inputs: torch.Tensor, tokens: torch.Tensor, labels: torch.Tensor,
+                    margin_bits: float) -> torch.Tensor:
+        """nll (B L) under each clip's own label -> the label-margin hinge in nats per sample: each labelled clip
+        is scored under its rival label (one more pass with gradient) and pays max(0, margin - gap) bits, gap being
+        what the rival costs beyond the own label over the clip. Clips trained without a label (NO_LABEL) pay
+        nothing. Logs train/label_gap_bits, the mean gap over the labelled clips."""
+        rivals = self.model.rival_labels(labels)  # (B,)
+        rival_nll = token_nll(self.model(inputs, rivals), tokens)  # (B L)
+        gap = (rival_nll - nll).sum(1) / math.log(2)  # (B,) bits per clip
+        given = labels >= 0  # (B,)
+        hinge = torch.relu(margin_bits - gap) * given  # (B,) bits
+        if given.any() and self._trainer is not None:
+            self.log("train/label_gap_bits", gap.detach()[given].mean())
+        return hinge.sum() * math.log(2) / nll.numel()
 
     @torch.no_grad()
     def self_fed(self, tokens: torch.Tensor, labels: torch.Tensor | None, share: float,

@@ -7,6 +7,7 @@ import sashimi
 from sashimi.generation import Sampler, SamplingSettings, generate
 from sashimi.generation.backends import make_step
 from sashimi.generation.fast import FastLM
+from sashimi.models.lm import NO_LABEL
 from tests.generation.test_native import _run, built  # noqa: F401  (the session fixture)
 
 NAMES = ("a", "b", "c")
@@ -107,10 +108,12 @@ def test_label_dropout_trains_the_zero_vector_which_unconditional_gives():
         model.label_embedding.weight.normal_(0, 1)
     labels = torch.zeros(64, dtype=torch.long)
     model.train()
-    dropped = (model.label_vectors(labels, 64).abs().sum(1) == 0).float().mean()
-    assert 0.3 < dropped < 0.7  # about half of the sequences see the zero vector while training
+    drawn = model.drop_labels(labels)
+    assert 0.3 < (drawn == NO_LABEL).float().mean() < 0.7  # about half of the sequences train without a label
+    assert ((model.label_vectors(drawn, 64).abs().sum(1) == 0) == (drawn == NO_LABEL)).all()  # the zero vector
+    assert (model.label_vectors(labels, 64).abs().sum(1) > 0).all()  # the draw is the trainer's, once per step
     model.eval()
-    assert (model.label_vectors(labels, 64).abs().sum(1) > 0).all()  # never at evaluation or generation
+    assert torch.equal(model.drop_labels(labels), labels)  # never at evaluation or generation
     plain = model.unconditional()
     assert plain.n_labels == 0 and not plain.training
     tokens = torch.randint(0, 256, (2, 16))
@@ -123,3 +126,15 @@ def test_label_dropout_trains_the_zero_vector_which_unconditional_gives():
         sashimi.preset("tiny", label_dropout=0.1)
     with pytest.raises(sashimi.errors.ConfigError, match=r"label_dropout must be in \[0, 1\)"):
         sashimi.preset("tiny", labels=NAMES, label_dropout=1.0)
+
+
+def test_rival_labels_name_the_other_label_with_the_nearest_vector():
+    cfg = sashimi.preset("tiny", d_model=8, d_state=8, n_layers=1, l_max=64, labels=("a", "b", "c", "d"))
+    model = sashimi.SaShiMiLM(cfg)
+    with torch.no_grad():  # a and b nearly parallel, c and d nearly parallel, the pairs orthogonal
+        model.label_embedding.weight.copy_(torch.tensor([[1.0, 0.1], [1.0, 0.0], [0.0, 1.0], [0.1, 2.0]]).repeat(1, 4))
+    rivals = model.rival_labels(torch.tensor([0, 1, 2, 3, NO_LABEL, 0]))
+    assert rivals.tolist() == [1, 0, 3, 2, NO_LABEL, 1]  # by direction (cosine), never the label itself
+    plain = sashimi.SaShiMiLM(sashimi.preset("tiny", d_model=8, d_state=8, n_layers=1, l_max=64))
+    with pytest.raises(ValueError, match="at least two labels"):
+        plain.rival_labels(torch.tensor([0]))

@@ -72,6 +72,12 @@ def test_config_path_and_to_dict_roundtrip(tmp_path):
                                                          ">= 1, got 0"),
     (["optim.self_feed=1", "optim.self_feed_passes=1.5"], "optim.self_feed_passes: expected an integer, got 1.5"),
     (["optim.self_feed_passes=2"], "optim.self_feed_passes is 2 but optim.self_feed is 0: set the share"),
+    (["optim.label_margin=-1", "model.labels=[a,b]"], "optim.label_margin must be a finite number of bits per clip "
+                                                       ">= 0 (0: off), got -1"),
+    (["optim.label_margin=50", "optim.label_margin_weight=0", "model.labels=[a,b]"],
+     "optim.label_margin_weight must be a finite number > 0, got 0"),
+    (["optim.label_margin=50"], "optim.label_margin parts a conditional model's labels: set model.labels to two or "
+                                "more names"),
     (["optim.onset_weight=0"], "optim.onset_weight must be a finite number > 0 (1: plain NLL), got 0"),
     (["optim.onset_window=[0.1]"], "optim.onset_window must be two numbers of seconds >= 0 (before, after the "
                                    "onset), got [0.1]"),

@@ -102,3 +102,36 @@ def test_generate_with_guidance_records_it_and_refuses_models_without_label_drop
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["guidance"] == 2.0
     assert [r["label"] for r in manifest["samples"]] == ["three", "three"]
+
+
+def test_label_margin_scores_each_labelled_clip_under_its_rival_and_pays_the_missing_bits(tone_root, monkeypatch):
+    """loss = NLL + w * sum over labelled clips of max(0, margin - gap) bits, in nats per sample; the passes of a
+    step share one label-dropout draw, and a dropped clip pays no margin."""
+    import math
+
+    from sashimi.metrics import token_nll
+    from sashimi.models.lm import NO_LABEL
+    from sashimi.train.module import SaShiMiTask
+    from tests.train.conftest import tiny_overrides
+
+    over = tiny_overrides(tone_root, **{"optim.label_margin": 1e4, "optim.label_margin_weight": 0.5,
+                                        "model.label_dropout": 0.5, "model.labels": DIGITS})
+    task = SaShiMiTask(load_config("demo", over).to_dict())
+    with torch.no_grad():
+        task.model.label_embedding.weight.normal_(0, 1)
+    tokens, labels = torch.randint(0, 256, (8, 64)), torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
+    seen = []
+    forward = task.model.forward
+    monkeypatch.setattr(task.model, "forward", lambda t, lab=None: seen.append(lab) or forward(t, lab))
+    torch.manual_seed(3)
+    loss = task.training_loss((tokens, labels))
+    drawn, rivals = seen
+    assert ((drawn == labels) | (drawn == NO_LABEL)).all() and 0 < (drawn == NO_LABEL).sum() < 8
+    assert torch.equal(rivals, task.model.rival_labels(drawn)) and (rivals[drawn >= 0] != drawn[drawn >= 0]).all()
+    with torch.no_grad():
+        own, rival = token_nll(forward(tokens, drawn), tokens), token_nll(forward(tokens, rivals), tokens)
+        gap = (rival - own).sum(1) / math.log(2)
+        paid = ((1e4 - gap) * (drawn >= 0)).sum() * math.log(2) / own.numel()
+        torch.testing.assert_close(loss, own.mean() + 0.5 * paid)
+    loss.backward()
+    assert task.model.label_embedding.weight.grad.abs().sum() > 0
