@@ -2,7 +2,8 @@
 against the NLL given a wrong one (each clip's label moved three places on), in bits per clip; and where in the
 clip that difference lies: before the word, around its onset (continuation.py's onset, +-50 ms), after.
 With --against, the wrong label is a named one (each clip of "four" scored against "five", say) and the clips are
-those of the named words (up to --clips of each), one row per word: how much the label tells a confusable pair apart.
+those of the named words (up to --clips of each), one row per word: how much the label tells a confusable pair apart,
+in all and in each of the three regions.
 
     python benchmarks/label_gain.py MODEL CONFIG [--clips 48] [--split valid] [--against four:five five:four ...]
 
@@ -57,20 +58,25 @@ def against(pairs: list[str], names: tuple[str, ...]) -> dict[int, int]:
     return out
 
 
-def pair_rows(model, clips, wrong_of: dict[int, int], per_word: int, split: str) -> None:
-    """One row per word of ``wrong_of``: bits per clip its own label saves against the named other label."""
+def pair_rows(model, clips, wrong_of: dict[int, int], per_word: int, split: str, quantizer, rate: int) -> None:
+    """One row per word of ``wrong_of``: bits per clip its own label saves against the named other label, in all
+    and in each region of ``regions`` (before the word, around its onset, after)."""
     names = model.config.labels
-    print(f"| word | against | {split} clips | bits saved per clip by its own label (mean, min, max) |")
-    print("|---|---|---|---|")
+    print(f"| word | against | {split} clips | bits saved per clip by its own label (mean, min, max) | before the "
+          f"word | onset +-{ONSET_MS} ms | after |")
+    print("|---|---|---|---|---|---|---|")
     for word, other in wrong_of.items():
         index = [i for i, label in enumerate(clips.labels) if label == word][:per_word]
         if not index:
             raise ConfigError(f"--against: the {split} split has no clips of {names[word]!r}")
         tokens = torch.stack([clips[i][0] for i in index])  # (N L)
-        own = nll_bits(model, tokens, torch.full((len(index),), word)).sum(1)  # (N,)
-        gain = nll_bits(model, tokens, torch.full((len(index),), other)).sum(1) - own
+        own = nll_bits(model, tokens, torch.full((len(index),), word))  # (N L)
+        saved = nll_bits(model, tokens, torch.full((len(index),), other)) - own  # (N L)
+        gain = saved.sum(1)  # (N,)
+        parts = " | ".join(f"{(saved * mask).sum() / len(index):+.1f}"
+                           for mask in regions(tokens, quantizer, rate).values())
         print(f"| {names[word]} | {names[other]} | {len(index)} | {gain.mean():+.1f} ({gain.min():+.1f}, "
-              f"{gain.max():+.1f}) |")
+              f"{gain.max():+.1f}) | {parts} |")
 
 
 def main(argv=None) -> None:
@@ -87,7 +93,8 @@ def main(argv=None) -> None:
     clips = LabeledDataset(build_split(data, args.split), model.config.labels)
     if args.against:
         try:
-            return pair_rows(model, clips, against(args.against, model.config.labels), args.clips, args.split)
+            return pair_rows(model, clips, against(args.against, model.config.labels), args.clips, args.split,
+                             make_quantizer(data.quantization, data.bits), data.sample_rate)
         except ConfigError as e:
             raise SystemExit(str(e)) from None
     index = list(range(0, len(clips), max(1, len(clips) // args.clips)))[: args.clips]
