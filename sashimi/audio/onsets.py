@@ -22,11 +22,15 @@ def onsets(tokens: torch.Tensor, loud: torch.Tensor) -> tuple[torch.Tensor, torc
     return is_loud.int().argmax(dim=1), is_loud.any(dim=1)
 
 
-def onset_weights(tokens: torch.Tensor, loud: torch.Tensor, before: int, after: int, weight: float) -> torch.Tensor:
-    """tokens (N L) -> weights (N L): ``weight`` on the samples from ``before`` samples ahead of each clip's onset
-    to ``after`` samples past it (the quiet start of the word and its first sounds), 1 elsewhere and in clips
-    with no loud sample."""
+def onset_window(tokens: torch.Tensor, loud: torch.Tensor, before: int, after: int) -> torch.Tensor:
+    """tokens (N L) -> (N L) bool: the samples from ``before`` samples ahead of each clip's onset to ``after``
+    samples past it (the quiet start of the word and its first sounds); none in a clip with no loud sample."""
     index, found = onsets(tokens, loud)  # (N,), (N,)
     t = torch.arange(tokens.shape[1], device=tokens.device)[None, :]  # (1 L)
-    near = (t >= (index - before)[:, None]) & (t < (index + after)[:, None]) & found[:, None]  # (N L)
-    return 1.0 + (float(weight) - 1.0) * near.float()
+    return (t >= (index - before)[:, None]) & (t < (index + after)[:, None]) & found[:, None]
+
+
+def onset_weights(tokens: torch.Tensor, loud: torch.Tensor, before: int, after: int, weight: float) -> torch.Tensor:
+    """tokens (N L) -> weights (N L): ``weight`` on the samples of ``onset_window``, 1 elsewhere and in clips
+    with no loud sample."""
+    return 1.0 + (float(weight) - 1.0) * onset_window(tokens, loud, before, after).float()

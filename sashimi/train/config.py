@@ -24,6 +24,9 @@ SECTIONS = ("model", "data", "optim", "schedule", "trainer")
 PRECISIONS = ("32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true")
 
 
+MARGIN_REGIONS = ("clip", "onset")  # where optim.label_margin counts a clip's gap
+
+
 @dataclass
 class OptimConfig:
     """AdamW. The SSM parameters (A, B/P, dt) keep their own lr (model.ssm_lr) and no weight decay."""
@@ -54,6 +57,9 @@ class OptimConfig:
     # pushed apart by at least label_margin bits per clip (one more forward pass with gradient; 0: off)
     label_margin: float = 0.0
     label_margin_weight: float = 1.0
+    # where the gap is counted: "clip" (every sample) or "onset" (the samples of optim.onset_window only, where a
+    # word's first sounds are chosen; clips with no loud sample then pay nothing)
+    label_margin_region: str = "clip"
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -99,6 +105,9 @@ class OptimConfig:
                                                                and self.label_margin_weight > 0):
             raise ConfigError(f"optim.label_margin_weight must be a finite number > 0, got "
                               f"{self.label_margin_weight!r}")
+        if self.label_margin_region not in MARGIN_REGIONS:
+            raise ConfigError(f"optim.label_margin_region must be one of {list(MARGIN_REGIONS)}, got "
+                              f"{self.label_margin_region!r}")
 
 
 @dataclass

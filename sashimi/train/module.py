@@ -14,7 +14,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sashimi.audio.onsets import loud_tokens, onset_weights
+from sashimi.audio.onsets import loud_tokens, onset_weights, onset_window
 from sashimi.audio.quantize import make_quantizer
 from sashimi.errors import SashimiError
 from sashimi.metrics import LikelihoodTotals, token_nll
@@ -194,25 +194,38 @@ class SaShiMiTask(AudioTask):
 
     def weighted(self, nll: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """nll (B L) -> the mean, or with optim.onset_weight the mean weighted around each clip's onset."""
-        o, m = self.config.optim, self.config.model
+        o = self.config.optim
         if o.onset_weight == 1:
             return nll.mean()
-        before, after = (round(s * m.sample_rate) for s in o.onset_window)
-        if getattr(self, "_loud", None) is None:  # (C) bool, once per run
-            self._loud = loud_tokens(make_quantizer(m.quantization, m.bits)).to(tokens.device)
-        weights = onset_weights(tokens, self._loud, before, after, o.onset_weight)  # (B L)
+        weights = onset_weights(tokens, self.loud(tokens), *self.window_samples(), o.onset_weight)  # (B L)
         return (nll * weights).sum() / weights.sum()
+
+    def window_samples(self) -> tuple[int, int]:
+        """optim.onset_window in samples: (before, after) each clip's onset."""
+        return tuple(round(s * self.config.model.sample_rate) for s in self.config.optim.onset_window)
+
+    def loud(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(C) bool: the loud tokens of the model's codebook (made once per run)."""
+        if getattr(self, "_loud", None) is None:
+            m = self.config.model
+            self._loud = loud_tokens(make_quantizer(m.quantization, m.bits)).to(tokens.device)
+        return self._loud
 
     def margin_loss(self, nll: torch.Tensor, inputs: torch.Tensor, tokens: torch.Tensor, labels: torch.Tensor,
                     margin_bits: float) -> torch.Tensor:
         """nll (B L) under each clip's own label -> the label-margin hinge in nats per sample: each labelled clip
         is scored under its rival label (one more pass with gradient) and pays max(0, margin - gap) bits, gap being
-        what the rival costs beyond the own label over the clip. Clips trained without a label (NO_LABEL) pay
-        nothing. Logs train/label_gap_bits, the mean gap over the labelled clips."""
+        what the rival costs beyond the own label over the clip (optim.label_margin_region "clip") or over its
+        onset window ("onset"). Clips trained without a label (NO_LABEL), and with "onset" clips with no onset,
+        pay nothing. Logs train/label_gap_bits, the mean gap over the clips that count."""
         rivals = self.model.rival_labels(labels)  # (B,)
         rival_nll = token_nll(self.model(inputs, rivals), tokens)  # (B L)
-        gap = (rival_nll - nll).sum(1) / math.log(2)  # (B,) bits per clip
         given = labels >= 0  # (B,)
+        region = torch.ones_like(nll, dtype=torch.bool)  # (B L)
+        if self.config.optim.label_margin_region == "onset":
+            region = onset_window(tokens, self.loud(tokens), *self.window_samples())
+            given = given & region.any(1)
+        gap = ((rival_nll - nll) * region).sum(1) / math.log(2)  # (B,) bits per clip
         hinge = torch.relu(margin_bits - gap) * given  # (B,) bits
         if given.any() and self._trainer is not None:
             self.log("train/label_gap_bits", gap.detach()[given].mean())

@@ -135,3 +135,30 @@ def test_label_margin_scores_each_labelled_clip_under_its_rival_and_pays_the_mis
         torch.testing.assert_close(loss, own.mean() + 0.5 * paid)
     loss.backward()
     assert task.model.label_embedding.weight.grad.abs().sum() > 0
+
+
+def test_an_onset_margin_counts_the_gap_over_each_clips_onset_window_only(tone_root):
+    import math
+
+    from sashimi.audio.onsets import onset_window
+    from sashimi.metrics import token_nll
+    from sashimi.train.module import SaShiMiTask
+    from tests.train.conftest import tiny_overrides
+
+    over = tiny_overrides(tone_root, **{"optim.label_margin": 1e4, "optim.label_margin_region": "onset",
+                                        "optim.onset_window": "[0.001,0.002]", "model.labels": DIGITS})
+    task = SaShiMiTask(load_config("demo", over).to_dict())
+    with torch.no_grad():
+        task.model.label_embedding.weight.normal_(0, 1)
+    tokens = torch.full((3, 64), 128)  # mu-law 128: silence; clip 0 turns loud at 20, clip 1 at 40, clip 2 never
+    tokens[0, 20:], tokens[1, 40:] = 250, 10
+    labels = torch.tensor([4, 5, 6])
+    loss = task.training_loss((tokens, labels))
+    window = onset_window(tokens, task.loud(tokens), 16, 32)  # 0.001 s and 0.002 s at 16 kHz
+    assert window.sum(1).tolist() == [48, 40, 0]  # clip 1's window ends at the clip's end
+    with torch.no_grad():
+        own = token_nll(task.model(tokens, labels), tokens)
+        rival = token_nll(task.model(tokens, task.model.rival_labels(labels)), tokens)
+        gap = ((rival - own) * window).sum(1) / math.log(2)
+        paid = (1e4 - gap[:2]).sum() * math.log(2) / own.numel()  # the clip with no onset pays nothing
+        torch.testing.assert_close(loss, own.mean() + paid)
