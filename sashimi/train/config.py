@@ -24,9 +24,6 @@ SECTIONS = ("model", "data", "optim", "schedule", "trainer")
 PRECISIONS = ("32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true")
 
 
-MARGIN_REGIONS = ("clip", "onset")  # where optim.label_margin counts a clip's gap
-
-
 @dataclass
 class OptimConfig:
     """AdamW. The SSM parameters (A, B/P, dt) keep their own lr (model.ssm_lr) and no weight decay."""
@@ -57,9 +54,9 @@ class OptimConfig:
     # pushed apart by at least label_margin bits per clip (one more forward pass with gradient; 0: off)
     label_margin: float = 0.0
     label_margin_weight: float = 1.0
-    # where the gap is counted: "clip" (every sample) or "onset" (the samples of optim.onset_window only, where a
-    # word's first sounds are chosen; clips with no loud sample then pay nothing)
-    label_margin_region: str = "clip"
+    # the gap is counted over the samples from label_margin_window[0] s before each clip's onset to [1] s after it
+    # (where a word's first sounds are chosen; clips with no loud sample then pay nothing); null: the whole clip
+    label_margin_window: tuple[float, ...] | None = None
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -105,9 +102,15 @@ class OptimConfig:
                                                                and self.label_margin_weight > 0):
             raise ConfigError(f"optim.label_margin_weight must be a finite number > 0, got "
                               f"{self.label_margin_weight!r}")
-        if self.label_margin_region not in MARGIN_REGIONS:
-            raise ConfigError(f"optim.label_margin_region must be one of {list(MARGIN_REGIONS)}, got "
-                              f"{self.label_margin_region!r}")
+        if self.label_margin_window is not None:
+            self.label_margin_window = tuple(self.label_margin_window)
+            if len(self.label_margin_window) != 2 or not all(math.isfinite(s) and s >= 0
+                                                             for s in self.label_margin_window) \
+                    or sum(self.label_margin_window) <= 0:
+                raise ConfigError(f"optim.label_margin_window must be two numbers of seconds >= 0, not both 0 (before, "
+                                  f"after the onset), or null for the whole clip; got {list(self.label_margin_window)}")
+            if not self.label_margin:
+                raise ConfigError("optim.label_margin_window is set but optim.label_margin is 0: set the margin too")
 
 
 @dataclass
@@ -238,7 +241,9 @@ class TrainConfig:
             "model": self.model.to_dict(),
             "data": self.data.to_dict(),
             "optim": {**dataclasses.asdict(self.optim), "betas": list(self.optim.betas),
-                      "onset_window": list(self.optim.onset_window)},
+                      "onset_window": list(self.optim.onset_window),
+                      "label_margin_window": None if self.optim.label_margin_window is None
+                      else list(self.optim.label_margin_window)},
             "schedule": dataclasses.asdict(self.schedule),
             "trainer": dataclasses.asdict(self.trainer),
         }

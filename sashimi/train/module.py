@@ -197,12 +197,12 @@ class SaShiMiTask(AudioTask):
         o = self.config.optim
         if o.onset_weight == 1:
             return nll.mean()
-        weights = onset_weights(tokens, self.loud(tokens), *self.window_samples(), o.onset_weight)  # (B L)
+        weights = onset_weights(tokens, self.loud(tokens), *self.samples(o.onset_window), o.onset_weight)  # (B L)
         return (nll * weights).sum() / weights.sum()
 
-    def window_samples(self) -> tuple[int, int]:
-        """optim.onset_window in samples: (before, after) each clip's onset."""
-        return tuple(round(s * self.config.model.sample_rate) for s in self.config.optim.onset_window)
+    def samples(self, window: tuple[float, ...]) -> tuple[int, ...]:
+        """A window in seconds (before, after each clip's onset) -> in samples."""
+        return tuple(round(s * self.config.model.sample_rate) for s in window)
 
     def loud(self, tokens: torch.Tensor) -> torch.Tensor:
         """(C) bool: the loud tokens of the model's codebook (made once per run)."""
@@ -215,15 +215,15 @@ class SaShiMiTask(AudioTask):
                     margin_bits: float) -> torch.Tensor:
         """nll (B L) under each clip's own label -> the label-margin hinge in nats per sample: each labelled clip
         is scored under its rival label (one more pass with gradient) and pays max(0, margin - gap) bits, gap being
-        what the rival costs beyond the own label over the clip (optim.label_margin_region "clip") or over its
-        onset window ("onset"). Clips trained without a label (NO_LABEL), and with "onset" clips with no onset,
-        pay nothing. Logs train/label_gap_bits, the mean gap over the clips that count."""
+        what the rival costs beyond the own label over the clip, or with optim.label_margin_window over that window
+        around its onset. Clips trained without a label (NO_LABEL), and with a window clips with no onset, pay
+        nothing. Logs train/label_gap_bits, the mean gap over the clips that count."""
         rivals = self.model.rival_labels(labels)  # (B,)
         rival_nll = token_nll(self.model(inputs, rivals), tokens)  # (B L)
         given = labels >= 0  # (B,)
         region = torch.ones_like(nll, dtype=torch.bool)  # (B L)
-        if self.config.optim.label_margin_region == "onset":
-            region = onset_window(tokens, self.loud(tokens), *self.window_samples())
+        if self.config.optim.label_margin_window is not None:
+            region = onset_window(tokens, self.loud(tokens), *self.samples(self.config.optim.label_margin_window))
             given = given & region.any(1)
         gap = ((rival_nll - nll) * region).sum(1) / math.log(2)  # (B,) bits per clip
         hinge = torch.relu(margin_bits - gap) * given  # (B,) bits

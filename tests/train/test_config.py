@@ -78,7 +78,9 @@ def test_config_path_and_to_dict_roundtrip(tmp_path):
      "optim.label_margin_weight must be a finite number > 0, got 0"),
     (["optim.label_margin=50"], "optim.label_margin parts a conditional model's labels: set model.labels to two or "
                                 "more names"),
-    (["optim.label_margin_region=word"], "optim.label_margin_region must be one of ['clip', 'onset'], got 'word'"),
+    (["optim.label_margin=50", "optim.label_margin_window=[0.1]", "model.labels=[a,b]"],
+     "optim.label_margin_window must be two numbers of seconds >= 0, not both 0 (before, after the onset), or null"),
+    (["optim.label_margin_window=[0.05,0.05]"], "optim.label_margin_window is set but optim.label_margin is 0"),
     (["optim.onset_weight=0"], "optim.onset_weight must be a finite number > 0 (1: plain NLL), got 0"),
     (["optim.onset_window=[0.1]"], "optim.onset_window must be two numbers of seconds >= 0 (before, after the "
                                    "onset), got [0.1]"),

@@ -137,7 +137,7 @@ def test_label_margin_scores_each_labelled_clip_under_its_rival_and_pays_the_mis
     assert task.model.label_embedding.weight.grad.abs().sum() > 0
 
 
-def test_an_onset_margin_counts_the_gap_over_each_clips_onset_window_only(tone_root):
+def test_a_margin_window_counts_the_gap_around_each_clips_onset_only(tone_root):
     import math
 
     from sashimi.audio.onsets import onset_window
@@ -145,8 +145,8 @@ def test_an_onset_margin_counts_the_gap_over_each_clips_onset_window_only(tone_r
     from sashimi.train.module import SaShiMiTask
     from tests.train.conftest import tiny_overrides
 
-    over = tiny_overrides(tone_root, **{"optim.label_margin": 1e4, "optim.label_margin_region": "onset",
-                                        "optim.onset_window": "[0.001,0.002]", "model.labels": DIGITS})
+    over = tiny_overrides(tone_root, **{"optim.label_margin": 1e4, "optim.label_margin_window": "[0.001,0.002]",
+                                        "model.labels": DIGITS})
     task = SaShiMiTask(load_config("demo", over).to_dict())
     with torch.no_grad():
         task.model.label_embedding.weight.normal_(0, 1)

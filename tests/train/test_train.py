@@ -393,8 +393,8 @@ DIGIT_NAMES = "[zero,one,two,three,four,five,six,seven,eight,nine]"
 
 @pytest.mark.parametrize("options", [{"optim.input_jitter": 2}, {"optim.self_feed": 0.5},
                                      {"optim.self_feed": 1.0, "optim.self_feed_passes": 2},
-                                     {"optim.label_margin": 1e4, "model.labels": DIGIT_NAMES, "model.label_dropout": 0.3,
-                                      "optim.self_feed": 0.5}])
+                                     {"optim.label_margin": 1e4, "optim.label_margin_window": "[0.001,0.01]",
+                                      "model.labels": DIGIT_NAMES, "model.label_dropout": 0.3, "optim.self_feed": 0.5}])
 def test_a_run_with_altered_inputs_resumes_to_the_same_weights(tone_root, tiny, tmp_path, options):
     """The jitter and the self-fed draws come from the torch RNG that exact resume restores: 3 + 2 steps equal 5."""
     over = tiny(tone_root, **{"trainer.precision": "64-true", "trainer.val_every": 2, **options})
