@@ -48,7 +48,10 @@ def band_db(spectra: list) -> list[float]:
 
 
 def read(path: Path) -> np.ndarray:
-    wave, rate = sf.read(path, dtype="float32")
+    try:
+        wave, rate = sf.read(path, dtype="float32")
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise SystemExit(f"{path}: not a readable audio file ({e})") from None
     if rate != RATE or wave.ndim != 1:
         raise SystemExit(f"{path}: expected mono audio at {RATE} Hz, got {rate} Hz with shape {wave.shape}")
     return wave
