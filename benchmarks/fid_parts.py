@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=5, help="draws of test clips averaged per row (default 5)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    sample_sets = [read_sample_set(folder) for folder in args.samples]  # a bad folder fails before any work
     model = load_classifier(SHIPPED_CLASSIFIER)
     ref = load_reference(model, SHIPPED_CLASSIFIER, args.reference)
     test = classify_split(model, args.reference, "test")
@@ -57,9 +58,9 @@ def main() -> None:
     print("| samples | n | FID | test clips, its mix | test clips, balanced, same n | balanced subset (n) "
           "| test clips, balanced, that n | heard counts |")
     print("|---|---|---|---|---|---|---|---|")
-    for folder in args.samples:
+    for folder, sample_set in zip(args.samples, sample_sets):
         rng = np.random.default_rng(args.seed)
-        gen = classify_set(model, read_sample_set(folder))
+        gen = classify_set(model, sample_set)
         heard = gen.probs.argmax(1)
         counts = np.bincount(heard, minlength=k)
         n = len(gen)
